@@ -1,0 +1,11 @@
+from django.urls import path
+
+from accounts import views
+
+app_name = "accounts"
+
+urlpatterns = [
+    path("login/", views.SignInView.as_view(), name="login"),
+    path("verify/", views.verify_code, name="verify"),
+    path("logout/", views.sign_out, name="logout"),
+]

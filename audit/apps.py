@@ -1,0 +1,15 @@
+import logging
+
+from django.apps import AppConfig
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+
+class AuditConfig(AppConfig):
+    name = "audit"
+    verbose_name = "Audit trail"
+
+    def ready(self):
+        if not settings.CELERY_BROKER_URL:
+            logger.info("CELERY_BROKER_URL is not set: background tasks run in-process")

@@ -1,0 +1,40 @@
+import django_filters
+from django import forms
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from audit.models import AuditAction, AuditEvent
+
+
+class AuditEventFilter(django_filters.FilterSet):
+    """Filters for the compliance screen; the patient is given by MRN."""
+
+    username = django_filters.CharFilter(
+        field_name="actor_username", lookup_expr="iexact", label="User"
+    )
+    patient_mrn = django_filters.CharFilter(
+        method="filter_patient", label="Patient MRN"
+    )
+    action = django_filters.ChoiceFilter(choices=AuditAction.choices)
+    occurred_from = django_filters.DateFilter(
+        field_name="occurred_at",
+        lookup_expr="date__gte",
+        label="From",
+        widget=forms.DateInput(attrs={"type": "date"}),
+    )
+    occurred_to = django_filters.DateFilter(
+        field_name="occurred_at",
+        lookup_expr="date__lte",
+        label="To",
+        widget=forms.DateInput(attrs={"type": "date"}),
+    )
+
+    class Meta:
+        model = AuditEvent
+        fields = ["username", "patient_mrn", "action", "occurred_from", "occurred_to"]
+
+    def filter_patient(self, queryset, name, value):
+        patient_ref = import_string(settings.AUDIT_PATIENT_LOOKUP)(value)
+        if patient_ref is None:
+            return queryset.none()
+        return queryset.filter(patient_ref=patient_ref)

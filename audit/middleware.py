@@ -1,0 +1,23 @@
+"""Fail closed: when the audit trail cannot be written, no page is shown."""
+
+import logging
+
+from django.shortcuts import render
+
+from audit.services import AuditUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+class AuditFailClosedMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if isinstance(exception, AuditUnavailable):
+            logger.error("Request refused: the audit trail is unavailable")
+            return render(request, "audit_unavailable.html", status=503)
+        return None

@@ -1,0 +1,89 @@
+"""The audit trail: one row per access, sign-in or change, never edited.
+
+45 CFR 164.312(b) asks for records of activity in systems holding ePHI. Rows
+live in their own database and are refused any update or delete by the model
+and its queryset.
+"""
+
+from django.db import models
+from django.utils import timezone
+
+
+class AuditAction(models.TextChoices):
+    VIEWED = "VIEWED", "Viewed"
+    ACCESS_DENIED = "DENIED", "Access denied"
+    PATIENT_LIST = "PATIENT_LIST", "Patient list viewed"
+    PATIENT_SEARCH = "PATIENT_SEARCH", "Patient search"
+    LOGIN = "LOGIN", "Signed in (password)"
+    LOGIN_FAILED = "LOGIN_FAILED", "Sign-in failed"
+    OTP_VERIFIED = "OTP_VERIFIED", "One-time code accepted"
+    OTP_FAILED = "OTP_FAILED", "One-time code refused"
+    LOGOUT = "LOGOUT", "Signed out"
+    LOCKOUT = "LOCKOUT", "Account locked out"
+    AUDIT_QUERY = "AUDIT_QUERY", "Audit trail queried"
+    FHIR_IMPORT = "FHIR_IMPORT", "FHIR bundle imported"
+    FHIR_IMPORT_FAILED = "FHIR_IMPORT_FAILED", "FHIR bundle refused"
+    DEMO_SEEDED = "DEMO_SEEDED", "Demo data seeded"
+
+
+class AuditOutcome(models.TextChoices):
+    SUCCESS = "success", "Success"
+    DENIED = "denied", "Denied"
+    FAILURE = "failure", "Failure"
+
+
+class WriteOnceError(Exception):
+    """Raised on any attempt to change or remove an audit event."""
+
+
+class AuditEventQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise WriteOnceError("audit events cannot be updated")
+
+    def delete(self):
+        raise WriteOnceError("audit events cannot be deleted")
+
+    def bulk_update(self, objs, fields, batch_size=None):
+        raise WriteOnceError("audit events cannot be updated")
+
+    def update_or_create(self, *args, **kwargs):
+        raise WriteOnceError("audit events cannot be updated")
+
+
+class AuditEvent(models.Model):
+    occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    actor_username = models.CharField(max_length=150, db_index=True)
+    actor_role = models.CharField(max_length=32, blank=True, default="")
+    action = models.CharField(max_length=32, choices=AuditAction.choices)
+    outcome = models.CharField(max_length=16, choices=AuditOutcome.choices)
+    # An opaque reference (the patient's UUID), never a name or MRN.
+    patient_ref = models.CharField(max_length=64, blank=True, default="")
+    record_type = models.CharField(max_length=64, blank=True, default="")
+    fields = models.JSONField(default=list, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    device_fingerprint = models.CharField(max_length=64, blank=True, default="")
+    purpose = models.CharField(max_length=255, blank=True, default="")
+    reason = models.CharField(max_length=255, blank=True, default="")
+    request_id = models.CharField(max_length=32, blank=True, default="")
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        indexes = [
+            models.Index(fields=["patient_ref", "-occurred_at"]),
+            models.Index(fields=["action", "-occurred_at"]),
+        ]
+
+    def __str__(self):
+        return f"Audit event {self.pk}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise WriteOnceError("audit events cannot be updated")
+        kwargs["force_insert"] = True
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise WriteOnceError("audit events cannot be deleted")

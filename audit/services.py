@@ -1,0 +1,87 @@
+"""The audit writer: the one public way other apps leave evidence.
+
+Callers that show PHI write the event first and show nothing if it raises
+(fail closed): an access that cannot be recorded does not happen.
+"""
+
+import logging
+from collections.abc import Iterable
+
+from audit.models import AuditAction, AuditEvent, AuditOutcome
+from ehr_portal import request_context
+
+logger = logging.getLogger(__name__)
+security_logger = logging.getLogger("ehr_portal.security")
+
+
+class AuditUnavailable(Exception):
+    """The audit event could not be written; the caller must not proceed."""
+
+
+def _actor_fields(actor) -> dict:
+    if isinstance(actor, str):
+        return {"actor_id": None, "actor_username": actor, "actor_role": "system"}
+    if actor is None or not getattr(actor, "is_authenticated", False):
+        return {"actor_id": None, "actor_username": "anonymous", "actor_role": ""}
+    role = getattr(actor, "primary_role", None)
+    return {
+        "actor_id": actor.pk,
+        "actor_username": actor.get_username(),
+        "actor_role": str(role.value) if role else "",
+    }
+
+
+def record_event(
+    *,
+    actor,
+    action: AuditAction,
+    outcome: AuditOutcome,
+    patient_ref: str = "",
+    record_type: str = "",
+    fields: Iterable[str] = (),
+    purpose: str = "",
+    reason: str = "",
+    username: str | None = None,
+) -> AuditEvent:
+    """Write one audit event, or raise AuditUnavailable.
+
+    ``actor`` is a user, or a string naming a system actor such as
+    ``"system:import_fhir"``. ``username`` overrides the recorded name for
+    events about someone not signed in (a failed sign-in). Nothing here may
+    carry PHI: patients are named by their opaque reference only.
+    """
+    context = request_context.current()
+    values = _actor_fields(actor)
+    if username is not None:
+        values["actor_username"] = username[:150]
+
+    event = AuditEvent(
+        action=action,
+        outcome=outcome,
+        patient_ref=str(patient_ref or ""),
+        record_type=record_type,
+        fields=list(fields),
+        purpose=purpose[:255],
+        reason=reason[:255],
+        ip_address=context.ip_address if context else None,
+        device_fingerprint=context.device_fingerprint if context else "",
+        request_id=context.request_id if context else "",
+        **values,
+    )
+    try:
+        event.save()
+    except Exception as error:
+        logger.error(
+            "Audit write failed for action %s: %s", action, type(error).__name__
+        )
+        raise AuditUnavailable("the audit trail could not be written") from error
+
+    if outcome != AuditOutcome.SUCCESS:
+        security_logger.info(
+            "audit %s %s actor=%s event=%s",
+            action,
+            outcome,
+            values["actor_id"],
+            event.pk,
+        )
+    return event

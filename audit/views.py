@@ -1,0 +1,46 @@
+"""Compliance screens: the audit trail, newest first, with filters."""
+
+from django.conf import settings
+from django.core.paginator import Paginator
+from django.shortcuts import render
+from django.utils.module_loading import import_string
+from django.views.decorators.http import require_http_methods
+
+from accounts.decorators import role_required
+from accounts.roles import Role
+from audit.filters import AuditEventFilter
+from audit.models import AuditAction, AuditEvent, AuditOutcome
+from audit.services import record_event
+
+PAGE_SIZE = 50
+
+
+@role_required(Role.COMPLIANCE_OFFICER, record_type="AuditTrail")
+@require_http_methods(["GET", "POST"])
+def audit_events(request):
+    # Filters travel in the POST body: a patient's MRN must not land in a URL.
+    data = request.POST if request.method == "POST" else None
+    event_filter = AuditEventFilter(data, queryset=AuditEvent.objects.all())
+    events = event_filter.qs if event_filter.is_bound else AuditEvent.objects.all()
+
+    page = Paginator(events, PAGE_SIZE).get_page(request.POST.get("page"))
+    labels = import_string(settings.AUDIT_PATIENT_LABELS)(
+        event.patient_ref for event in page if event.patient_ref
+    )
+    record_event(
+        actor=request.user,
+        action=AuditAction.AUDIT_QUERY,
+        outcome=AuditOutcome.SUCCESS,
+        record_type="AuditEvent",
+        fields=sorted(
+            key
+            for key, value in (data or {}).items()
+            if value and key != "csrfmiddlewaretoken"
+        ),
+        purpose="compliance review",
+    )
+    return render(
+        request,
+        "audit/events.html",
+        {"filter": event_filter, "page": page, "patient_labels": labels},
+    )

@@ -1,0 +1,258 @@
+"""Settings for the EHR Portal, read from the environment.
+
+PORTAL_MODE is ``production`` unless set: a forgotten variable must never turn
+on debugging, demo commands or generated keys on a real deployment.
+"""
+
+import logging
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from ehr_portal import environment as env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+PORTAL_MODE = env.read_mode()
+DEVELOPMENT = PORTAL_MODE == "development"
+
+PORTAL_DATA_DIR = Path(env.read("PORTAL_DATA_DIR") or BASE_DIR / "var").resolve()
+PORTAL_DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+# DEBUG pages show local variables, which on a chart view are PHI: only an
+# explicit opt-in, and only in development mode.
+DEBUG = DEVELOPMENT and env.read_bool("PORTAL_DEBUG", False)
+
+SECRET_KEY = env.read("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if not DEVELOPMENT:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) is required in production"
+        )
+    SECRET_KEY = env.development_secret(PORTAL_DATA_DIR / "secret_key")
+
+# Field-encryption keyring: one JSON file of versioned data keys and the
+# blind-index key. Development creates it in the data folder; production
+# refuses to start without it (records.apps checks at start-up).
+PORTAL_KEYRING_FILE = Path(
+    env.read("PORTAL_KEYRING_FILE") or PORTAL_DATA_DIR / "keys" / "keyring.json"
+)
+
+ALLOWED_HOSTS = env.read_list(
+    "PORTAL_ALLOWED_HOSTS",
+    ["127.0.0.1", "localhost", "[::1]", "testserver"] if DEVELOPMENT else [],
+)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "axes",
+    "session_security",
+    "django_filters",
+    "accounts",
+    "records",
+    "audit",
+]
+
+MIDDLEWARE = [
+    "ehr_portal.middleware.RequestContextMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "session_security.middleware.SessionSecurityMiddleware",
+    "accounts.middleware.VerifiedSessionMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "ehr_portal.middleware.NoStoreMiddleware",
+    "audit.middleware.AuditFailClosedMiddleware",
+    "axes.middleware.AxesMiddleware",
+]
+
+ROOT_URLCONF = "ehr_portal.urls"
+WSGI_APPLICATION = "ehr_portal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "accounts.context_processors.roles",
+            ],
+        },
+    },
+]
+
+# Two databases: clinical data in "default", the audit trail apart in "audit",
+# so that neither a clinical migration nor a clinical-database role can touch
+# the evidence.
+DATABASES = {
+    "default": dj_database_url.parse(
+        env.read("DATABASE_URL") or f"sqlite:///{PORTAL_DATA_DIR / 'portal.sqlite3'}",
+        conn_max_age=60,
+    ),
+    "audit": dj_database_url.parse(
+        env.read("AUDIT_DATABASE_URL")
+        or f"sqlite:///{PORTAL_DATA_DIR / 'audit.sqlite3'}",
+        conn_max_age=60,
+    ),
+}
+for _alias, _database in DATABASES.items():
+    if _database["ENGINE"].endswith("sqlite3"):
+        _database["CONN_MAX_AGE"] = 0
+        _database.setdefault("OPTIONS", {})["timeout"] = 20
+DATABASE_ROUTERS = ["audit.routers.AuditRouter"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_USER_MODEL = "accounts.User"
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {
+        "NAME": "django.contrib.auth.password_validation."
+        "UserAttributeSimilarityValidator"
+    },
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 12},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+PASSWORD_RESET_TIMEOUT = 3600
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "home"
+
+# Sessions: JSON only, gone when the browser closes, and idle sign-out after
+# 15 minutes (45 CFR 164.312(a)(2)(iii), automatic logoff).
+SESSION_SERIALIZER = "django.contrib.sessions.serializers.JSONSerializer"
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = env.read_int("PORTAL_SESSION_MAX_AGE", 12 * 3600)
+SESSION_SECURITY_EXPIRE_AFTER = env.read_int("PORTAL_IDLE_LOGOFF_SECONDS", 15 * 60)
+SESSION_SECURITY_WARN_AFTER = env.read_int("PORTAL_IDLE_WARNING_SECONDS", 13 * 60)
+SESSION_SECURITY_PASSIVE_URL_NAMES = ["session_security_ping"]
+CSRF_USE_SESSIONS = True
+
+OTP_TOTP_ISSUER = "EHR Portal"
+
+# Lockout: 5 failures per account (not per address, which an attacker can
+# rotate), 30 minutes of cool-off, usernames folded so case and spaces do not
+# give an attacker fresh counters.
+AXES_FAILURE_LIMIT = env.read_int("PORTAL_LOCKOUT_FAILURES", 5)
+AXES_COOLOFF_TIME = env.read_int("PORTAL_LOCKOUT_MINUTES", 30) / 60
+AXES_LOCKOUT_PARAMETERS = ["username"]
+AXES_USERNAME_CALLABLE = "accounts.services.fold_username"
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
+AXES_IPWARE_PROXY_COUNT = env.read_int("PORTAL_TRUSTED_PROXY_COUNT", 0)
+AXES_IPWARE_META_PRECEDENCE_ORDER = (
+    ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+    if AXES_IPWARE_PROXY_COUNT
+    else ["REMOTE_ADDR"]
+)
+AXES_VERBOSE = False
+# axes warns when the lock is not per address. Locking per account is the
+# decision here: an address is shared by a whole ward, and an attacker can
+# rotate addresses but not the account being attacked.
+SILENCED_SYSTEM_CHECKS = ["axes.W006"]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Development serves static files from the app folders (WhiteNoise's finders);
+# production serves the collected, hashed copies from STATIC_ROOT.
+STATIC_ROOT = (
+    None
+    if DEVELOPMENT
+    else Path(env.read("PORTAL_STATIC_ROOT") or BASE_DIR / "staticfiles")
+)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEVELOPMENT
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = DEVELOPMENT
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+if not DEVELOPMENT:
+    SECURE_SSL_REDIRECT = env.read_bool("PORTAL_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^api/"]
+    SECURE_HSTS_SECONDS = 31_536_000
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    SESSION_COOKIE_NAME = "__Host-sessionid"
+    CSRF_COOKIE_SECURE = True
+    CSRF_COOKIE_NAME = "__Host-csrftoken"
+
+# Celery: JSON only (a pickled message could run code in the worker). Without
+# a broker the tasks run in-process, and the audit app says so once at start.
+CELERY_BROKER_URL = env.read("CELERY_BROKER_URL") or ""
+CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+CELERY_TASK_EAGER_PROPAGATES = False
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_TIMEZONE = "UTC"
+
+# The compliance screens name patients by MRN; the audit app asks records for
+# it through these public functions and never imports records' models.
+AUDIT_PATIENT_LOOKUP = "records.services.patient_ref_for_mrn"
+AUDIT_PATIENT_LABELS = "records.services.mrn_labels_for_refs"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "utc": {
+            "()": "ehr_portal.logging.UTCFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+        },
+    },
+    "filters": {"request_id": {"()": "ehr_portal.logging.RequestIdFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "utc",
+            "filters": ["request_id"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": env.read("PORTAL_LOG_LEVEL", "INFO")},
+    "loggers": {
+        # Django's request logger repeats the URL and the exception text of
+        # every error; our own error handlers log a request id instead.
+        "django.request": {"level": "ERROR", "propagate": True},
+        "django.db.backends": {"level": "INFO", "propagate": True},
+    },
+}
+
+logging.captureWarnings(True)

@@ -1,0 +1,22 @@
+from django.contrib import admin
+from django.urls import include, path
+from django_otp.admin import OTPAdminSite
+
+from ehr_portal import views
+
+# The admin asks for a verified second factor like every other page.
+admin.site.__class__ = OTPAdminSite
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("accounts/", include("accounts.urls")),
+    path("patients/", include("records.urls")),
+    path("compliance/", include("audit.urls")),
+    path("session_security/", include("session_security.urls")),
+    path("admin/", admin.site.urls),
+]
+
+handler400 = views.bad_request
+handler403 = views.permission_denied
+handler404 = views.page_not_found
+handler500 = views.server_error

@@ -1,0 +1,40 @@
+"""Landing page and error pages that carry a request id and nothing else."""
+
+from django.shortcuts import redirect, render
+
+from accounts.roles import Role
+from ehr_portal import request_context
+
+
+def home(request):
+    user = request.user
+    if user.is_clinician:
+        return redirect("records:patient_list")
+    if user.has_role(Role.COMPLIANCE_OFFICER):
+        return redirect("audit:events")
+    return render(request, "home.html")
+
+
+def _error_page(request, template: str, status: int):
+    return render(
+        request,
+        template,
+        {"request_id": request_context.current_request_id()},
+        status=status,
+    )
+
+
+def permission_denied(request, exception=None):
+    return _error_page(request, "403.html", 403)
+
+
+def page_not_found(request, exception=None):
+    return _error_page(request, "404.html", 404)
+
+
+def server_error(request):
+    return _error_page(request, "500.html", 500)
+
+
+def bad_request(request, exception=None):
+    return _error_page(request, "400.html", 400)

@@ -1,0 +1,617 @@
+"""Import FHIR R4 Bundles (such as Synthea's) into encrypted patient records.
+
+Each bundle is checked whole before anything is written, then stored in one
+transaction: a malformed bundle changes nothing and the error names the file,
+the entry and the field. Re-importing a bundle adds nothing, because each
+patient is found again by its source id and each record by a keyed hash of
+its resource type and id. Nothing here fetches a URL a bundle mentions.
+"""
+
+import datetime
+import getpass
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.db import transaction
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from audit.models import AuditAction, AuditOutcome
+from audit.services import record_event
+from records import crypto
+from records.models import (
+    AllergyIntolerance,
+    Condition,
+    Encounter,
+    Immunization,
+    MedicationRequest,
+    Observation,
+    ObservationCategory,
+    Patient,
+    PatientSource,
+    Procedure,
+)
+from records.services import find_patient_by_identifier, register_patient
+
+logger = logging.getLogger(__name__)
+
+FHIR_ID_SYSTEM = "urn:ehr-portal:fhir-patient-id"
+MAX_NAME_LENGTH = 100
+MAX_TEXT_LENGTH = 2000
+
+CLINICAL_MODELS = {
+    "Encounter": Encounter,
+    "Condition": Condition,
+    "MedicationRequest": MedicationRequest,
+    "AllergyIntolerance": AllergyIntolerance,
+    "Observation": Observation,
+    "Immunization": Immunization,
+    "Procedure": Procedure,
+}
+IMPORTED_TYPES = ("Patient", *CLINICAL_MODELS)
+
+
+class BundleRejected(Exception):
+    """A bundle that cannot be imported; the message names file, entry and field."""
+
+    def __init__(self, path: Path, detail: str, entry: "Entry | int | None" = None):
+        self.path = path
+        self.detail = detail
+        self.entry = entry
+        super().__init__(str(self))
+
+    def __str__(self):
+        if isinstance(self.entry, Entry):
+            where = f"entry {self.entry.index} ({self.entry.label})"
+        elif isinstance(self.entry, int):
+            where = f"entry {self.entry}"
+        else:
+            where = "bundle"
+        return f"{self.path}: {where}: {self.detail}"
+
+
+@dataclass
+class Entry:
+    index: int
+    full_url: str
+    resource: dict
+
+    @property
+    def resource_type(self) -> str:
+        return self.resource.get("resourceType", "")
+
+    @property
+    def resource_id(self) -> str:
+        return str(self.resource.get("id") or "")
+
+    @property
+    def label(self) -> str:
+        return f"{self.resource_type}/{self.resource_id or '(no id)'}"
+
+
+@dataclass
+class ImportSummary:
+    bundles: int = 0
+    patients_created: int = 0
+    patients_existing: int = 0
+    created: Counter = field(default_factory=Counter)
+    unchanged: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)
+
+    def add(self, other: "ImportSummary") -> None:
+        self.bundles += other.bundles
+        self.patients_created += other.patients_created
+        self.patients_existing += other.patients_existing
+        self.created.update(other.created)
+        self.unchanged.update(other.unchanged)
+        self.skipped.update(other.skipped)
+
+
+def bundle_files(paths) -> list[Path]:
+    """The JSON files named, or found under the folders named, in order."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*.json") if p.is_file()))
+        else:
+            found.append(path)
+    return found
+
+
+def import_bundle_file(path: Path, *, actor: str | None = None) -> ImportSummary:
+    """Check and store one bundle file in one transaction, or raise BundleRejected."""
+    actor = actor or f"system:import_fhir ({getpass.getuser()})"
+    try:
+        entries = _read_entries(path)
+        checked = _check_entries(path, entries)
+        with transaction.atomic():
+            summary = _store(path, checked, actor=actor)
+    except BundleRejected:
+        record_event(
+            actor=actor,
+            action=AuditAction.FHIR_IMPORT_FAILED,
+            outcome=AuditOutcome.FAILURE,
+            record_type="Bundle",
+            reason="bundle rejected; nothing stored",
+        )
+        raise
+    logger.info(
+        "Imported a bundle: %d new patient(s), %d new record(s)",
+        summary.patients_created,
+        sum(summary.created.values()),
+    )
+    return summary
+
+
+def _read_entries(path: Path) -> list[Entry]:
+    try:
+        document = json.loads(path.read_bytes())
+    except OSError as error:
+        raise BundleRejected(path, f"cannot be read ({error.strerror})") from error
+    except (ValueError, UnicodeDecodeError) as error:
+        raise BundleRejected(path, f"is not valid JSON ({error})") from error
+
+    if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
+        found = document.get("resourceType") if isinstance(document, dict) else None
+        raise BundleRejected(path, f"resourceType must be 'Bundle', not {found!r}")
+
+    raw_entries = document.get("entry") or []
+    if not isinstance(raw_entries, list):
+        raise BundleRejected(path, "'entry' must be a list")
+
+    entries = []
+    for index, raw in enumerate(raw_entries):
+        resource = raw.get("resource") if isinstance(raw, dict) else None
+        if not isinstance(resource, dict):
+            raise BundleRejected(path, "has no resource object", index)
+        entries.append(Entry(index, str(raw.get("fullUrl") or ""), resource))
+    return entries
+
+
+def _validate_resource(path: Path, entry: Entry) -> None:
+    try:
+        model = get_fhir_model_class(entry.resource_type)
+    except (ValueError, TypeError):
+        raise BundleRejected(
+            path, f"unknown resourceType {entry.resource_type!r}", entry
+        ) from None
+    if entry.resource_type not in IMPORTED_TYPES:
+        return
+
+    try:
+        model.model_validate(entry.resource)
+    except ValidationError as error:
+        # Name the field and the rule, never the value: it may be PHI.
+        first = error.errors()[0]
+        location = ".".join(str(part) for part in first["loc"]) or "(resource)"
+        raise BundleRejected(path, f"field {location}: {first['msg']}", entry) from None
+
+
+@dataclass
+class CheckedBundle:
+    patients: list[Entry]
+    clinical: list[tuple[Entry, Entry | str]]
+    skipped: Counter
+
+
+def _check_entries(path: Path, entries: list[Entry]) -> CheckedBundle:
+    patients: list[Entry] = []
+    patient_refs: dict[str, Entry] = {}
+    for entry in entries:
+        _validate_resource(path, entry)
+        if entry.resource_type == "Patient":
+            _check_patient(path, entry)
+            patients.append(entry)
+            for ref in _refs_for(entry):
+                patient_refs[ref] = entry
+
+    clinical: list[tuple[Entry, Entry | str]] = []
+    skipped: Counter = Counter()
+    for entry in entries:
+        if entry.resource_type in CLINICAL_MODELS:
+            if not entry.resource_id:
+                raise BundleRejected(path, "has no id", entry)
+            clinical.append((entry, _subject_of(path, entry, patient_refs)))
+        elif entry.resource_type != "Patient":
+            skipped[entry.resource_type] += 1
+    return CheckedBundle(patients, clinical, skipped)
+
+
+def _refs_for(entry: Entry) -> set[str]:
+    refs = {f"Patient/{entry.resource_id}", f"urn:uuid:{entry.resource_id}"}
+    if entry.full_url:
+        refs.add(entry.full_url)
+    return refs
+
+
+def _check_patient(path: Path, entry: Entry) -> None:
+    resource = entry.resource
+    if not entry.resource_id:
+        raise BundleRejected(path, "Patient has no id", entry)
+    if not resource.get("birthDate"):
+        raise BundleRejected(path, "field birthDate: required for a patient", entry)
+
+    name = _official_name(resource)
+    if not name.get("family") or not name.get("given"):
+        raise BundleRejected(
+            path, "field name: a family and a given name are required", entry
+        )
+    for part in [name.get("family", ""), *name.get("given", [])]:
+        if len(part) > MAX_NAME_LENGTH:
+            raise BundleRejected(
+                path, f"field name: longer than {MAX_NAME_LENGTH} characters", entry
+            )
+
+
+def _subject_of(
+    path: Path, entry: Entry, patient_refs: dict[str, Entry]
+) -> Entry | str:
+    """The bundle's Patient entry this record is about, or an imported patient's id."""
+    subject = entry.resource.get("subject") or entry.resource.get("patient") or {}
+    reference = subject.get("reference") if isinstance(subject, dict) else None
+    if not reference:
+        raise BundleRejected(path, "field subject: no patient reference", entry)
+    if reference in patient_refs:
+        return patient_refs[reference]
+
+    for prefix in ("Patient/", "urn:uuid:"):
+        if reference.startswith(prefix):
+            patient_id = reference.removeprefix(prefix)
+            if find_patient_by_identifier(FHIR_ID_SYSTEM, patient_id):
+                return patient_id
+    raise BundleRejected(
+        path,
+        f"field subject: refers to patient {reference!r}, which is neither in "
+        "this bundle nor already imported",
+        entry,
+    )
+
+
+def _store(path: Path, bundle: CheckedBundle, *, actor: str) -> ImportSummary:
+    summary = ImportSummary(bundles=1, skipped=bundle.skipped)
+    patients_by_entry: dict[int, Patient] = {}
+    for entry in bundle.patients:
+        patient, created = _upsert_patient(path, entry)
+        patients_by_entry[entry.index] = patient
+        if created:
+            summary.patients_created += 1
+        else:
+            summary.patients_existing += 1
+
+    grouped: dict[tuple[Patient, str], list[Entry]] = {}
+    for entry, subject in bundle.clinical:
+        if isinstance(subject, Entry):
+            patient = patients_by_entry[subject.index]
+        else:
+            patient = find_patient_by_identifier(FHIR_ID_SYSTEM, subject)
+        grouped.setdefault((patient, entry.resource_type), []).append(entry)
+
+    touched: Counter = Counter()
+    for (patient, resource_type), entries in grouped.items():
+        created = _store_records(path, patient, resource_type, entries)
+        summary.created[resource_type] += created
+        summary.unchanged[resource_type] += len(entries) - created
+        touched[str(patient.pk)] += created
+
+    for patient in patients_by_entry.values():
+        touched.setdefault(str(patient.pk), 0)
+    for patient_ref, created in touched.items():
+        # Inside the transaction: if the evidence cannot be written, the
+        # import rolls back rather than leaving unrecorded PHI behind.
+        record_event(
+            actor=actor,
+            action=AuditAction.FHIR_IMPORT,
+            outcome=AuditOutcome.SUCCESS,
+            patient_ref=patient_ref,
+            record_type="Bundle",
+            reason=f"{created} new record(s)",
+        )
+    return summary
+
+
+def _upsert_patient(path: Path, entry: Entry) -> tuple[Patient, bool]:
+    existing = find_patient_by_identifier(FHIR_ID_SYSTEM, entry.resource_id)
+    if existing is not None:
+        return existing, False
+
+    resource = entry.resource
+    name = _official_name(resource)
+    identifiers = {(FHIR_ID_SYSTEM, entry.resource_id)}
+    for identifier in resource.get("identifier") or []:
+        if identifier.get("system") and identifier.get("value"):
+            identifiers.add((identifier["system"], str(identifier["value"])))
+    for system, value in identifiers:
+        if system != FHIR_ID_SYSTEM and find_patient_by_identifier(system, value):
+            raise BundleRejected(
+                path,
+                f"field identifier: a {system} identifier already "
+                "belongs to another patient",
+                entry,
+            )
+
+    patient = register_patient(
+        given_name=" ".join(name.get("given", [])),
+        family_name=name["family"],
+        birth_date=datetime.date.fromisoformat(resource["birthDate"]),
+        sex=resource.get("gender") or "",
+        address=_address_text(resource),
+        telecom=_telecom_text(resource),
+        deceased_on=_date_of(resource.get("deceasedDateTime")),
+        source=PatientSource.FHIR_IMPORT,
+        identifiers=sorted(identifiers),
+    )
+    return patient, True
+
+
+def _store_records(path: Path, patient: Patient, resource_type: str, entries) -> int:
+    model = CLINICAL_MODELS[resource_type]
+    keys = {_source_key(entry): entry for entry in entries}
+    existing = set(
+        model.objects.filter(patient=patient, source_key__in=list(keys)).values_list(
+            "source_key", flat=True
+        )
+    )
+    records = []
+    for key, entry in keys.items():
+        if key in existing:
+            continue
+        try:
+            values = EXTRACTORS[resource_type](entry.resource)
+        except (KeyError, TypeError, ValueError) as error:
+            raise BundleRejected(path, f"cannot be read ({error})", entry) from None
+        records.append(model(patient=patient, source_key=key, **values))
+    model.objects.bulk_create(records, batch_size=500)
+    return len(records)
+
+
+def _source_key(entry: Entry) -> str:
+    return crypto.blind_index(
+        "fhir-source", f"{entry.resource_type}/{entry.resource_id}"
+    )
+
+
+def _official_name(resource: dict) -> dict:
+    names = resource.get("name") or []
+    for name in names:
+        if name.get("use") == "official":
+            return name
+    return names[0] if names else {}
+
+
+def _address_text(resource: dict) -> str:
+    parts = []
+    for address in resource.get("address") or []:
+        line = ", ".join(address.get("line") or [])
+        place = " ".join(
+            filter(
+                None,
+                [address.get("city"), address.get("state"), address.get("postalCode")],
+            )
+        )
+        parts.append(", ".join(filter(None, [line, place, address.get("country")])))
+    return "; ".join(filter(None, parts))
+
+
+def _telecom_text(resource: dict) -> str:
+    return "; ".join(
+        f"{item.get('system', 'contact')}: {item['value']}"
+        for item in resource.get("telecom") or []
+        if item.get("value")
+    )
+
+
+def parse_instant(value: str | None) -> datetime.datetime | None:
+    """A FHIR date or dateTime as an aware datetime (partial dates start the period)."""
+    if not value:
+        return None
+    if len(value) == 4:
+        value = f"{value}-01-01"
+    elif len(value) == 7:
+        value = f"{value}-01"
+    moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment
+
+
+def _date_of(value: str | None) -> datetime.date | None:
+    moment = parse_instant(value)
+    return moment.date() if moment else None
+
+
+def _concept_text(concept: dict | None) -> str:
+    if not concept:
+        return ""
+    if concept.get("text"):
+        return _clip(concept["text"])
+    for coding in concept.get("coding") or []:
+        if coding.get("display") or coding.get("code"):
+            return _clip(coding.get("display") or coding["code"])
+    return ""
+
+
+def _concept_code(concept: dict | None) -> str:
+    for coding in (concept or {}).get("coding") or []:
+        if coding.get("code"):
+            return str(coding["code"])
+    return ""
+
+
+def _first_code(concepts) -> str:
+    for concept in concepts or []:
+        code = _concept_code(concept)
+        if code:
+            return code
+    return ""
+
+
+def _clip(text: str) -> str:
+    return str(text)[:MAX_TEXT_LENGTH]
+
+
+def _start_of(resource: dict, *names: str) -> datetime.datetime | None:
+    for name in names:
+        value = resource.get(name)
+        if isinstance(value, dict):
+            value = value.get("start")
+        if value:
+            return parse_instant(value)
+    return None
+
+
+def _encounter(resource: dict) -> dict:
+    period = resource.get("period") or {}
+    types = resource.get("type") or [{}]
+    reasons = resource.get("reasonCode") or [{}]
+    return {
+        "occurred_at": parse_instant(period.get("start")),
+        "ended_at": parse_instant(period.get("end")),
+        "status": resource.get("status", ""),
+        "encounter_class": (resource.get("class") or {}).get("code", "")[:16],
+        "code": _concept_code(types[0]),
+        "description": _concept_text(types[0]),
+        "reason": _concept_text(reasons[0]),
+    }
+
+
+def _condition(resource: dict) -> dict:
+    return {
+        "occurred_at": _start_of(
+            resource, "onsetDateTime", "onsetPeriod", "recordedDate"
+        ),
+        "abated_at": _start_of(resource, "abatementDateTime", "abatementPeriod"),
+        "status": _concept_code(resource.get("clinicalStatus")),
+        "code": _concept_code(resource.get("code")),
+        "description": _concept_text(resource.get("code")),
+    }
+
+
+def _medication_request(resource: dict) -> dict:
+    concept = resource.get("medicationCodeableConcept")
+    description = _concept_text(concept) or _clip(
+        (resource.get("medicationReference") or {}).get("display", "")
+    )
+    dosage = "; ".join(
+        _clip(instruction["text"])
+        for instruction in resource.get("dosageInstruction") or []
+        if instruction.get("text")
+    )
+    return {
+        "occurred_at": parse_instant(resource.get("authoredOn")),
+        "status": resource.get("status", ""),
+        "code": _concept_code(concept),
+        "description": description,
+        "dosage": dosage,
+    }
+
+
+def _allergy(resource: dict) -> dict:
+    reactions = []
+    for reaction in resource.get("reaction") or []:
+        manifestations = ", ".join(
+            _concept_text(item) for item in reaction.get("manifestation") or []
+        )
+        severity = reaction.get("severity")
+        reactions.append(
+            f"{manifestations} ({severity})" if severity else manifestations
+        )
+    categories = resource.get("category") or [""]
+    return {
+        "occurred_at": _start_of(resource, "recordedDate", "onsetDateTime"),
+        "status": _concept_code(resource.get("clinicalStatus")),
+        "category": str(categories[0])[:32],
+        "criticality": (resource.get("criticality") or "")[:32],
+        "code": _concept_code(resource.get("code")),
+        "description": _concept_text(resource.get("code")),
+        "reaction": _clip("; ".join(filter(None, reactions))),
+    }
+
+
+def _quantity_text(quantity: dict) -> str:
+    value = quantity.get("value")
+    unit = quantity.get("unit") or quantity.get("code") or ""
+    if value is None:
+        return ""
+    number = f"{round(float(value), 2):g}"
+    return f"{number} {unit}".strip()
+
+
+def _value_text(holder: dict) -> str:
+    if "valueQuantity" in holder:
+        return _quantity_text(holder["valueQuantity"])
+    if "valueCodeableConcept" in holder:
+        return _concept_text(holder["valueCodeableConcept"])
+    for name in ("valueString", "valueBoolean", "valueInteger", "valueDateTime"):
+        if name in holder:
+            return _clip(str(holder[name]))
+    return ""
+
+
+def _observation_value(resource: dict) -> str:
+    value = _value_text(resource)
+    if value:
+        return value
+    parts = []
+    for component in resource.get("component") or []:
+        component_value = _value_text(component)
+        if component_value:
+            parts.append(f"{_concept_text(component.get('code'))}: {component_value}")
+    return _clip("; ".join(parts))
+
+
+def _observation_category(resource: dict) -> str:
+    codes = {
+        coding.get("code")
+        for concept in resource.get("category") or []
+        for coding in concept.get("coding") or []
+    }
+    for category in (ObservationCategory.VITAL_SIGNS, ObservationCategory.LABORATORY):
+        if category.value in codes:
+            return category.value
+    return ObservationCategory.OTHER.value
+
+
+def _observation(resource: dict) -> dict:
+    return {
+        "occurred_at": _start_of(
+            resource, "effectiveDateTime", "effectivePeriod", "issued"
+        ),
+        "status": resource.get("status", ""),
+        "category": _observation_category(resource),
+        "code": _concept_code(resource.get("code")),
+        "description": _concept_text(resource.get("code")),
+        "value": _observation_value(resource),
+    }
+
+
+def _immunization(resource: dict) -> dict:
+    return {
+        "occurred_at": parse_instant(resource.get("occurrenceDateTime")),
+        "status": resource.get("status", ""),
+        "code": _concept_code(resource.get("vaccineCode")),
+        "description": _concept_text(resource.get("vaccineCode")),
+    }
+
+
+def _procedure(resource: dict) -> dict:
+    return {
+        "occurred_at": _start_of(resource, "performedDateTime", "performedPeriod"),
+        "status": resource.get("status", ""),
+        "code": _concept_code(resource.get("code")),
+        "description": _concept_text(resource.get("code")),
+    }
+
+
+EXTRACTORS = {
+    "Encounter": _encounter,
+    "Condition": _condition,
+    "MedicationRequest": _medication_request,
+    "AllergyIntolerance": _allergy,
+    "Observation": _observation,
+    "Immunization": _immunization,
+    "Procedure": _procedure,
+}

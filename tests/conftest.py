@@ -1,0 +1,103 @@
+import datetime
+import os
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.test import Client
+from django.utils import timezone
+from django_otp import DEVICE_ID_SESSION_KEY
+from django_otp.oath import totp
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from accounts.roles import Role
+from records.models import CareTeamMembership, CareTeamRole, PatientSource
+from records.services import register_patient
+
+SHARED_DATA = Path(
+    os.environ.get(
+        "EHR_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
+)
+SYNTHEA_DIR = SHARED_DATA / "synthea"
+CHROMIUM = os.environ.get("EHR_CHROMIUM", "/usr/bin/chromium")
+
+# Playwright's sync API runs an event loop in the test thread; Django's
+# async-safety guard would otherwise refuse the ORM calls the tests make.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture(scope="session")
+def synthea_bundles() -> list[Path]:
+    bundles = sorted(SYNTHEA_DIR.glob("*.json"))
+    assert bundles, f"the Synthea bundles are missing from {SYNTHEA_DIR}"
+    return bundles
+
+
+def make_user(username: str, role: Role, password: str = "correct horse battery 9"):
+    user = get_user_model().objects.create_user(username=username, password=password)
+    user.groups.add(Group.objects.get(name=role.value))
+    TOTPDevice.objects.create(user=user, name="test", confirmed=True)
+    return get_user_model().objects.get(pk=user.pk)
+
+
+def current_code(user) -> str:
+    device = TOTPDevice.objects.get(user=user)
+    return f"{totp(device.bin_key, step=device.step, t0=device.t0):06d}"
+
+
+def verified_client(user) -> Client:
+    """A client whose session has passed both factors, without the form round trip."""
+    client = Client()
+    client.force_login(user)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = TOTPDevice.objects.get(user=user).persistent_id
+    session.save()
+    return client
+
+
+def add_to_care_team(user, patient, *, starts_on=None, ends_on=None):
+    return CareTeamMembership.objects.create(
+        member=user,
+        patient=patient,
+        role=CareTeamRole.ATTENDING
+        if user.has_role(Role.PHYSICIAN)
+        else CareTeamRole.NURSE,
+        starts_on=starts_on or timezone.localdate() - datetime.timedelta(days=30),
+        ends_on=ends_on,
+    )
+
+
+@pytest.fixture
+def physician(db):
+    return make_user("dr.house", Role.PHYSICIAN)
+
+
+@pytest.fixture
+def nurse(db):
+    return make_user("nurse.jones", Role.NURSE)
+
+
+@pytest.fixture
+def compliance_officer(db):
+    return make_user("compliance.lee", Role.COMPLIANCE_OFFICER)
+
+
+@pytest.fixture
+def export_staff(db):
+    return make_user("export.kim", Role.EXPORT_STAFF)
+
+
+@pytest.fixture
+def marker_patient(db):
+    """A patient whose identity strings are unique enough to count in raw bytes."""
+    return register_patient(
+        given_name="Quillonemarker",
+        family_name="Zyxwvutmarker",
+        birth_date=datetime.date(1961, 2, 28),
+        sex="female",
+        address="17 Markerstreet Way, Springfield MA",
+        telecom="phone: 555-010-9999",
+        source=PatientSource.DEMO,
+    )

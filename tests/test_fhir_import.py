@@ -1,0 +1,230 @@
+import json
+import socket
+from collections import Counter
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from audit.models import AuditAction, AuditEvent
+from records.fhir_import import CLINICAL_MODELS
+from records.models import Patient, PatientIdentifier
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+
+def _counts_in_bundles(paths) -> Counter:
+    counts = Counter()
+    for path in paths:
+        for entry in json.loads(path.read_text())["entry"]:
+            counts[entry["resource"]["resourceType"]] += 1
+    return counts
+
+
+def _counts_in_database() -> Counter:
+    counts = Counter({"Patient": Patient.objects.count()})
+    for resource_type, model in CLINICAL_MODELS.items():
+        counts[resource_type] = model.objects.count()
+    return counts
+
+
+def _stored_nothing():
+    return sum(_counts_in_database().values()) == 0
+
+
+def test_every_synthea_bundle_imports_with_matching_counts(synthea_bundles, capsys):
+    call_command("import_fhir", str(synthea_bundles[0].parent))
+
+    expected = _counts_in_bundles(synthea_bundles)
+    stored = _counts_in_database()
+    for resource_type in ("Patient", *CLINICAL_MODELS):
+        assert stored[resource_type] == expected[resource_type], resource_type
+    summary = capsys.readouterr().out
+    assert f"patients {expected['Patient']} new" in summary
+    assert f"Claim {expected['Claim']}" in summary
+
+
+def test_second_import_adds_nothing(synthea_bundles, capsys):
+    folder = str(synthea_bundles[0].parent)
+    call_command("import_fhir", folder)
+    first = _counts_in_database()
+    identifiers = PatientIdentifier.objects.count()
+    capsys.readouterr()
+
+    call_command("import_fhir", folder)
+
+    assert _counts_in_database() == first
+    assert PatientIdentifier.objects.count() == identifiers
+    assert (
+        f"patients 0 new, {first['Patient']} already present" in capsys.readouterr().out
+    )
+
+
+def test_import_is_audited_per_patient_by_a_named_system_actor(synthea_bundles):
+    call_command("import_fhir", str(synthea_bundles[0]))
+
+    patient = Patient.objects.get()
+    event = AuditEvent.objects.get(action=AuditAction.FHIR_IMPORT)
+    assert event.patient_ref == str(patient.pk)
+    assert event.actor_username.startswith("system:import_fhir")
+
+
+@pytest.fixture
+def real_bundle(synthea_bundles):
+    """The smallest real bundle, parsed, for tests that break one entry of it."""
+    smallest = min(synthea_bundles, key=lambda path: path.stat().st_size)
+    return json.loads(smallest.read_text())
+
+
+def _write(tmp_path, document, name="broken.json"):
+    path = tmp_path / name
+    path.write_text(document if isinstance(document, str) else json.dumps(document))
+    return path
+
+
+def _import_fails(path) -> str:
+    with pytest.raises(CommandError):
+        call_command("import_fhir", str(path))
+    return path.name
+
+
+def test_invalid_json_changes_nothing_and_names_the_file(tmp_path, capsys):
+    path = _write(tmp_path, '{"resourceType": "Bundle", "entry": [')
+
+    _import_fails(path)
+
+    error = capsys.readouterr().err
+    assert "broken.json" in error and "not valid JSON" in error
+    assert _stored_nothing()
+
+
+def test_patient_without_id_changes_nothing(tmp_path, real_bundle, capsys):
+    patient_entry = next(
+        e for e in real_bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    del patient_entry["resource"]["id"]
+    path = _write(tmp_path, real_bundle)
+
+    _import_fails(path)
+
+    error = capsys.readouterr().err
+    assert "broken.json: entry 0 (Patient/(no id)): Patient has no id" in error
+    assert _stored_nothing()
+
+
+def test_entry_about_a_missing_patient_changes_nothing(tmp_path, real_bundle, capsys):
+    # The bad entry is the last one, after hundreds of good ones.
+    last = real_bundle["entry"][-1]
+    bad = json.loads(
+        json.dumps(
+            next(
+                e
+                for e in real_bundle["entry"]
+                if e["resource"]["resourceType"] == "Condition"
+            )
+        )
+    )
+    bad["resource"]["id"] = "condition-about-nobody"
+    bad["resource"]["subject"] = {
+        "reference": "urn:uuid:00000000-dead-beef-0000-000000000000"
+    }
+    real_bundle["entry"].append(bad)
+    path = _write(tmp_path, real_bundle)
+
+    _import_fails(path)
+
+    error = capsys.readouterr().err
+    index = real_bundle["entry"].index(bad)
+    assert f"entry {index} (Condition/condition-about-nobody)" in error
+    assert "neither in this bundle nor already imported" in error
+    assert last is not bad
+    assert _stored_nothing()
+
+
+def test_wrong_resource_type_of_the_file_changes_nothing(tmp_path, real_bundle, capsys):
+    real_bundle["resourceType"] = "Patient"
+    path = _write(tmp_path, real_bundle)
+
+    _import_fails(path)
+
+    assert "resourceType must be 'Bundle', not 'Patient'" in capsys.readouterr().err
+    assert _stored_nothing()
+
+
+def test_unknown_resource_type_in_an_entry_changes_nothing(
+    tmp_path, real_bundle, capsys
+):
+    real_bundle["entry"][-1]["resource"]["resourceType"] = "Patientt"
+    path = _write(tmp_path, real_bundle)
+
+    _import_fails(path)
+
+    index = len(real_bundle["entry"]) - 1
+    error = capsys.readouterr().err
+    assert (
+        f"entry {index} (Patientt/" in error
+        and "unknown resourceType 'Patientt'" in error
+    )
+    assert _stored_nothing()
+
+
+def test_impossible_birth_date_is_named_by_field(tmp_path, real_bundle, capsys):
+    patient = next(
+        e for e in real_bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    patient["resource"]["birthDate"] = "2024-13-45"
+    path = _write(tmp_path, real_bundle)
+
+    _import_fails(path)
+
+    error = capsys.readouterr().err
+    assert "field birthDate" in error
+    assert "2024-13-45" not in error, "the rejected value may be PHI and is not echoed"
+    assert _stored_nothing()
+
+
+def test_overlong_name_is_refused(tmp_path, real_bundle, capsys):
+    patient = next(
+        e for e in real_bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    patient["resource"]["name"][0]["family"] = "X" * 10_000
+    path = _write(tmp_path, real_bundle)
+
+    _import_fails(path)
+
+    assert "field name: longer than 100 characters" in capsys.readouterr().err
+    assert _stored_nothing()
+
+
+def test_a_bad_bundle_does_not_stop_the_good_ones(tmp_path, synthea_bundles, capsys):
+    good = min(synthea_bundles, key=lambda path: path.stat().st_size)
+    (tmp_path / "a-good.json").write_text(good.read_text())
+    _write(tmp_path, "not json", name="b-bad.json")
+
+    with pytest.raises(CommandError, match="1 of 2 bundle"):
+        call_command("import_fhir", str(tmp_path))
+
+    assert Patient.objects.count() == 1
+    assert AuditEvent.objects.filter(action=AuditAction.FHIR_IMPORT_FAILED).count() == 1
+
+
+def test_attachment_urls_are_never_fetched(tmp_path, real_bundle):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    patient = next(
+        e for e in real_bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    patient["resource"]["photo"] = [
+        {"url": f"http://127.0.0.1:{port}/photo.png"},
+        {"url": "file:///etc/passwd"},
+    ]
+    path = _write(tmp_path, real_bundle)
+
+    call_command("import_fhir", str(path))
+
+    assert Patient.objects.count() == 1
+    with pytest.raises(BlockingIOError):
+        listener.accept()
+    listener.close()
