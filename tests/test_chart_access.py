@@ -1,0 +1,357 @@
+"""A chart opens for its care team, is refused to all others, and both are audited."""
+
+import datetime
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from audit.models import AuditAction, AuditEvent, AuditOutcome
+from audit.services import AuditUnavailable
+from tests.conftest import add_to_care_team, current_code, verified_client
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+
+def _phi_strings(patient) -> list[str]:
+    return [
+        patient.given_name,
+        patient.family_name,
+        patient.mrn,
+        patient.mrn_display,
+        patient.birth_date.strftime("%-d %b %Y"),
+        patient.birth_date.isoformat(),
+    ]
+
+
+def _assert_no_phi(response, patient):
+    body = response.content.decode()
+    for value in _phi_strings(patient):
+        assert value not in body
+
+
+def _chart_urls(patient) -> list[str]:
+    sections = ["encounters", "conditions", "medications", "allergies"]
+    sections += ["immunizations", "vitals", "labs", "observations", "procedures"]
+    return [f"/patients/{patient.pk}/"] + [
+        f"/patients/{patient.pk}/{section}/" for section in sections
+    ]
+
+
+def test_password_alone_reaches_no_phi_page(physician, marker_patient):
+    add_to_care_team(physician, marker_patient)
+    client = Client()
+    response = client.post(
+        "/accounts/login/",
+        {"username": "dr.house", "password": "correct horse battery 9"},
+    )
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/verify/")
+
+    for url in [
+        "/patients/",
+        "/compliance/audit/",
+        "/admin/",
+        *_chart_urls(marker_patient),
+    ]:
+        response = client.get(url)
+
+        assert response.status_code == 302, url
+        assert response["Location"].startswith("/accounts/verify/"), url
+        _assert_no_phi(response, marker_patient)
+
+    response = client.post("/patients/", {"family_name": marker_patient.family_name})
+    assert response.status_code == 302
+    assert not AuditEvent.objects.filter(action=AuditAction.VIEWED).exists()
+
+
+def test_anonymous_visitor_is_sent_to_sign_in(marker_patient):
+    response = Client().get(f"/patients/{marker_patient.pk}/")
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+
+
+def test_sign_in_with_password_and_code_opens_the_chart(physician, marker_patient):
+    add_to_care_team(physician, marker_patient)
+    client = Client()
+    client.post(
+        "/accounts/login/",
+        {"username": " Dr.House ", "password": "correct horse battery 9"},
+    )
+
+    response = client.post("/accounts/verify/", {"token": current_code(physician)})
+    assert response.status_code == 302
+
+    response = client.get(f"/patients/{marker_patient.pk}/")
+    assert response.status_code == 200
+    assert marker_patient.family_name in response.content.decode()
+    actions = list(AuditEvent.objects.order_by("id").values_list("action", flat=True))
+    assert actions[:3] == [
+        AuditAction.LOGIN,
+        AuditAction.OTP_VERIFIED,
+        AuditAction.VIEWED,
+    ]
+
+
+def test_wrong_code_is_refused_and_audited(physician, marker_patient):
+    client = Client()
+    client.post(
+        "/accounts/login/",
+        {"username": "dr.house", "password": "correct horse battery 9"},
+    )
+    wrong = f"{(int(current_code(physician)) + 1) % 1_000_000:06d}"
+
+    response = client.post("/accounts/verify/", {"token": wrong})
+
+    assert response.status_code == 200
+    assert "not accepted" in response.content.decode()
+    assert AuditEvent.objects.filter(action=AuditAction.OTP_FAILED).count() == 1
+    assert client.get(f"/patients/{marker_patient.pk}/").status_code == 302
+
+
+def test_on_team_view_is_allowed_and_audited(physician, marker_patient):
+    add_to_care_team(physician, marker_patient)
+
+    response = verified_client(physician).get(
+        f"/patients/{marker_patient.pk}/", REMOTE_ADDR="10.1.2.3",
+        HTTP_X_FORWARDED_FOR="203.0.113.9", HTTP_USER_AGENT="Ward 4 browser",
+    )  # fmt: skip
+
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert marker_patient.family_name in body and marker_patient.mrn_display in body
+    assert "no-store" in response["Cache-Control"]
+    event = AuditEvent.objects.get(action=AuditAction.VIEWED)
+    assert event.actor_id == physician.pk
+    assert event.actor_username == "dr.house"
+    assert event.actor_role == "physician"
+    assert event.patient_ref == str(marker_patient.pk)
+    assert event.outcome == AuditOutcome.SUCCESS
+    assert event.record_type == "ChartSummary" and event.fields
+    assert event.ip_address == "10.1.2.3", "the socket address, not X-Forwarded-For"
+    assert len(event.device_fingerprint) == 32
+    assert event.request_id == response["X-Request-ID"]
+    assert event.purpose == "treatment"
+
+
+def test_each_chart_section_is_audited_with_its_record_type(physician, marker_patient):
+    add_to_care_team(physician, marker_patient)
+    client = verified_client(physician)
+
+    for url in _chart_urls(marker_patient):
+        assert client.get(url).status_code == 200, url
+
+    record_types = set(
+        AuditEvent.objects.filter(action=AuditAction.VIEWED).values_list(
+            "record_type", flat=True
+        )
+    )
+    assert {"ChartSummary", "Encounter", "Observation", "Procedure"} <= record_types
+
+
+def test_off_team_nurse_is_refused_audited_and_shown_no_phi(nurse, marker_patient):
+    client = verified_client(nurse)
+
+    for url in _chart_urls(marker_patient):
+        response = client.get(url)
+
+        assert response.status_code == 403, url
+        _assert_no_phi(response, marker_patient)
+        assert "no-store" in response["Cache-Control"]
+
+    denials = AuditEvent.objects.filter(action=AuditAction.ACCESS_DENIED)
+    assert denials.count() == len(_chart_urls(marker_patient))
+    denial = denials.first()
+    assert denial.actor_id == nurse.pk
+    assert denial.patient_ref == str(marker_patient.pk)
+    assert denial.outcome == AuditOutcome.DENIED
+    assert denial.reason == "not on the patient's care team"
+    assert not AuditEvent.objects.filter(action=AuditAction.VIEWED).exists()
+
+
+def test_ended_membership_closes_the_chart(nurse, marker_patient):
+    today = timezone.localdate()
+    add_to_care_team(
+        nurse, marker_patient,
+        starts_on=today - datetime.timedelta(days=60),
+        ends_on=today - datetime.timedelta(days=1),
+    )  # fmt: skip
+
+    response = verified_client(nurse).get(f"/patients/{marker_patient.pk}/")
+
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize("persona", ["export_staff", "compliance_officer"])
+def test_title_without_care_role_never_opens_a_chart(request, persona, marker_patient):
+    user = request.getfixturevalue(persona)
+    add_to_care_team(user, marker_patient)
+
+    response = verified_client(user).get(f"/patients/{marker_patient.pk}/")
+
+    assert response.status_code == 403
+    _assert_no_phi(response, marker_patient)
+
+
+def test_unknown_patient_id_is_not_found_and_audited(physician):
+    response = verified_client(physician).get(
+        "/patients/00000000-0000-4000-8000-000000000000/"
+    )
+
+    assert response.status_code == 404
+    denial = AuditEvent.objects.get(action=AuditAction.ACCESS_DENIED)
+    assert denial.reason == "unknown patient"
+
+
+def test_failed_audit_write_shows_no_chart(physician, marker_patient, monkeypatch):
+    add_to_care_team(physician, marker_patient)
+    client = verified_client(physician)
+
+    def broken_save(self, *args, **kwargs):
+        raise RuntimeError("audit database unreachable")
+
+    monkeypatch.setattr(AuditEvent, "save", broken_save)
+
+    response = client.get(f"/patients/{marker_patient.pk}/")
+
+    assert response.status_code == 503
+    _assert_no_phi(response, marker_patient)
+
+
+def test_audit_write_failure_is_raised_not_swallowed(
+    physician, marker_patient, monkeypatch
+):
+    from records.services import get_chart_for
+
+    add_to_care_team(physician, marker_patient)
+    monkeypatch.setattr(AuditEvent, "save", lambda *a, **k: 1 / 0)
+
+    with pytest.raises(AuditUnavailable):
+        get_chart_for(physician, marker_patient.pk, record_type="Chart", fields=())
+
+
+def test_patient_list_shows_only_my_patients(physician, marker_patient):
+    from records.models import PatientSource
+    from records.services import register_patient
+
+    stranger = register_patient(
+        given_name="Otherperson", family_name="Notminemarker",
+        birth_date=datetime.date(1990, 1, 1), source=PatientSource.DEMO,
+    )  # fmt: skip
+    add_to_care_team(physician, marker_patient)
+
+    body = verified_client(physician).get("/patients/").content.decode()
+
+    assert marker_patient.family_name in body
+    assert stranger.family_name not in body
+    assert AuditEvent.objects.filter(action=AuditAction.PATIENT_LIST).count() == 1
+
+
+def test_search_finds_my_patient_by_folded_name_and_not_others(nurse, marker_patient):
+    client = verified_client(nurse)
+    query = {"family_name": "  ZYXWVUTMARKER "}
+
+    body = client.post("/patients/", query).content.decode()
+    assert "No patient in your care matches" in body
+
+    add_to_care_team(nurse, marker_patient)
+    body = client.post("/patients/", query).content.decode()
+    assert f"/patients/{marker_patient.pk}/" in body
+    event = AuditEvent.objects.filter(action=AuditAction.PATIENT_SEARCH).last()
+    assert event.fields == ["family_name"]
+    assert "ZYXWVUT" not in str(event.fields) + event.reason
+
+
+def test_search_by_mrn_and_birth_date(nurse, marker_patient):
+    add_to_care_team(nurse, marker_patient)
+    client = verified_client(nurse)
+
+    by_mrn = client.post("/patients/", {"mrn": marker_patient.mrn_display})
+    by_birth = client.post("/patients/", {"birth_date": "1961-02-28"})
+
+    assert f"/patients/{marker_patient.pk}/" in by_mrn.content.decode()
+    assert f"/patients/{marker_patient.pk}/" in by_birth.content.decode()
+
+
+def test_mistyped_mrn_is_rejected_before_lookup(nurse, marker_patient):
+    add_to_care_team(nurse, marker_patient)
+    mrn = marker_patient.mrn
+    swapped = next(
+        mrn[:i] + mrn[i + 1] + mrn[i] + mrn[i + 2 :]
+        for i in range(7)
+        if mrn[i] != mrn[i + 1]
+    )
+
+    response = verified_client(nurse).post("/patients/", {"mrn": swapped})
+
+    assert "not a valid MRN" in response.content.decode()
+    assert not AuditEvent.objects.filter(action=AuditAction.PATIENT_SEARCH).exists()
+
+
+@pytest.mark.parametrize("hostile", ["' OR '1'='1", "%", "\\x00", "a" * 100])
+def test_hostile_search_input_matches_nothing(nurse, marker_patient, hostile):
+    add_to_care_team(nurse, marker_patient)
+
+    response = verified_client(nurse).post("/patients/", {"family_name": hostile})
+
+    assert response.status_code == 200
+    assert f"/patients/{marker_patient.pk}/" not in response.content.decode()
+
+
+def test_compliance_officer_sees_views_and_denials(
+    physician, nurse, compliance_officer, marker_patient
+):
+    add_to_care_team(physician, marker_patient)
+    verified_client(physician).get(f"/patients/{marker_patient.pk}/")
+    verified_client(nurse).get(f"/patients/{marker_patient.pk}/")
+    client = verified_client(compliance_officer)
+
+    body = client.get("/compliance/audit/").content.decode()
+    assert "Viewed" in body and "Access denied" in body
+    assert marker_patient.mrn_display in body
+
+    filtered = client.post(
+        "/compliance/audit/",
+        {"username": "nurse.jones", "patient_mrn": marker_patient.mrn},
+    ).content.decode()
+    assert "Access denied" in filtered and "dr.house" not in filtered
+    assert AuditEvent.objects.filter(action=AuditAction.AUDIT_QUERY).count() == 2
+
+
+def test_audit_trail_is_newest_first(physician, compliance_officer, marker_patient):
+    add_to_care_team(physician, marker_patient)
+    verified_client(physician).get(f"/patients/{marker_patient.pk}/")
+    verified_client(physician).get(f"/patients/{marker_patient.pk}/vitals/")
+
+    body = (
+        verified_client(compliance_officer).get("/compliance/audit/").content.decode()
+    )
+
+    assert body.index("Observation") < body.index("ChartSummary")
+
+
+def test_clinicians_cannot_read_the_audit_trail(nurse):
+    response = verified_client(nurse).get("/compliance/audit/")
+
+    assert response.status_code == 403
+    denial = AuditEvent.objects.get(action=AuditAction.ACCESS_DENIED)
+    assert denial.record_type == "AuditTrail"
+
+
+def test_sign_out_is_post_only_and_kills_the_session(physician, marker_patient):
+    add_to_care_team(physician, marker_patient)
+    client = verified_client(physician)
+    cookie = client.cookies["sessionid"].value
+
+    assert client.get("/accounts/logout/").status_code == 405
+    response = client.post("/accounts/logout/")
+    assert response.status_code == 302
+    assert "storage" in response["Clear-Site-Data"]
+
+    replay = Client()
+    replay.cookies["sessionid"] = cookie
+    response = replay.get(f"/patients/{marker_patient.pk}/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+    assert AuditEvent.objects.filter(action=AuditAction.LOGOUT).count() == 1

@@ -1,0 +1,162 @@
+"""PHI fields are sealed per row: round trips, tampering, moved ciphertext, lookups."""
+
+import datetime
+import json
+
+import pytest
+from django.core.exceptions import FieldError
+from django.db import connection, transaction
+
+from records import crypto
+from records.models import Patient, PatientSource
+from records.services import register_patient
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+
+def _raw_column(patient, column: str) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {column} FROM records_patient WHERE id = %s",  # noqa: S608
+            [Patient._meta.pk.get_db_prep_value(patient.pk, connection)],
+        )
+        return cursor.fetchone()[0]
+
+
+def _write_raw(patient, column: str, value: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE records_patient SET {column} = %s WHERE id = %s",  # noqa: S608
+            [value, Patient._meta.pk.get_db_prep_value(patient.pk, connection)],
+        )
+
+
+def test_values_round_trip_with_their_types(marker_patient):
+    marker_patient.deceased_on = datetime.date(2020, 5, 1)
+    marker_patient.address = ""
+    marker_patient.save()
+
+    stored = Patient.objects.get(pk=marker_patient.pk)
+
+    assert stored.given_name == "Quillonemarker"
+    assert stored.birth_date == datetime.date(1961, 2, 28)
+    assert stored.deceased_on == datetime.date(2020, 5, 1)
+    assert stored.address == ""
+    assert isinstance(stored.birth_date, datetime.date)
+
+
+def test_none_stays_none(marker_patient):
+    assert Patient.objects.get(pk=marker_patient.pk).deceased_on is None
+    assert _raw_column(marker_patient, "deceased_on") is None
+
+
+def test_stored_value_is_versioned_ciphertext(marker_patient):
+    raw = _raw_column(marker_patient, "family_name")
+
+    algorithm, version, _payload = raw.split(".", 2)
+    assert algorithm == "a1" and version == "1"
+    assert "Zyxwvutmarker" not in raw
+
+
+def test_each_seal_uses_a_fresh_nonce():
+    tokens = {crypto.seal("same value", b"t.c:1") for _ in range(1000)}
+
+    assert len(tokens) == 1000
+
+
+def test_ciphertext_moved_to_another_row_fails_to_open(marker_patient):
+    other = register_patient(
+        given_name="Second", family_name="Person", birth_date=datetime.date(1970, 1, 1),
+        source=PatientSource.DEMO,
+    )  # fmt: skip
+    _write_raw(other, "family_name", _raw_column(marker_patient, "family_name"))
+
+    moved = Patient.objects.get(pk=other.pk)
+
+    with pytest.raises(crypto.IntegrityError, match="integrity check"):
+        _ = moved.family_name
+
+
+def test_ciphertext_moved_to_another_column_fails_to_open(marker_patient):
+    _write_raw(marker_patient, "given_name", _raw_column(marker_patient, "family_name"))
+
+    with pytest.raises(crypto.IntegrityError):
+        _ = Patient.objects.get(pk=marker_patient.pk).given_name
+
+
+def test_one_flipped_bit_is_detected(marker_patient):
+    import base64
+
+    algorithm, version, payload = _raw_column(marker_patient, "family_name").split(
+        ".", 2
+    )
+    raw = bytearray(base64.b64decode(payload))
+    raw[-1] ^= 1
+    _write_raw(
+        marker_patient, "family_name",
+        f"{algorithm}.{version}.{base64.b64encode(bytes(raw)).decode()}",
+    )  # fmt: skip
+
+    with pytest.raises(crypto.IntegrityError):
+        _ = Patient.objects.get(pk=marker_patient.pk).family_name
+
+
+def test_unknown_algorithm_is_a_clear_error(marker_patient):
+    raw = _raw_column(marker_patient, "family_name")
+    _write_raw(marker_patient, "family_name", "z9" + raw[2:])
+
+    with pytest.raises(crypto.IntegrityError, match="unknown encryption algorithm"):
+        _ = Patient.objects.get(pk=marker_patient.pk).family_name
+
+
+@pytest.mark.parametrize("lookup", ["family_name", "family_name__icontains"])
+def test_lookups_on_ciphertext_raise_instead_of_matching_nothing(
+    marker_patient, lookup
+):
+    with pytest.raises(FieldError, match="blind index"):
+        list(Patient.objects.filter(**{lookup: "Zyxwvutmarker"}))
+
+
+def test_queryset_update_cannot_write_plaintext(marker_patient):
+    with pytest.raises(FieldError, match="encrypted"), transaction.atomic():
+        Patient.objects.filter(pk=marker_patient.pk).update(family_name="Plain")
+
+    assert "Plain" not in _raw_column(marker_patient, "family_name")
+
+
+def test_bulk_update_cannot_write_plaintext(marker_patient):
+    marker_patient.family_name = "Plain"
+
+    with pytest.raises(FieldError):
+        Patient.objects.bulk_update([marker_patient], ["family_name"])
+
+
+def test_blind_index_folds_case_accents_and_spaces():
+    assert crypto.blind_index("family", "  Zoë   O'Neil ") == crypto.blind_index(
+        "family", "zoe o'neil"
+    )
+    assert crypto.blind_index("family", "Smith") != crypto.blind_index("given", "Smith")
+
+
+def test_missing_keyring_refuses_to_start_in_production(settings, tmp_path):
+    settings.PORTAL_KEYRING_FILE = tmp_path / "absent.json"
+
+    with pytest.raises(crypto.KeyringUnavailable, match="PORTAL_KEYRING_FILE"):
+        crypto.load_keyring(create_if_missing=False)
+
+
+def test_malformed_keyring_is_a_clear_error(settings, tmp_path):
+    path = tmp_path / "keyring.json"
+    path.write_text(json.dumps({"format": 1, "current": 2, "data_keys": {}}))
+    settings.PORTAL_KEYRING_FILE = path
+
+    with pytest.raises(crypto.KeyringUnavailable):
+        crypto.load_keyring(create_if_missing=False)
+
+
+def test_development_keyring_is_private_to_its_owner(settings, tmp_path):
+    settings.PORTAL_KEYRING_FILE = tmp_path / "keys" / "keyring.json"
+
+    crypto.load_keyring(create_if_missing=True)
+
+    assert (tmp_path / "keys" / "keyring.json").stat().st_mode & 0o777 == 0o600

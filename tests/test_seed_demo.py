@@ -1,0 +1,133 @@
+"""seed_demo builds a usable demo world, and only in development mode."""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+from django_otp.oath import TOTP
+
+from accounts.roles import Role
+from records.models import CareTeamMembership, Patient, PatientSource
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def credentials(synthea_bundles, capsys):
+    call_command("import_fhir", str(synthea_bundles[0].parent))
+    capsys.readouterr()
+    call_command("seed_demo")
+    printed = capsys.readouterr().out
+    path = Path(printed.strip().splitlines()[-1].split(": ", 1)[1])
+    return path, json.loads(path.read_text())
+
+
+def test_credentials_file_lists_every_role_with_a_working_secret(credentials):
+    path, entries = credentials
+
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert {entry["role"] for entry in entries} == {role.value for role in Role}
+    assert [e["role"] for e in entries].count("nurse") == 2
+    assert [e["role"] for e in entries].count("physician") == 2
+    for entry in entries:
+        assert set(entry) == {"username", "password", "role", "totp_secret"}
+        user = get_user_model().objects.get(username=entry["username"])
+        assert user.check_password(entry["password"])
+        assert user.has_role(Role(entry["role"]))
+        device = user.totpdevice_set.get(confirmed=True)
+        code_from_secret = TOTP(base64.b32decode(entry["totp_secret"])).token()
+        assert device.verify_token(f"{code_from_secret:06d}"), entry["username"]
+
+
+def test_at_least_25_patients_with_the_imported_ones(credentials):
+    assert Patient.objects.count() >= 25
+    assert Patient.objects.filter(source=PatientSource.FHIR_IMPORT).count() == 10
+
+
+def test_care_teams_follow_the_demo_story(credentials):
+    today = timezone.localdate()
+    active = CareTeamMembership.objects.active_on(today)
+    patel = active.filter(member__username="dr.patel")
+    assert patel.count() >= 12
+    assert patel.filter(patient__source=PatientSource.FHIR_IMPORT).exists()
+    for nurse in ("nurse.jones", "nurse.garcia"):
+        count = active.filter(member__username=nurse).count()
+        assert 0 < count < Patient.objects.count(), nurse
+    cared_for = set(active.values_list("patient_id", flat=True))
+    assert cared_for == set(Patient.objects.values_list("pk", flat=True))
+
+
+def test_running_twice_keeps_one_account_per_user(credentials):
+    call_command("seed_demo")
+
+    assert get_user_model().objects.filter(username="dr.patel").count() == 1
+    assert Patient.objects.count() >= 25
+
+
+def test_refuses_outside_development(settings):
+    settings.DEVELOPMENT = False
+
+    with pytest.raises(CommandError, match="PORTAL_MODE=development"):
+        call_command("seed_demo")
+
+
+def _manage(*args, **environment):
+    env = {
+        key: value for key, value in os.environ.items() if not key.startswith("PORTAL_")
+    }
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env.update(environment)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_production_is_the_default_and_refuses_without_a_secret_key(tmp_path):
+    result = _manage("check", PORTAL_DATA_DIR=str(tmp_path))
+
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY" in result.stderr
+
+
+def test_production_refuses_without_its_keyring(tmp_path):
+    result = _manage(
+        "check",
+        PORTAL_DATA_DIR=str(tmp_path),
+        DJANGO_SECRET_KEY="x" * 60,
+        PORTAL_ALLOWED_HOSTS="portal.example",
+    )
+
+    assert result.returncode != 0
+    assert "keyring" in result.stderr
+    assert not (tmp_path / "keys").exists(), "production must never create keys"
+
+
+def test_seed_demo_exits_non_zero_in_production(tmp_path):
+    keyring = tmp_path / "keyring.json"
+    subprocess.run(
+        [sys.executable, "-c", "import json,sys; sys.path.insert(0, '.');"
+         "from records.crypto import new_keyring_document as d;"
+         f"open({str(keyring)!r}, 'w').write(json.dumps(d()))"],
+        cwd=REPO, check=True,
+    )  # fmt: skip
+
+    result = _manage(
+        "seed_demo",
+        PORTAL_DATA_DIR=str(tmp_path),
+        DJANGO_SECRET_KEY="x" * 60,
+        PORTAL_ALLOWED_HOSTS="portal.example",
+        PORTAL_KEYRING_FILE=str(keyring),
+    )
+
+    assert result.returncode != 0
+    assert "PORTAL_MODE=development" in result.stderr
+    assert not (tmp_path / "demo-credentials.json").exists()
