@@ -55,8 +55,10 @@ class AuditEvent(models.Model):
     actor_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     actor_username = models.CharField(max_length=150, db_index=True)
     actor_role = models.CharField(max_length=32, blank=True, default="")
-    action = models.CharField(max_length=32, choices=AuditAction.choices)
-    outcome = models.CharField(max_length=16, choices=AuditOutcome.choices)
+    # No ``choices`` on these columns: the writer validates against the
+    # enumerations, and a new action then needs no migration of the trail.
+    action = models.CharField(max_length=32)
+    outcome = models.CharField(max_length=16)
     # An opaque reference (the patient's UUID), never a name or MRN.
     patient_ref = models.CharField(max_length=64, blank=True, default="")
     record_type = models.CharField(max_length=64, blank=True, default="")
@@ -78,6 +80,13 @@ class AuditEvent(models.Model):
 
     def __str__(self):
         return f"Audit event {self.pk}"
+
+    @property
+    def action_label(self) -> str:
+        try:
+            return AuditAction(self.action).label
+        except ValueError:
+            return self.action
 
     def save(self, *args, **kwargs):
         if not self._state.adding:

@@ -56,8 +56,8 @@ def record_event(
         values["actor_username"] = username[:150]
 
     event = AuditEvent(
-        action=action,
-        outcome=outcome,
+        action=AuditAction(action).value,
+        outcome=AuditOutcome(outcome).value,
         patient_ref=str(patient_ref or ""),
         record_type=record_type,
         fields=list(fields),

@@ -77,7 +77,7 @@ def _ensure_user(username: str, role: Role, first: str, last: str) -> DemoCreden
     user.is_staff = role == Role.ADMIN
     user.set_password(password)
     user.save()
-    user.groups.set([Group.objects.get(name=role.value)])
+    user.groups.set([Group.objects.get_or_create(name=role.value)[0]])
 
     TOTPDevice.objects.filter(user=user).delete()
     device = TOTPDevice.objects.create(

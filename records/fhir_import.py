@@ -551,8 +551,28 @@ def _value_text(holder: dict) -> str:
     return ""
 
 
+SYSTOLIC, DIASTOLIC = "8480-6", "8462-4"
+
+
+def _blood_pressure_text(components: list) -> str:
+    """Systolic/diastolic the way clinicians write it: 130/81 mm[Hg]."""
+    by_code = {_concept_code(c.get("code")): c.get("valueQuantity") for c in components}
+    systolic, diastolic = by_code.get(SYSTOLIC), by_code.get(DIASTOLIC)
+    if not (systolic and diastolic) or None in (
+        systolic.get("value"),
+        diastolic.get("value"),
+    ):
+        return ""
+    unit = systolic.get("unit") or systolic.get("code") or ""
+    return (
+        f"{round(float(systolic['value'])):g}/{round(float(diastolic['value'])):g} {unit}"
+    ).strip()
+
+
 def _observation_value(resource: dict) -> str:
-    value = _value_text(resource)
+    value = _value_text(resource) or _blood_pressure_text(
+        resource.get("component") or []
+    )
     if value:
         return value
     parts = []

@@ -37,7 +37,7 @@ def synthea_bundles() -> list[Path]:
 
 def make_user(username: str, role: Role, password: str = "correct horse battery 9"):
     user = get_user_model().objects.create_user(username=username, password=password)
-    user.groups.add(Group.objects.get(name=role.value))
+    user.groups.add(Group.objects.get_or_create(name=role.value)[0])
     TOTPDevice.objects.create(user=user, name="test", confirmed=True)
     return get_user_model().objects.get(pk=user.pk)
 

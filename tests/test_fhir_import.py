@@ -228,3 +228,19 @@ def test_attachment_urls_are_never_fetched(tmp_path, real_bundle):
     with pytest.raises(BlockingIOError):
         listener.accept()
     listener.close()
+
+
+def test_blood_pressure_reads_as_systolic_over_diastolic(synthea_bundles):
+    import re
+
+    from records.models import Observation
+
+    call_command("import_fhir", str(synthea_bundles[0]))
+
+    pressures = [
+        observation.value
+        for observation in Observation.objects.filter(category="vital-signs")
+        if observation.description == "Blood Pressure"
+    ]
+    assert pressures
+    assert all(re.fullmatch(r"\d+/\d+ mm\[Hg\]", value) for value in pressures)
