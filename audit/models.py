@@ -81,13 +81,6 @@ class AuditEvent(models.Model):
     def __str__(self):
         return f"Audit event {self.pk}"
 
-    @property
-    def action_label(self) -> str:
-        try:
-            return AuditAction(self.action).label
-        except ValueError:
-            return self.action
-
     def save(self, *args, **kwargs):
         if not self._state.adding:
             raise WriteOnceError("audit events cannot be updated")
@@ -96,3 +89,10 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise WriteOnceError("audit events cannot be deleted")
+
+    @property
+    def action_label(self) -> str:
+        try:
+            return AuditAction(self.action).label
+        except ValueError:
+            return self.action

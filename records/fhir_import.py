@@ -564,9 +564,8 @@ def _blood_pressure_text(components: list) -> str:
     ):
         return ""
     unit = systolic.get("unit") or systolic.get("code") or ""
-    return (
-        f"{round(float(systolic['value'])):g}/{round(float(diastolic['value'])):g} {unit}"
-    ).strip()
+    high, low = round(float(systolic["value"])), round(float(diastolic["value"]))
+    return f"{high}/{low} {unit}".strip()
 
 
 def _observation_value(resource: dict) -> str:

@@ -5,35 +5,67 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='AuditEvent',
+            name="AuditEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('occurred_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('actor_id', models.BigIntegerField(blank=True, db_index=True, null=True)),
-                ('actor_username', models.CharField(db_index=True, max_length=150)),
-                ('actor_role', models.CharField(blank=True, default='', max_length=32)),
-                ('action', models.CharField(max_length=32)),
-                ('outcome', models.CharField(max_length=16)),
-                ('patient_ref', models.CharField(blank=True, default='', max_length=64)),
-                ('record_type', models.CharField(blank=True, default='', max_length=64)),
-                ('fields', models.JSONField(blank=True, default=list)),
-                ('ip_address', models.GenericIPAddressField(blank=True, null=True)),
-                ('device_fingerprint', models.CharField(blank=True, default='', max_length=64)),
-                ('purpose', models.CharField(blank=True, default='', max_length=255)),
-                ('reason', models.CharField(blank=True, default='', max_length=255)),
-                ('request_id', models.CharField(blank=True, default='', max_length=32)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "occurred_at",
+                    models.DateTimeField(
+                        db_index=True, default=django.utils.timezone.now
+                    ),
+                ),
+                (
+                    "actor_id",
+                    models.BigIntegerField(blank=True, db_index=True, null=True),
+                ),
+                ("actor_username", models.CharField(db_index=True, max_length=150)),
+                ("actor_role", models.CharField(blank=True, default="", max_length=32)),
+                ("action", models.CharField(max_length=32)),
+                ("outcome", models.CharField(max_length=16)),
+                (
+                    "patient_ref",
+                    models.CharField(blank=True, default="", max_length=64),
+                ),
+                (
+                    "record_type",
+                    models.CharField(blank=True, default="", max_length=64),
+                ),
+                ("fields", models.JSONField(blank=True, default=list)),
+                ("ip_address", models.GenericIPAddressField(blank=True, null=True)),
+                (
+                    "device_fingerprint",
+                    models.CharField(blank=True, default="", max_length=64),
+                ),
+                ("purpose", models.CharField(blank=True, default="", max_length=255)),
+                ("reason", models.CharField(blank=True, default="", max_length=255)),
+                ("request_id", models.CharField(blank=True, default="", max_length=32)),
             ],
             options={
-                'ordering': ['-occurred_at', '-id'],
-                'indexes': [models.Index(fields=['patient_ref', '-occurred_at'], name='audit_audit_patient_1f0045_idx'), models.Index(fields=['action', '-occurred_at'], name='audit_audit_action_20db54_idx')],
+                "ordering": ["-occurred_at", "-id"],
+                "indexes": [
+                    models.Index(
+                        fields=["patient_ref", "-occurred_at"],
+                        name="audit_audit_patient_1f0045_idx",
+                    ),
+                    models.Index(
+                        fields=["action", "-occurred_at"],
+                        name="audit_audit_action_20db54_idx",
+                    ),
+                ],
             },
         ),
     ]
