@@ -9,8 +9,11 @@ from urllib.parse import quote
 from django.shortcuts import redirect
 from django.urls import reverse
 
+from accounts.decorators import refuse
+
 OPEN_PATH_PREFIXES = ("/static/", "/accounts/login/", "/favicon.ico")
 PASSWORD_STEP_PATHS = ("/accounts/verify/", "/accounts/logout/")
+ADMIN_PREFIX = "/admin/"
 
 
 class VerifiedSessionMiddleware:
@@ -26,6 +29,12 @@ class VerifiedSessionMiddleware:
         if not user.is_authenticated:
             return redirect(f"{reverse('accounts:login')}?next={quote(path)}")
 
-        if path.startswith(PASSWORD_STEP_PATHS) or user.is_verified():
+        if path.startswith(PASSWORD_STEP_PATHS):
             return self.get_response(request)
-        return redirect(f"{reverse('accounts:verify')}?next={quote(path)}")
+        if not user.is_verified():
+            return redirect(f"{reverse('accounts:verify')}?next={quote(path)}")
+        if path.startswith(ADMIN_PREFIX) and not user.is_staff:
+            # Django's admin would send a non-staff user to a second sign-in
+            # form; a plain, audited refusal is what the rule says.
+            refuse(request, record_type="Admin", reason="requires staff status")
+        return self.get_response(request)

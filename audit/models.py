@@ -24,6 +24,11 @@ class AuditAction(models.TextChoices):
     FHIR_IMPORT = "FHIR_IMPORT", "FHIR bundle imported"
     FHIR_IMPORT_FAILED = "FHIR_IMPORT_FAILED", "FHIR bundle refused"
     DEMO_SEEDED = "DEMO_SEEDED", "Demo data seeded"
+    NOTE_CREATED = "NOTE_CREATED", "Note written"
+    BREAK_GLASS = "BREAK_GLASS", "Break-the-glass access"
+    BREAK_GLASS_REFUSED = "BREAK_GLASS_REFUSED", "Break-the-glass refused"
+    BREAK_GLASS_REVIEWED = "BREAK_GLASS_REVIEWED", "Break-the-glass reviewed"
+    IDENTITY_REVIEWED = "IDENTITY_REVIEWED", "Patient identity reviewed"
 
 
 class AuditOutcome(models.TextChoices):

@@ -85,3 +85,14 @@ def record_event(
             event.pk,
         )
     return event
+
+
+def recent_events_for_patient(
+    patient_ref: str, actions: Iterable[AuditAction], limit: int = 20
+) -> list[AuditEvent]:
+    """The latest events about one patient, for transparency panels and reports."""
+    return list(
+        AuditEvent.objects.filter(
+            patient_ref=str(patient_ref), action__in=[a.value for a in actions]
+        ).order_by("-occurred_at", "-id")[:limit]
+    )

@@ -153,6 +153,16 @@ CSRF_USE_SESSIONS = True
 
 OTP_TOTP_ISSUER = "EHR Portal"
 
+# Emergency access lasts this long, then the chart closes again.
+BREAK_GLASS_MINUTES = env.read_int("PORTAL_BREAK_GLASS_MINUTES", 60)
+
+EMAIL_BACKEND = (
+    "django.core.mail.backends.console.EmailBackend"
+    if DEVELOPMENT
+    else "django.core.mail.backends.smtp.EmailBackend"
+)
+DEFAULT_FROM_EMAIL = env.read("PORTAL_FROM_EMAIL", "ehr-portal@localhost")
+
 # Lockout: 5 failures per account (not per address, which an attacker can
 # rotate), 30 minutes of cool-off, usernames folded so case and spaces do not
 # give an attacker fresh counters.

@@ -3,6 +3,7 @@ from django.urls import include, path
 from django_otp.admin import OTPAdminSite
 
 from ehr_portal import views
+from records.urls import compliance_urlpatterns
 
 # The admin asks for a verified second factor like every other page.
 admin.site.__class__ = OTPAdminSite
@@ -12,6 +13,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("patients/", include("records.urls")),
     path("compliance/", include("audit.urls")),
+    path("compliance/", include((compliance_urlpatterns, "review"))),
     path("session_security/", include("session_security.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -1,9 +1,12 @@
 """The access decision: the one place that says who may touch which chart.
 
 Every view, command and task that reads or writes PHI asks ``decide``. It
-denies by default and on any error (fail closed); title alone never opens a
-chart, the care relationship does (45 CFR 164.312(a)(1), access control;
-164.502(b), minimum necessary).
+denies by default and on any error (fail closed). Title alone never opens a
+chart; a care relationship does: care-team membership, a nurse's unit where
+the patient is admitted, or an unexpired break-the-glass grant
+(45 CFR 164.312(a)(1) access control; 164.502(b) minimum necessary).
+
+The table of who may do what is docs/ACCESS.md; the matrix test reads it.
 """
 
 import logging
@@ -12,22 +15,36 @@ from dataclasses import dataclass
 from django.db import models
 from django.utils import timezone
 
-from records.models import CareTeamMembership, Patient
+from accounts.roles import Role
+from records.models import (
+    Admission,
+    BreakGlassAccess,
+    CareTeamMembership,
+    Patient,
+    UnitAssignment,
+)
 
 logger = logging.getLogger(__name__)
 
 
 class ChartAction(models.TextChoices):
-    VIEW = "view", "View the chart"
-    SEARCH = "search", "Find the patient"
+    VIEW = "view", "Read the chart"
+    WRITE = "write", "Add to the chart"
+    REVIEW_IDENTITY = "review_identity", "See identity for a compliance review"
+    BREAK_GLASS = "break_glass", "Request emergency access"
 
 
 class Purpose(models.TextChoices):
     TREATMENT = "treatment", "Treatment"
+    EMERGENCY = "emergency", "Emergency (break-the-glass)"
+    COMPLIANCE_REVIEW = "compliance_review", "Compliance review"
 
 
 class Relation(models.TextChoices):
     CARE_TEAM = "care_team", "Care team"
+    UNIT = "unit", "Unit nurse"
+    BREAK_GLASS = "break_glass", "Break-the-glass"
+    COMPLIANCE = "compliance", "Compliance review"
     NONE = "none", "No care relationship"
 
 
@@ -36,6 +53,7 @@ class Decision:
     allowed: bool
     reason: str
     relation: Relation = Relation.NONE
+    break_glass_until: object = None
 
     def __bool__(self):
         return self.allowed
@@ -45,13 +63,45 @@ def _deny(reason: str) -> Decision:
     return Decision(allowed=False, reason=reason)
 
 
-def _active_membership_exists(user, patient: Patient) -> bool:
-    today = timezone.localdate()
+def has_care_team_membership(user, patient: Patient) -> bool:
     return (
-        CareTeamMembership.objects.active_on(today)
+        CareTeamMembership.objects.active_on(timezone.localdate())
         .filter(member=user, patient=patient)
         .exists()
     )
+
+
+def _admitted_to_my_unit(user, patient: Patient) -> bool:
+    if not user.has_role(Role.NURSE):
+        return False
+    my_units = UnitAssignment.objects.active_on(timezone.localdate()).filter(
+        member=user
+    )
+    return Admission.objects.filter(
+        patient=patient,
+        discharged_at__isnull=True,
+        unit_id__in=my_units.values("unit_id"),
+    ).exists()
+
+
+def active_break_glass(user, patient: Patient) -> BreakGlassAccess | None:
+    return (
+        BreakGlassAccess.objects.active_at(timezone.now())
+        .filter(clinician=user, patient=patient)
+        .order_by("-expires_at")
+        .first()
+    )
+
+
+def _care_relation(user, patient: Patient) -> Decision:
+    if has_care_team_membership(user, patient):
+        return Decision(True, "care team member", Relation.CARE_TEAM)
+    if _admitted_to_my_unit(user, patient):
+        return Decision(True, "nurse on the patient's unit", Relation.UNIT)
+    grant = active_break_glass(user, patient)
+    if grant is not None:
+        return Decision(True, "break-the-glass", Relation.BREAK_GLASS, grant.expires_at)
+    return _deny("not on the patient's care team")
 
 
 def _decide(user, patient: Patient, action: ChartAction, purpose: Purpose) -> Decision:
@@ -59,22 +109,33 @@ def _decide(user, patient: Patient, action: ChartAction, purpose: Purpose) -> De
         return _deny("not signed in")
     if not user.is_verified():
         return _deny("second factor not verified")
+
+    if action == ChartAction.REVIEW_IDENTITY:
+        if purpose == Purpose.COMPLIANCE_REVIEW and user.has_role(
+            Role.COMPLIANCE_OFFICER
+        ):
+            return Decision(True, "compliance review", Relation.COMPLIANCE)
+        return _deny("identity reviews are for compliance officers")
+
     if not user.is_clinician:
         return _deny("role does not treat patients")
-    if purpose != Purpose.TREATMENT:
+
+    if action == ChartAction.BREAK_GLASS:
+        if has_care_team_membership(user, patient):
+            return _deny("already on the care team")
+        return Decision(True, "emergency access may be requested")
+
+    if purpose not in (Purpose.TREATMENT, Purpose.EMERGENCY):
         return _deny("purpose not permitted")
-    if not _active_membership_exists(user, patient):
-        return _deny("not on the patient's care team")
-    return Decision(
-        allowed=True, reason="care team member", relation=Relation.CARE_TEAM
-    )
+    return _care_relation(user, patient)
 
 
 def decide(user, patient: Patient, action: ChartAction, purpose: Purpose) -> Decision:
     """Allow or deny ``user`` doing ``action`` on ``patient`` for ``purpose``.
 
-    Returns a Decision whose ``reason`` is safe to record (no PHI). Any
-    exception while deciding is a denial, never an accidental allow.
+    Returns a Decision whose ``reason`` is safe to record (no PHI) and whose
+    ``relation`` says how access was granted. Any exception while deciding is
+    a denial, never an accidental allow.
     """
     try:
         return _decide(user, patient, ChartAction(action), Purpose(purpose))
@@ -84,10 +145,21 @@ def decide(user, patient: Patient, action: ChartAction, purpose: Purpose) -> Dec
 
 
 def patients_in_care_of(user):
-    """The patients a clinician may open today: the base of every list and search."""
+    """Patients a clinician may open today through the care team or their unit.
+
+    Break-the-glass patients are left out on purpose: emergency access is to
+    one chart, reached from that chart, never a way to widen lists or search.
+    """
     if not (user.is_authenticated and user.is_verified() and user.is_clinician):
         return Patient.objects.none()
-    memberships = CareTeamMembership.objects.active_on(timezone.localdate()).filter(
-        member=user
-    )
-    return Patient.objects.filter(pk__in=memberships.values("patient_id"))
+
+    today = timezone.localdate()
+    on_team = CareTeamMembership.objects.active_on(today).filter(member=user)
+    reachable = models.Q(pk__in=on_team.values("patient_id"))
+    if user.has_role(Role.NURSE):
+        my_units = UnitAssignment.objects.active_on(today).filter(member=user)
+        on_my_units = Admission.objects.filter(
+            discharged_at__isnull=True, unit_id__in=my_units.values("unit_id")
+        )
+        reachable |= models.Q(pk__in=on_my_units.values("patient_id"))
+    return Patient.objects.filter(reachable)

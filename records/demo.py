@@ -14,7 +14,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -24,6 +24,7 @@ from accounts.roles import Role
 from audit.models import AuditAction, AuditOutcome
 from audit.services import record_event
 from records.models import (
+    Admission,
     AllergyIntolerance,
     CareTeamMembership,
     CareTeamRole,
@@ -33,6 +34,8 @@ from records.models import (
     ObservationCategory,
     Patient,
     PatientSource,
+    Unit,
+    UnitAssignment,
 )
 from records.services import register_patient
 
@@ -214,6 +217,25 @@ def _assign_care_teams(users: dict[str, object], rng: random.Random) -> None:
         for member, patient, role in memberships
     )  # fmt: skip
 
+    # Nurse Garcia also works on 4 West, where two more patients are admitted.
+    unit, _ = Unit.objects.get_or_create(code="4west", defaults={"name": "4 West"})
+    UnitAssignment.objects.filter(unit=unit).delete()
+    UnitAssignment.objects.create(unit=unit, member=users["nurse.garcia"])
+    Admission.objects.filter(unit=unit).delete()
+    for patient in secondary[3:5]:
+        Admission.objects.create(patient=patient, unit=unit)
+
+
+ADMIN_MODELS = ("user", "careteammembership", "unit", "unitassignment", "admission")
+
+
+def _grant_admin_permissions(user) -> None:
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__model__in=ADMIN_MODELS).exclude(
+            content_type__app_label="auth"
+        )
+    )
+
 
 @transaction.atomic
 def seed_demo(*, seed: int = 2026) -> Path:
@@ -229,6 +251,7 @@ def seed_demo(*, seed: int = 2026) -> Path:
             username__in=[spec[0] for spec in DEMO_USERS]
         )
     }
+    _grant_admin_permissions(users["admin.ross"])
 
     missing = MINIMUM_PATIENTS - Patient.objects.count()
     for _ in range(max(0, missing)):

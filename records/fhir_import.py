@@ -34,6 +34,7 @@ from records.models import (
     PatientSource,
     Procedure,
 )
+from records.sensitivity import sensitivity_of
 from records.services import find_patient_by_identifier, register_patient
 
 logger = logging.getLogger(__name__)
@@ -363,6 +364,7 @@ def _store_records(path: Path, patient: Patient, resource_type: str, entries) ->
             values = EXTRACTORS[resource_type](entry.resource)
         except (KeyError, TypeError, ValueError) as error:
             raise BundleRejected(path, f"cannot be read ({error})", entry) from None
+        values["sensitivity"] = sensitivity_of(values.get("code", ""))
         records.append(model(patient=patient, source_key=key, **values))
     model.objects.bulk_create(records, batch_size=500)
     return len(records)

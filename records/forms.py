@@ -3,6 +3,7 @@ import datetime
 from django import forms
 
 from records import mrn as mrn_rules
+from records.models import BreakGlassReason, BreakGlassReview, NoteKind
 
 NAME_MAX = 100
 
@@ -41,3 +42,49 @@ class PatientSearchForm(forms.Form):
     def birth_date_text(self) -> str:
         value = self.cleaned_data.get("birth_date")
         return value.isoformat() if isinstance(value, datetime.date) else ""
+
+
+class NoteForm(forms.Form):
+    kind = forms.ChoiceField(choices=NoteKind.choices, initial=NoteKind.PROGRESS)
+    title = forms.CharField(max_length=200)
+    body = forms.CharField(max_length=20_000, widget=forms.Textarea(attrs={"rows": 6}))
+
+
+class BreakGlassForm(forms.Form):
+    reason = forms.ChoiceField(
+        label="Reason", choices=[("", "Choose…"), *BreakGlassReason.choices]
+    )
+    justification = forms.CharField(
+        label="Justification",
+        min_length=20,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="Why you need this chart now (at least 20 characters).",
+    )
+    one_time_code = forms.CharField(
+        label="One-time code",
+        min_length=6,
+        max_length=8,
+        widget=forms.TextInput(
+            attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}
+        ),
+    )
+
+
+class BreakGlassReviewForm(forms.Form):
+    outcome = forms.ChoiceField(choices=BreakGlassReview.choices)
+    note = forms.CharField(
+        required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2})
+    )
+
+
+class PatientLookupForm(forms.Form):
+    mrn = forms.CharField(label="MRN", max_length=12)
+
+    def clean_mrn(self):
+        value = self.cleaned_data["mrn"]
+        if not mrn_rules.is_valid(value):
+            raise forms.ValidationError(
+                "This is not a valid MRN: check each digit and their order."
+            )
+        return mrn_rules.normalise(value)

@@ -42,6 +42,16 @@ class Patient(models.Model):
     source = models.CharField(max_length=8, choices=PatientSource.choices)
     created_at = models.DateTimeField(default=timezone.now)
 
+    class Meta:
+        # Grants for the sensitive categories, given to users or groups in
+        # the admin (42 CFR Part 2; 45 CFR 164.508(a)(2) psychotherapy notes).
+        permissions = [
+            ("view_psychotherapy", "Can see psychotherapy notes"),
+            ("view_substance_use", "Can see substance-use treatment records"),
+            ("view_hiv", "Can see HIV results and diagnoses"),
+            ("view_genetic", "Can see genetic test results"),
+        ]
+
     def __str__(self):
         # Never a name: this string lands in admin pages, logs and errors.
         return f"Patient {self.pk}"
@@ -138,6 +148,20 @@ class CareTeamMembership(models.Model):
         return f"Care team membership {self.pk}"
 
 
+class Sensitivity(models.TextChoices):
+    """Categories that even the care team sees only with a matching grant."""
+
+    ROUTINE = "", "Routine"
+    PSYCHOTHERAPY = "psychotherapy", "Psychotherapy notes"
+    SUBSTANCE_USE = "substance_use", "Substance-use treatment"
+    HIV = "hiv", "HIV"
+    GENETIC = "genetic", "Genetic results"
+
+    @property
+    def permission(self) -> str:
+        return f"records.view_{self.value}"
+
+
 class ClinicalRecord(models.Model):
     """Fields every clinical record shares."""
 
@@ -150,6 +174,9 @@ class ClinicalRecord(models.Model):
     status = models.CharField(max_length=32, blank=True, default="")
     code = EncryptedTextField(blank=True, default="")
     description = EncryptedTextField(blank=True, default="")
+    sensitivity = models.CharField(
+        max_length=16, choices=Sensitivity.choices, blank=True, default=""
+    )
 
     class Meta:
         abstract = True
@@ -223,3 +250,140 @@ class Immunization(ClinicalRecord):
 
 class Procedure(ClinicalRecord):
     Meta = _clinical_meta("procedure")
+
+
+class NoteKind(models.TextChoices):
+    PROGRESS = "progress", "Progress note"
+    NURSING = "nursing", "Nursing note"
+    PSYCHOTHERAPY = "psychotherapy", "Psychotherapy note"
+
+
+class ClinicalNote(ClinicalRecord):
+    """A note written in the portal; ``description`` holds its title."""
+
+    kind = models.CharField(max_length=16, choices=NoteKind.choices)
+    body = EncryptedTextField()
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+
+    Meta = _clinical_meta("clinicalnote")
+
+
+class Unit(models.Model):
+    """A ward or unit; nurses assigned to it reach the patients admitted there."""
+
+    code = models.SlugField(max_length=32, unique=True)
+    name = models.CharField(max_length=100)
+
+    def __str__(self):
+        return self.name
+
+
+class UnitAssignmentQuerySet(models.QuerySet):
+    def active_on(self, day):
+        return self.filter(
+            Q(starts_on__lte=day), Q(ends_on__isnull=True) | Q(ends_on__gte=day)
+        )
+
+
+class UnitAssignment(models.Model):
+    unit = models.ForeignKey(Unit, on_delete=models.PROTECT, related_name="staff")
+    member = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    starts_on = models.DateField(default=timezone.localdate)
+    ends_on = models.DateField(null=True, blank=True)
+
+    objects = UnitAssignmentQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ends_on__isnull=True)
+                | Q(ends_on__gte=models.F("starts_on")),
+                name="unit_assignment_ends_after_start",
+            ),
+        ]
+
+    def __str__(self):
+        return f"Unit assignment {self.pk}"
+
+
+class Admission(models.Model):
+    """A patient's stay on a unit; open while ``discharged_at`` is empty."""
+
+    patient = models.ForeignKey(
+        Patient, on_delete=models.PROTECT, related_name="admissions"
+    )
+    unit = models.ForeignKey(Unit, on_delete=models.PROTECT, related_name="admissions")
+    admitted_at = models.DateTimeField(default=timezone.now)
+    discharged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(discharged_at__isnull=True)
+                | Q(discharged_at__gte=models.F("admitted_at")),
+                name="admission_discharged_after_admitted",
+            ),
+        ]
+
+    def __str__(self):
+        return f"Admission {self.pk}"
+
+
+class BreakGlassReason(models.TextChoices):
+    EMERGENCY = "emergency", "Emergency treatment"
+    UNCONSCIOUS = "unconscious", "Patient cannot consent"
+    COVERING = "covering", "Covering for the care team"
+    OTHER = "other", "Other urgent need"
+
+
+class BreakGlassReview(models.TextChoices):
+    APPROPRIATE = "appropriate", "Appropriate"
+    INAPPROPRIATE = "inappropriate", "Inappropriate: refer for sanction"
+    FOLLOW_UP = "follow_up", "Needs follow-up"
+
+
+class BreakGlassAccessQuerySet(models.QuerySet):
+    def active_at(self, moment):
+        return self.filter(started_at__lte=moment, expires_at__gt=moment)
+
+    def awaiting_review(self):
+        return self.filter(reviewed_at__isnull=True)
+
+
+class BreakGlassAccess(models.Model):
+    """Emergency access to one patient off the care team, time-limited and reviewed."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    clinician = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="+")
+    reason = models.CharField(max_length=16, choices=BreakGlassReason.choices)
+    # The justification may describe the patient's condition: sealed like PHI.
+    justification = EncryptedTextField()
+    started_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="+",
+        null=True,
+        blank=True,
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    review_outcome = models.CharField(
+        max_length=16, choices=BreakGlassReview.choices, blank=True, default=""
+    )
+    review_note = EncryptedTextField(blank=True, default="")
+
+    objects = BreakGlassAccessQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["clinician", "patient", "-expires_at"])]
+
+    def __str__(self):
+        return f"Break-glass access {self.pk}"

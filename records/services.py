@@ -1,20 +1,30 @@
 """Reads and writes of patient data, each behind the access decision and audited."""
 
 import logging
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.core.exceptions import PermissionDenied
 from django.db import models, transaction
 from django.http import Http404
+from django.utils import timezone
 
 from audit.models import AuditAction, AuditOutcome
-from audit.services import record_event
+from audit.services import recent_events_for_patient, record_event
 from records import crypto
 from records import mrn as mrn_rules
-from records.access import ChartAction, Purpose, decide, patients_in_care_of
+from records.access import (
+    ChartAction,
+    Decision,
+    Purpose,
+    Relation,
+    decide,
+    patients_in_care_of,
+)
 from records.models import (
     AllergyIntolerance,
+    ClinicalNote,
     Condition,
     Encounter,
     Immunization,
@@ -25,6 +35,7 @@ from records.models import (
     PatientIdentifier,
     Procedure,
 )
+from records.sensitivity import categories_visible_to
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +54,25 @@ class ChartSection:
     def record_type(self) -> str:
         return self.model.__name__
 
-    def records_for(self, patient: Patient):
+    def all_records_for(self, patient: Patient):
         records = self.model.objects.filter(patient=patient)
         if self.category:
             records = records.filter(category=self.category)
-        return records.order_by("-occurred_at", "pk")
+        return records
+
+    def records_for(self, chart: "Chart"):
+        """The section's records the chart's reader may see, newest first."""
+        records = self.all_records_for(chart.patient)
+        return records.filter(sensitivity__in=chart.visible_categories).order_by(
+            "-occurred_at", "pk"
+        )
+
+    def withheld_count(self, chart: "Chart") -> int:
+        return (
+            self.all_records_for(chart.patient)
+            .exclude(sensitivity__in=chart.visible_categories)
+            .count()
+        )
 
 
 CHART_SECTIONS = {
@@ -92,19 +117,37 @@ CHART_SECTIONS = {
             "procedures", "Procedures", Procedure,
             ("occurred_at", "status", "description"),
         ),
+        ChartSection(
+            "notes", "Notes", ClinicalNote,
+            ("occurred_at", "kind", "description", "body", "author"),
+        ),
     )
 }  # fmt: skip
 
 
-def get_chart_for(
+@dataclass(frozen=True)
+class Chart:
+    """A patient's chart as one reader may see it, after the decision allowed it."""
+
+    patient: Patient
+    decision: Decision
+    visible_categories: frozenset[str]
+
+    @property
+    def is_break_glass(self) -> bool:
+        return self.decision.relation == Relation.BREAK_GLASS
+
+
+def open_chart(
     user,
     patient_id,
     *,
     record_type: str,
     fields: Iterable[str],
+    action: ChartAction = ChartAction.VIEW,
     purpose: Purpose = Purpose.TREATMENT,
-) -> Patient:
-    """Return the patient whose chart ``user`` may open, having audited the open.
+) -> Chart:
+    """Return the chart ``user`` may open, having audited the open.
 
     Raises Http404 for an unknown id, PermissionDenied when the decision
     denies, and AuditUnavailable when the evidence cannot be written; in each
@@ -123,7 +166,7 @@ def get_chart_for(
         )
         raise Http404("No such patient")
 
-    decision = decide(user, patient, ChartAction.VIEW, purpose)
+    decision = decide(user, patient, action, purpose)
     if not decision:
         record_event(
             actor=user,
@@ -143,10 +186,21 @@ def get_chart_for(
         patient_ref=patient.pk,
         record_type=record_type,
         fields=fields,
-        purpose=purpose,
+        purpose=_purpose_for(decision, purpose),
         reason=decision.reason,
     )
-    return patient
+    return Chart(patient, decision, frozenset(categories_visible_to(user)))
+
+
+def _purpose_for(decision: Decision, requested: Purpose) -> str:
+    if decision.relation == Relation.BREAK_GLASS:
+        return Purpose.EMERGENCY.value
+    return Purpose(requested).value
+
+
+def get_chart_for(user, patient_id, **kwargs) -> Patient:
+    """The patient of ``open_chart``, for callers that need only identity."""
+    return open_chart(user, patient_id, **kwargs).patient
 
 
 @dataclass(frozen=True)
@@ -216,27 +270,32 @@ def _name_order(patient: Patient):
     return (patient.family_name.casefold(), patient.given_name.casefold())
 
 
-def chart_summary(patient: Patient) -> dict:
+def chart_summary(chart: Chart) -> dict:
     """A lean first page: what a clinician checks first, never whole histories."""
+    patient, visible = chart.patient, chart.visible_categories
+
+    def visible_records(model):
+        return model.objects.filter(patient=patient, sensitivity__in=visible)
+
     return {
         "conditions": list(
-            Condition.objects.filter(patient=patient, abated_at__isnull=True)
+            visible_records(Condition)
+            .filter(abated_at__isnull=True)
             .exclude(status="resolved")
             .order_by("-occurred_at")[:10]
         ),
         "allergies": list(
-            AllergyIntolerance.objects.filter(patient=patient).order_by("-occurred_at")[
-                :10
-            ]
+            visible_records(AllergyIntolerance).order_by("-occurred_at")[:10]
         ),
         "medications": list(
-            MedicationRequest.objects.filter(patient=patient, status="active").order_by(
-                "-occurred_at"
-            )[:10]
+            visible_records(MedicationRequest)
+            .filter(status="active")
+            .order_by("-occurred_at")[:10]
         ),
-        "vitals": latest_vitals(patient),
-        "encounters": list(
-            Encounter.objects.filter(patient=patient).order_by("-occurred_at")[:5]
+        "vitals": latest_vitals(patient, visible),
+        "encounters": list(visible_records(Encounter).order_by("-occurred_at")[:5]),
+        "withheld_count": sum(
+            section.withheld_count(chart) for section in CHART_SECTIONS.values()
         ),
     }
 
@@ -247,10 +306,12 @@ SUMMARY_FIELDS = (
 )  # fmt: skip
 
 
-def latest_vitals(patient: Patient, limit: int = 40) -> list[Observation]:
+def latest_vitals(patient: Patient, visible, limit: int = 40) -> list[Observation]:
     """The most recent value of each vital sign, from the latest readings."""
     recent = Observation.objects.filter(
-        patient=patient, category=ObservationCategory.VITAL_SIGNS
+        patient=patient,
+        category=ObservationCategory.VITAL_SIGNS,
+        sensitivity__in=visible,
     ).order_by("-occurred_at")[:limit]
     latest: dict[str, Observation] = {}
     for observation in recent:
@@ -339,3 +400,101 @@ def mrn_labels_for_refs(refs: Iterable[str]) -> dict[str, str]:
             continue
     patients = Patient.objects.filter(pk__in=valid_refs).only("pk", "mrn")
     return {str(patient.pk): patient.mrn_display for patient in patients}
+
+
+class NoteRefused(Exception):
+    """A note the author may not write (kind needs a grant they lack)."""
+
+
+def add_note(*, author, patient_id, kind: str, title: str, body: str) -> ClinicalNote:
+    """Write a note to a chart the author may add to, and audit it."""
+    from records.models import NoteKind, Sensitivity
+
+    chart = open_chart(
+        author, patient_id, record_type="ClinicalNote", fields=("kind", "title"),
+        action=ChartAction.WRITE,
+    )  # fmt: skip
+    sensitivity = Sensitivity.ROUTINE
+    if kind == NoteKind.PSYCHOTHERAPY:
+        sensitivity = Sensitivity.PSYCHOTHERAPY
+        if sensitivity.value not in chart.visible_categories:
+            raise NoteRefused("psychotherapy notes need the psychotherapy grant")
+
+    with transaction.atomic():
+        note = ClinicalNote.objects.create(
+            patient=chart.patient, author=author, kind=kind,
+            description=title, body=body, sensitivity=sensitivity,
+            occurred_at=timezone.now(), status="final",
+            source_key=crypto.blind_index("note", str(uuid.uuid4())),
+        )  # fmt: skip
+        record_event(
+            actor=author, action=AuditAction.NOTE_CREATED,
+            outcome=AuditOutcome.SUCCESS, patient_ref=chart.patient.pk,
+            record_type="ClinicalNote", fields=("kind", "title", "body"),
+            purpose=_purpose_for(chart.decision, Purpose.TREATMENT),
+        )  # fmt: skip
+    return note
+
+
+ACCESS_PANEL_ACTIONS = (AuditAction.VIEWED, AuditAction.NOTE_CREATED)
+
+
+def recent_access(chart: Chart, limit: int = 10) -> list[dict]:
+    """Who opened this chart lately and how, for the chart's transparency panel."""
+    events = recent_events_for_patient(
+        str(chart.patient.pk), ACCESS_PANEL_ACTIONS, limit=limit
+    )
+    return [
+        {
+            "username": event.actor_username,
+            "role": event.actor_role,
+            "when": event.occurred_at,
+            "how": "break-the-glass"
+            if event.purpose == Purpose.EMERGENCY
+            else event.reason,
+            "what": event.action_label,
+            "emergency": event.purpose == Purpose.EMERGENCY,
+        }
+        for event in events
+    ]
+
+
+REPORTED_ACTIONS = (
+    AuditAction.VIEWED,
+    AuditAction.ACCESS_DENIED,
+    AuditAction.NOTE_CREATED,
+    AuditAction.BREAK_GLASS,
+    AuditAction.BREAK_GLASS_REFUSED,
+)
+
+
+def identity_review(reviewer, mrn: str) -> dict | None:
+    """The "who viewed this patient" report: identity and access history only.
+
+    For compliance officers, who see who the patient is and who touched the
+    chart, but no clinical content.
+    """
+    patient = Patient.objects.filter(
+        mrn_index=crypto.blind_index("mrn", mrn_rules.normalise(mrn))
+    ).first()
+    if patient is None:
+        return None
+
+    decision = decide(
+        reviewer, patient, ChartAction.REVIEW_IDENTITY, Purpose.COMPLIANCE_REVIEW
+    )
+    outcome = AuditOutcome.SUCCESS if decision else AuditOutcome.DENIED
+    record_event(
+        actor=reviewer,
+        action=AuditAction.IDENTITY_REVIEWED if decision else AuditAction.ACCESS_DENIED,
+        outcome=outcome, patient_ref=patient.pk, record_type="PatientIdentity",
+        fields=IDENTITY_FIELDS, purpose=Purpose.COMPLIANCE_REVIEW,
+        reason=decision.reason,
+    )  # fmt: skip
+    if not decision:
+        raise PermissionDenied(decision.reason)
+
+    return {
+        "patient": patient,
+        "events": recent_events_for_patient(str(patient.pk), REPORTED_ACTIONS, 200),
+    }

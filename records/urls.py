@@ -8,8 +8,24 @@ urlpatterns = [
     path("", views.patient_list, name="patient_list"),
     path("<uuid:patient_id>/", views.chart_summary_page, name="chart"),
     path(
+        "<uuid:patient_id>/emergency-access/",
+        views.break_glass_request,
+        name="break_glass_request",
+    ),
+    path("<uuid:patient_id>/notes/new/", views.note_create, name="note_create"),
+    path(
         "<uuid:patient_id>/<slug:section>/",
         views.chart_section_page,
         name="chart_section",
     ),
+]
+
+compliance_urlpatterns = [
+    path("break-glass/", views.break_glass_queue, name="break_glass_queue"),
+    path(
+        "break-glass/<uuid:access_id>/review/",
+        views.break_glass_review,
+        name="break_glass_review",
+    ),
+    path("patient-access/", views.patient_access_report, name="patient_access_report"),
 ]

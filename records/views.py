@@ -1,26 +1,45 @@
-"""Patient list, search and chart pages; every PHI read goes through services."""
+"""Patient list, search, chart pages, notes and break-the-glass.
 
-from django.contrib.auth.decorators import login_required
+Views parse input, ask the services (which ask the access decision and write
+the audit events) and render; no PHI is read here any other way.
+"""
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404
-from django.shortcuts import render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from records.forms import PatientSearchForm
+from accounts.decorators import clinician_required, role_required
+from accounts.roles import Role
+from records import break_glass
+from records.forms import (
+    BreakGlassForm,
+    BreakGlassReviewForm,
+    NoteForm,
+    PatientLookupForm,
+    PatientSearchForm,
+)
+from records.models import BreakGlassAccess
 from records.services import (
     CHART_SECTIONS,
     SUMMARY_FIELDS,
+    NoteRefused,
     PatientQuery,
+    add_note,
     chart_summary,
-    get_chart_for,
+    identity_review,
     list_my_patients,
+    open_chart,
+    recent_access,
     search_patients,
 )
 
 PAGE_SIZE = 25
 
 
-@login_required
+@clinician_required(record_type="PatientList")
 @require_http_methods(["GET", "POST"])
 def patient_list(request):
     form = PatientSearchForm(request.POST or None)
@@ -42,48 +61,172 @@ def patient_list(request):
     )
 
 
-@login_required
+def _open_or_refuse(request, patient_id, **kwargs):
+    """open_chart, turning a refusal into a page that offers break-the-glass."""
+    try:
+        return open_chart(request.user, patient_id, **kwargs), None
+    except PermissionDenied:
+        if not request.user.is_clinician:
+            raise
+        response = render(
+            request, "records/not_on_team.html", {"patient_id": patient_id}, status=403
+        )
+        return None, response
+
+
+def _chart_context(chart, active: str) -> dict:
+    return {
+        "chart": chart,
+        "patient": chart.patient,
+        "sections": CHART_SECTIONS.values(),
+        "active": active,
+    }
+
+
 @require_GET
 def chart_summary_page(request, patient_id):
-    patient = get_chart_for(
-        request.user, patient_id, record_type="ChartSummary", fields=SUMMARY_FIELDS
+    chart, refusal = _open_or_refuse(
+        request, patient_id, record_type="ChartSummary", fields=SUMMARY_FIELDS
     )
+    if refusal:
+        return refusal
+
     return render(
         request,
         "records/chart_summary.html",
         {
-            "patient": patient,
-            "sections": CHART_SECTIONS.values(),
-            "active": "summary",
-            **chart_summary(patient),
+            **_chart_context(chart, "summary"),
+            **chart_summary(chart),
+            "recent_access": recent_access(chart),
         },
     )
 
 
-@login_required
 @require_GET
 def chart_section_page(request, patient_id, section):
     chart_section = CHART_SECTIONS.get(section)
     if chart_section is None:
         raise Http404("No such chart section")
 
-    patient = get_chart_for(
-        request.user,
+    chart, refusal = _open_or_refuse(
+        request,
         patient_id,
         record_type=chart_section.record_type,
         fields=chart_section.fields,
     )
-    page = Paginator(chart_section.records_for(patient), PAGE_SIZE).get_page(
+    if refusal:
+        return refusal
+
+    page = Paginator(chart_section.records_for(chart), PAGE_SIZE).get_page(
         request.GET.get("page")
     )
     return render(
         request,
         f"records/sections/{chart_section.slug}.html",
         {
-            "patient": patient,
-            "sections": CHART_SECTIONS.values(),
+            **_chart_context(chart, chart_section.slug),
             "section": chart_section,
-            "active": chart_section.slug,
             "page": page,
+            "withheld_count": chart_section.withheld_count(chart),
+            "note_form": NoteForm() if chart_section.slug == "notes" else None,
         },
+    )
+
+
+@require_POST
+def note_create(request, patient_id):
+    form = NoteForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "The note was not saved: " + form.errors.as_text())
+        return redirect("records:chart_section", patient_id=patient_id, section="notes")
+
+    try:
+        add_note(
+            author=request.user,
+            patient_id=patient_id,
+            kind=form.cleaned_data["kind"],
+            title=form.cleaned_data["title"],
+            body=form.cleaned_data["body"],
+        )
+    except NoteRefused as refusal:
+        messages.error(request, f"The note was not saved: {refusal}.")
+    else:
+        messages.success(request, "Note saved.")
+    return redirect("records:chart_section", patient_id=patient_id, section="notes")
+
+
+@clinician_required(record_type="BreakGlassAccess")
+@require_http_methods(["GET", "POST"])
+def break_glass_request(request, patient_id):
+    form = BreakGlassForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            break_glass.request_access(
+                clinician=request.user,
+                patient_id=patient_id,
+                reason=form.cleaned_data["reason"],
+                justification=form.cleaned_data["justification"],
+                one_time_code=form.cleaned_data["one_time_code"],
+            )
+        except break_glass.BreakGlassRefused as refusal:
+            form.add_error(None, f"Emergency access refused: {refusal}.")
+        else:
+            return redirect("records:chart", patient_id=patient_id)
+
+    return render(
+        request,
+        "records/break_glass_request.html",
+        {"form": form, "patient_id": patient_id},
+    )
+
+
+@role_required(Role.COMPLIANCE_OFFICER, record_type="BreakGlassAccess")
+@require_GET
+def break_glass_queue(request):
+    accesses = BreakGlassAccess.objects.select_related("clinician", "reviewed_by")
+    waiting = accesses.filter(reviewed_at__isnull=True).order_by("started_at")
+    reviewed = accesses.filter(reviewed_at__isnull=False).order_by("-reviewed_at")
+    return render(
+        request,
+        "records/break_glass_queue.html",
+        {
+            "waiting": waiting,
+            "reviewed": reviewed[:50],
+            "form": BreakGlassReviewForm(),
+        },
+    )
+
+
+@role_required(Role.COMPLIANCE_OFFICER, record_type="BreakGlassAccess")
+@require_POST
+def break_glass_review(request, access_id):
+    form = BreakGlassReviewForm(request.POST)
+    if form.is_valid():
+        try:
+            break_glass.review(
+                reviewer=request.user,
+                access_id=access_id,
+                outcome=form.cleaned_data["outcome"],
+                note=form.cleaned_data["note"],
+            )
+        except break_glass.BreakGlassRefused as refusal:
+            messages.error(request, f"Not recorded: {refusal}.")
+        else:
+            messages.success(request, "Review recorded.")
+    else:
+        messages.error(request, "Choose an outcome for the review.")
+    return redirect("review:break_glass_queue")
+
+
+@role_required(Role.COMPLIANCE_OFFICER, record_type="PatientIdentity")
+@require_http_methods(["GET", "POST"])
+def patient_access_report(request):
+    form = PatientLookupForm(request.POST or None)
+    report = None
+    if request.method == "POST" and form.is_valid():
+        report = identity_review(request.user, form.cleaned_data["mrn"])
+        if report is None:
+            form.add_error("mrn", "No patient has this MRN.")
+    return render(
+        request, "records/patient_access_report.html", {"form": form, "report": report}
     )

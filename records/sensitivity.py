@@ -1,0 +1,45 @@
+"""Which clinical codes fall in a sensitive category.
+
+The sets are deliberately short and explicit: each code is one a reviewer can
+look up. A record matching none is routine. Psychotherapy is a kind of note,
+not a code, so it is set where the note is written.
+"""
+
+from records.models import Sensitivity
+
+# SNOMED CT, RxNorm and LOINC codes seen in Synthea output or in common use.
+SENSITIVE_CODES: dict[str, Sensitivity] = {
+    # Substance-use disorder and its treatment (42 CFR Part 2).
+    "5602001": Sensitivity.SUBSTANCE_USE,  # Opioid abuse (disorder)
+    "55680006": Sensitivity.SUBSTANCE_USE,  # Drug overdose
+    "361055000": Sensitivity.SUBSTANCE_USE,  # Misuses drugs (finding)
+    "7200002": Sensitivity.SUBSTANCE_USE,  # Alcoholism
+    "66590003": Sensitivity.SUBSTANCE_USE,  # Alcohol dependence
+    "6525002": Sensitivity.SUBSTANCE_USE,  # Dependent drug abuse
+    "351266": Sensitivity.SUBSTANCE_USE,  # buprenorphine / naloxone tablet
+    "1010600": Sensitivity.SUBSTANCE_USE,  # buprenorphine / naloxone film
+    "99999-0": Sensitivity.SUBSTANCE_USE,  # Synthea: DSM-5 opioid use disorder
+    # HIV diagnoses and results.
+    "86406008": Sensitivity.HIV,  # Human immunodeficiency virus infection
+    "165816005": Sensitivity.HIV,  # HIV positive
+    "55277-8": Sensitivity.HIV,  # HIV status
+    "75622-1": Sensitivity.HIV,  # HIV 1 and 2 Ab and HIV1 p24 Ag panel
+    "7917-8": Sensitivity.HIV,  # HIV 1 Ab
+    # Genetic test results.
+    "21636-6": Sensitivity.GENETIC,  # BRCA1 gene mutations tested for
+    "21637-4": Sensitivity.GENETIC,  # BRCA2 gene mutations tested for
+    "51969-4": Sensitivity.GENETIC,  # Genetic analysis report
+}
+
+
+def sensitivity_of(code: str) -> str:
+    return SENSITIVE_CODES.get(code, Sensitivity.ROUTINE).value
+
+
+def categories_visible_to(user) -> set[str]:
+    """The sensitive categories ``user`` holds a grant for (plus routine)."""
+    visible = {Sensitivity.ROUTINE.value}
+    for category in Sensitivity:
+        if category != Sensitivity.ROUTINE and user.has_perm(category.permission):
+            visible.add(category.value)
+    return visible

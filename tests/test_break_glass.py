@@ -1,0 +1,181 @@
+"""Break-the-glass: emergency access to one chart, visible to everyone afterwards."""
+
+import datetime
+from unittest import mock
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from audit.models import AuditAction, AuditEvent
+from records.models import BreakGlassAccess
+from tests.conftest import current_code, verified_client
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+JUSTIFICATION = "Unresponsive in the emergency department, no relatives present"
+
+
+def _request(client, patient, **overrides):
+    form = {"reason": "emergency", "justification": JUSTIFICATION, "one_time_code": ""}
+    form.update(overrides)
+    return client.post(f"/patients/{patient.pk}/emergency-access/", form)
+
+
+def test_off_team_clinician_is_offered_break_the_glass(nurse, marker_patient):
+    response = verified_client(nurse).get(f"/patients/{marker_patient.pk}/")
+
+    assert response.status_code == 403
+    assert (
+        f"/patients/{marker_patient.pk}/emergency-access/" in response.content.decode()
+    )
+
+
+def test_break_the_glass_opens_the_chart_with_a_banner_and_alerts_compliance(
+    nurse, compliance_officer, marker_patient, django_capture_on_commit_callbacks
+):
+    compliance_officer.email = "privacy@hospital.test"
+    compliance_officer.save()
+    client = verified_client(nurse)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = _request(client, marker_patient, one_time_code=current_code(nurse))
+
+    assert response.status_code == 302
+    chart = client.get(f"/patients/{marker_patient.pk}/")
+    assert chart.status_code == 200
+    assert "Emergency access (break-the-glass)" in chart.content.decode()
+    section = client.get(f"/patients/{marker_patient.pk}/vitals/")
+    assert "Emergency access (break-the-glass)" in section.content.decode()
+    event = AuditEvent.objects.get(action=AuditAction.BREAK_GLASS)
+    assert event.patient_ref == str(marker_patient.pk) and event.actor_id == nurse.pk
+    viewed = AuditEvent.objects.filter(action=AuditAction.VIEWED).first()
+    assert viewed.purpose == "emergency"
+    assert len(mail.outbox) == 1
+    assert mail.outbox[0].to == ["privacy@hospital.test"]
+    assert marker_patient.family_name not in mail.outbox[0].body
+
+
+def test_access_lasts_sixty_minutes(nurse, marker_patient):
+    client = verified_client(nurse)
+    _request(client, marker_patient, one_time_code=current_code(nurse))
+    later = timezone.now() + datetime.timedelta(minutes=61)
+
+    with mock.patch("django.utils.timezone.now", return_value=later):
+        response = client.get(f"/patients/{marker_patient.pk}/")
+
+    assert response.status_code == 403
+
+
+def test_access_covers_that_patient_only(nurse, marker_patient):
+    from records.models import PatientSource
+    from records.services import register_patient
+
+    other = register_patient(
+        given_name="Another", family_name="Patientmarker",
+        birth_date=datetime.date(1980, 5, 5), source=PatientSource.DEMO,
+    )  # fmt: skip
+    client = verified_client(nurse)
+    _request(client, marker_patient, one_time_code=current_code(nurse))
+
+    assert client.get(f"/patients/{other.pk}/").status_code == 403
+    assert (
+        f"/patients/{marker_patient.pk}/"
+        not in client.get("/patients/").content.decode()
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides, reason",
+    [
+        ({"justification": "too short"}, "justification"),
+        ({"reason": ""}, "reason"),
+        ({"one_time_code": "000000"}, "one-time code"),
+    ],
+)
+def test_each_rule_must_hold(nurse, marker_patient, overrides, reason):
+    client = verified_client(nurse)
+    fields = {"one_time_code": current_code(nurse), **overrides}
+
+    response = _request(client, marker_patient, **fields)
+
+    assert response.status_code == 200
+    assert not BreakGlassAccess.objects.exists()
+    assert client.get(f"/patients/{marker_patient.pk}/").status_code == 403
+
+
+def test_a_wrong_code_is_audited_as_refused(nurse, marker_patient):
+    _request(verified_client(nurse), marker_patient, one_time_code="000000")
+
+    refusal = AuditEvent.objects.get(action=AuditAction.BREAK_GLASS_REFUSED)
+    assert refusal.reason == "one-time code not accepted"
+
+
+def test_the_otp_step_cannot_be_skipped(nurse, marker_patient):
+    response = verified_client(nurse).post(
+        f"/patients/{marker_patient.pk}/emergency-access/",
+        {"reason": "emergency", "justification": JUSTIFICATION},
+    )
+
+    assert response.status_code == 200
+    assert not BreakGlassAccess.objects.exists()
+
+
+@pytest.mark.parametrize("persona", ["compliance_officer", "export_staff"])
+def test_non_clinicians_cannot_break_the_glass(request, persona, marker_patient):
+    user = request.getfixturevalue(persona)
+
+    response = _request(
+        verified_client(user), marker_patient, one_time_code=current_code(user)
+    )
+
+    assert response.status_code == 403
+    assert not BreakGlassAccess.objects.exists()
+
+
+def test_compliance_reviews_the_access(nurse, compliance_officer, marker_patient):
+    _request(verified_client(nurse), marker_patient, one_time_code=current_code(nurse))
+    access = BreakGlassAccess.objects.get()
+    reviewer = verified_client(compliance_officer)
+
+    queue = reviewer.get("/compliance/break-glass/").content.decode()
+    assert "nurse.jones" in queue and JUSTIFICATION in queue
+
+    response = reviewer.post(
+        f"/compliance/break-glass/{access.pk}/review/",
+        {"outcome": "appropriate", "note": "Confirmed with the ED charge nurse"},
+    )
+
+    assert response.status_code == 302
+    access.refresh_from_db()
+    assert (
+        access.review_outcome == "appropriate"
+        and access.reviewed_by == compliance_officer
+    )
+    assert (
+        AuditEvent.objects.filter(action=AuditAction.BREAK_GLASS_REVIEWED).count() == 1
+    )
+    second = reviewer.post(
+        f"/compliance/break-glass/{access.pk}/review/", {"outcome": "inappropriate"}
+    )
+    assert second.status_code == 302
+    access.refresh_from_db()
+    assert access.review_outcome == "appropriate", "a review is recorded once"
+
+
+def test_chart_shows_who_accessed_it_and_how(physician, nurse, marker_patient):
+    from tests.conftest import add_to_care_team
+
+    add_to_care_team(physician, marker_patient)
+    _request(verified_client(nurse), marker_patient, one_time_code=current_code(nurse))
+    verified_client(nurse).get(f"/patients/{marker_patient.pk}/")
+
+    body = (
+        verified_client(physician)
+        .get(f"/patients/{marker_patient.pk}/")
+        .content.decode()
+    )
+
+    panel = body[body.index("Recent access to this chart") :]
+    assert "nurse.jones" in panel and "break-the-glass" in panel
+    assert "dr.house" in panel and "care team member" in panel
