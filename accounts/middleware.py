@@ -12,6 +12,9 @@ from django.urls import reverse
 from accounts.decorators import refuse
 
 OPEN_PATH_PREFIXES = ("/static/", "/accounts/login/", "/favicon.ico")
+# The API answers for itself (401/403 as JSON, from DRF's default permission
+# class, which demands the same verified second factor), never a redirect.
+API_PREFIX = "/api/"
 PASSWORD_STEP_PATHS = ("/accounts/verify/", "/accounts/logout/")
 ADMIN_PREFIX = "/admin/"
 
@@ -22,7 +25,7 @@ class VerifiedSessionMiddleware:
 
     def __call__(self, request):
         path = request.path
-        if path.startswith(OPEN_PATH_PREFIXES):
+        if path.startswith(OPEN_PATH_PREFIXES) or path.startswith(API_PREFIX):
             return self.get_response(request)
 
         user = request.user

@@ -56,6 +56,9 @@ INSTALLED_APPS = [
     "axes",
     "session_security",
     "django_filters",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "accounts",
     "records",
     "audit",
@@ -153,6 +156,20 @@ CSRF_USE_SESSIONS = True
 
 OTP_TOTP_ISSUER = "EHR Portal"
 
+# Searches beyond this per user and minute get 429: a brake on harvesting.
+PATIENT_SEARCHES_PER_MINUTE = env.read_int("PORTAL_SEARCHES_PER_MINUTE", 60)
+
+# Counters (search rate, API throttles) live here; Redis shares them between
+# processes, the in-memory default suits the single-process demo.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": env.read("PORTAL_CACHE_URL"),
+    }
+    if env.read("PORTAL_CACHE_URL")
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
+
 # Emergency access lasts this long, then the chart closes again.
 BREAK_GLASS_MINUTES = env.read_int("PORTAL_BREAK_GLASS_MINUTES", 60)
 
@@ -233,6 +250,32 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TIMEZONE = "UTC"
+
+# The API: session sign-in with both factors, deny by default, JSON only (no
+# browsable API), throttled; HTTP Basic is left out because it would be a
+# password-only door around the second factor.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["accounts.api.IsVerified"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env.read("PORTAL_API_RATE", "600/minute"),
+    },
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "EHR Portal API",
+    "VERSION": "1",
+    "SERVE_PERMISSIONS": ["accounts.api.IsVerified"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
 
 # The compliance screens name patients by MRN; the audit app asks records for
 # it through these public functions and never imports records' models.

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 from django_otp.admin import OTPAdminSite
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from ehr_portal import views
 from records.urls import compliance_urlpatterns
@@ -14,6 +15,13 @@ urlpatterns = [
     path("patients/", include("records.urls")),
     path("compliance/", include("audit.urls")),
     path("compliance/", include((compliance_urlpatterns, "review"))),
+    path("api/v1/", include("records.api_urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
+    path(
+        "api/docs/",
+        SpectacularSwaggerView.as_view(url_name="api_schema"),
+        name="api_docs",
+    ),
     path("session_security/", include("session_security.urls")),
     path("admin/", admin.site.urls),
 ]

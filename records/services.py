@@ -5,6 +5,8 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db import models, transaction
 from django.http import Http404
@@ -218,8 +220,25 @@ class PatientQuery:
         return [name for name, value in vars(self).items() if value]
 
 
+class SearchRateExceeded(Exception):
+    """Too many searches in the last minute: a brake on bulk extraction."""
+
+
+def _check_search_rate(user) -> None:
+    window = int(timezone.now().timestamp() // 60)
+    key = f"patient-search:{user.pk}:{window}"
+    cache.add(key, 0, timeout=120)
+    if cache.incr(key) > settings.PATIENT_SEARCHES_PER_MINUTE:
+        record_event(
+            actor=user, action=AuditAction.ACCESS_DENIED, outcome=AuditOutcome.DENIED,
+            record_type="PatientSearch", reason="search rate exceeded",
+        )  # fmt: skip
+        raise SearchRateExceeded("too many searches; wait a minute")
+
+
 def search_patients(user, query: PatientQuery) -> list[Patient]:
     """Exact search over blind indexes, limited to the user's own patients."""
+    _check_search_rate(user)
     patients = patients_in_care_of(user)
     if query.mrn:
         patients = patients.filter(

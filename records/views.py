@@ -27,6 +27,7 @@ from records.services import (
     SUMMARY_FIELDS,
     NoteRefused,
     PatientQuery,
+    SearchRateExceeded,
     add_note,
     chart_summary,
     identity_review,
@@ -51,7 +52,10 @@ def patient_list(request):
             given_name=form.cleaned_data["given_name"].strip(),
             birth_date=form.birth_date_text(),
         )
-        results = search_patients(request.user, query)
+        try:
+            results = search_patients(request.user, query)
+        except SearchRateExceeded:
+            return render(request, "records/search_rate.html", status=429)
 
     patients = list_my_patients(request.user) if results is None else results
     return render(

@@ -28,6 +28,15 @@ CHROMIUM = os.environ.get("EHR_CHROMIUM", "/usr/bin/chromium")
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_counters():
+    """Rate-limit counters live in the cache; each test starts from zero."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
 @pytest.fixture(scope="session")
 def synthea_bundles() -> list[Path]:
     bundles = sorted(SYNTHEA_DIR.glob("*.json"))

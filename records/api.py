@@ -1,0 +1,120 @@
+"""The /api/v1/ endpoints: the same services and access decision as the pages."""
+
+from django.http import Http404
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.decorators import api_view
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+
+from accounts.decorators import refuse
+from records import services
+from records.serializers import (
+    NoteCreateSerializer,
+    NoteSerializer,
+    PatientIdentitySerializer,
+    PatientSearchSerializer,
+    record_serializer_for,
+)
+
+
+class ChartPagination(PageNumberPagination):
+    page_size = 25
+
+
+def _clinicians_only(request, record_type: str):
+    if not request.user.is_clinician:
+        refuse(request, record_type=record_type, reason="requires a clinical role")
+
+
+@extend_schema(responses=PatientIdentitySerializer(many=True))
+@api_view(["GET"])
+def patient_list(request):
+    _clinicians_only(request, "PatientList")
+    patients = services.list_my_patients(request.user)
+    return Response(PatientIdentitySerializer(patients, many=True).data)
+
+
+@extend_schema(
+    request=PatientSearchSerializer, responses=PatientIdentitySerializer(many=True)
+)
+@api_view(["POST"])
+def patient_search(request):
+    _clinicians_only(request, "PatientSearch")
+    form = PatientSearchSerializer(data=request.data)
+    form.is_valid(raise_exception=True)
+
+    birth_date = form.validated_data.get("birth_date")
+    query = services.PatientQuery(
+        mrn=form.validated_data.get("mrn", ""),
+        family_name=form.validated_data.get("family_name", "").strip(),
+        given_name=form.validated_data.get("given_name", "").strip(),
+        birth_date=birth_date.isoformat() if birth_date else "",
+    )
+    try:
+        patients = services.search_patients(request.user, query)
+    except services.SearchRateExceeded as refusal:
+        return Response(
+            {"detail": str(refusal)}, status=status.HTTP_429_TOO_MANY_REQUESTS
+        )
+    return Response(PatientIdentitySerializer(patients, many=True).data)
+
+
+@extend_schema(responses=PatientIdentitySerializer, operation_id="patient_detail")
+@api_view(["GET"])
+def patient_detail(request, patient_id):
+    chart = services.open_chart(
+        request.user,
+        patient_id,
+        record_type="PatientIdentity",
+        fields=services.IDENTITY_FIELDS,
+    )
+    return Response(PatientIdentitySerializer(chart.patient).data)
+
+
+@extend_schema(
+    operation_id="chart_section",
+    responses=inline_serializer(
+        "ChartSectionPage",
+        {
+            "count": serializers.IntegerField(),
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "withheld": serializers.IntegerField(),
+            "results": serializers.ListField(child=serializers.DictField()),
+        },
+    ),
+)
+@api_view(["GET"])
+def chart_section(request, patient_id, section):
+    chart_section = services.CHART_SECTIONS.get(section)
+    if chart_section is None:
+        raise Http404("No such chart section")
+
+    chart = services.open_chart(
+        request.user,
+        patient_id,
+        record_type=chart_section.record_type,
+        fields=chart_section.fields,
+    )
+    paginator = ChartPagination()
+    page = paginator.paginate_queryset(chart_section.records_for(chart), request)
+    serializer = record_serializer_for(chart_section)(page, many=True)
+    response = paginator.get_paginated_response(serializer.data)
+    response.data["withheld"] = chart_section.withheld_count(chart)
+    return response
+
+
+@extend_schema(request=NoteCreateSerializer, responses={201: NoteSerializer})
+@api_view(["POST"])
+def note_create(request, patient_id):
+    form = NoteCreateSerializer(data=request.data)
+    form.is_valid(raise_exception=True)
+
+    try:
+        note = services.add_note(
+            author=request.user, patient_id=patient_id, **form.validated_data
+        )
+    except services.NoteRefused as refusal:
+        return Response({"detail": str(refusal)}, status=status.HTTP_403_FORBIDDEN)
+    return Response(NoteSerializer(note).data, status=status.HTTP_201_CREATED)

@@ -1,0 +1,145 @@
+"""The /api/v1/ doors: same factors, same decision, same audit as the pages."""
+
+import base64
+import re
+
+import pytest
+from django.test import Client
+
+from audit.models import AuditAction, AuditEvent
+from records.models import ClinicalNote
+from tests.conftest import add_to_care_team, verified_client
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+
+def test_anonymous_and_password_only_get_403_json_not_a_redirect(
+    physician, marker_patient
+):
+    add_to_care_team(physician, marker_patient)
+    password_only = Client()
+    password_only.post(
+        "/accounts/login/",
+        {"username": "dr.house", "password": "correct horse battery 9"},
+    )
+
+    for client in (Client(), password_only):
+        for url in ["/api/v1/patients/", f"/api/v1/patients/{marker_patient.pk}/"]:
+            response = client.get(url)
+
+            assert response.status_code == 403, url
+            assert response["Content-Type"] == "application/json"
+            assert marker_patient.family_name not in response.content.decode()
+
+
+def test_http_basic_is_not_a_way_in(physician, marker_patient):
+    add_to_care_team(physician, marker_patient)
+    credentials = base64.b64encode(b"dr.house:correct horse battery 9").decode()
+
+    response = Client().get(
+        "/api/v1/patients/", HTTP_AUTHORIZATION=f"Basic {credentials}"
+    )
+
+    assert response.status_code == 403
+
+
+def test_schema_and_docs_need_a_verified_session(physician):
+    assert Client().get("/api/schema/").status_code == 403
+    assert Client().get("/api/docs/").status_code == 403
+
+    docs = verified_client(physician).get("/api/docs/")
+    assert docs.status_code == 200
+    assets = re.findall(r'(?:src|href)="([^"]+)"', docs.content.decode())
+    assert assets and all(asset.startswith("/static/") for asset in assets), assets
+
+
+def test_responses_are_json_only(physician, marker_patient):
+    add_to_care_team(physician, marker_patient)
+
+    response = verified_client(physician).get(
+        "/api/v1/patients/", HTTP_ACCEPT="text/html"
+    )
+
+    assert response.status_code in (200, 406)
+    assert b"<html" not in response.content
+
+
+def test_patient_detail_is_identity_and_audited(physician, marker_patient):
+    add_to_care_team(physician, marker_patient)
+
+    data = (
+        verified_client(physician).get(f"/api/v1/patients/{marker_patient.pk}/").json()
+    )
+
+    assert set(data) == {"id", "mrn", "family_name", "given_name", "birth_date", "sex"}
+    assert data["family_name"] == "Zyxwvutmarker"
+    assert AuditEvent.objects.filter(
+        action=AuditAction.VIEWED, patient_ref=str(marker_patient.pk)
+    ).exists()
+
+
+def test_note_fields_the_server_owns_cannot_be_set(physician, nurse, marker_patient):
+    add_to_care_team(physician, marker_patient)
+    url = f"/api/v1/patients/{marker_patient.pk}/notes/"
+    note = {"kind": "progress", "title": "Ward round", "body": "Comfortable."}
+    client = verified_client(physician)
+
+    forged = client.post(
+        url, {**note, "author": nurse.pk, "created_at": "2001-01-01"},
+        content_type="application/json",
+    )  # fmt: skip
+    honest = client.post(url, note, content_type="application/json")
+
+    assert forged.status_code == 400 and set(forged.json()) == {"author", "created_at"}
+    assert honest.status_code == 201 and honest.json()["author"] == "dr.house"
+    assert ClinicalNote.objects.get().author == physician
+
+
+def test_section_api_withholds_sensitive_records(physician, marker_patient):
+    from records.models import Condition
+
+    add_to_care_team(physician, marker_patient)
+    Condition.objects.create(
+        patient=marker_patient, source_key="x1", code="5602001",
+        description="Opioid abuse (disorder)", sensitivity="substance_use",
+    )  # fmt: skip
+
+    data = (
+        verified_client(physician)
+        .get(f"/api/v1/patients/{marker_patient.pk}/conditions/")
+        .json()
+    )
+
+    assert data["results"] == [] and data["withheld"] == 1
+
+
+def test_the_61st_search_in_a_minute_is_refused_and_audited(nurse, marker_patient):
+    add_to_care_team(nurse, marker_patient)
+    client = verified_client(nurse)
+
+    statuses = [
+        client.post(
+            "/api/v1/patients/search/", {"family_name": "Zyxwvutmarker"},
+            content_type="application/json",
+        ).status_code
+        for _ in range(60)
+    ]  # fmt: skip
+    page = client.post("/patients/", {"family_name": "Zyxwvutmarker"})
+
+    assert statuses == [200] * 60
+    assert page.status_code == 429
+    assert (
+        AuditEvent.objects.filter(
+            action=AuditAction.ACCESS_DENIED, reason="search rate exceeded"
+        ).count()
+        == 1
+    )
+
+
+def test_unknown_search_fields_are_refused(nurse):
+    response = verified_client(nurse).post(
+        "/api/v1/patients/search/", {"surname": "x"}, content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    assert "surname" in response.json()
