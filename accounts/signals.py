@@ -1,6 +1,7 @@
 """Sign-in and sign-out leave audit events, whichever view caused them."""
 
 from axes.signals import user_locked_out
+from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import (
     user_logged_in,
     user_logged_out,
@@ -11,6 +12,8 @@ from django.dispatch import receiver
 from accounts.services import fold_username
 from audit.models import AuditAction, AuditOutcome
 from audit.services import record_event
+
+UNKNOWN_USERNAME = "(unknown username)"
 
 
 @receiver(user_logged_in)
@@ -25,13 +28,16 @@ def record_password_sign_in(sender, request, user, **kwargs):
 
 @receiver(user_login_failed)
 def record_failed_sign_in(sender, credentials, request=None, **kwargs):
-    # The attempted username only, folded; Django has already masked the
-    # password in ``credentials``, and we never record it anyway.
+    # Only a username that names an account is kept: people type passwords
+    # into the username box, and the audit trail must not collect them.
+    username = fold_username(request, credentials)
+    if not get_user_model().objects.filter(username=username).exists():
+        username = UNKNOWN_USERNAME
     record_event(
         actor=None,
         action=AuditAction.LOGIN_FAILED,
         outcome=AuditOutcome.FAILURE,
-        username=fold_username(request, credentials),
+        username=username,
         purpose="password",
     )
 

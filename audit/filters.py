@@ -6,6 +6,29 @@ from django.utils.module_loading import import_string
 from audit.models import AuditAction, AuditEvent
 
 
+def _patient_lookup():
+    return import_string(settings.AUDIT_PATIENT_LOOKUP)
+
+
+class AuditFilterForm(forms.Form):
+    """Refuses filters it cannot apply, so a review never silently sees too much."""
+
+    def clean_patient_mrn(self):
+        mrn = (self.cleaned_data.get("patient_mrn") or "").strip()
+        if mrn and _patient_lookup()(mrn) is None:
+            raise forms.ValidationError(
+                "No patient has this MRN: check each digit and their order."
+            )
+        return mrn
+
+    def clean(self):
+        cleaned = super().clean()
+        start, end = cleaned.get("occurred_from"), cleaned.get("occurred_to")
+        if start and end and start > end:
+            raise forms.ValidationError("'From' is later than 'To'.")
+        return cleaned
+
+
 class AuditEventFilter(django_filters.FilterSet):
     """Filters for the compliance screen; the patient is given by MRN."""
 
@@ -31,10 +54,11 @@ class AuditEventFilter(django_filters.FilterSet):
 
     class Meta:
         model = AuditEvent
+        form = AuditFilterForm
         fields = ["username", "patient_mrn", "action", "occurred_from", "occurred_to"]
 
     def filter_patient(self, queryset, name, value):
-        patient_ref = import_string(settings.AUDIT_PATIENT_LOOKUP)(value)
+        patient_ref = _patient_lookup()(value)
         if patient_ref is None:
             return queryset.none()
         return queryset.filter(patient_ref=patient_ref)

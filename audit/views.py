@@ -21,7 +21,12 @@ def audit_events(request):
     # Filters travel in the POST body: a patient's MRN must not land in a URL.
     data = request.POST if request.method == "POST" else None
     event_filter = AuditEventFilter(data, queryset=AuditEvent.objects.all())
-    events = event_filter.qs if event_filter.is_bound else AuditEvent.objects.all()
+    if not event_filter.is_bound:
+        events = AuditEvent.objects.all()
+    elif event_filter.is_valid():
+        events = event_filter.qs
+    else:
+        events = AuditEvent.objects.none()
 
     page = Paginator(events, PAGE_SIZE).get_page(request.POST.get("page"))
     labels = import_string(settings.AUDIT_PATIENT_LABELS)(

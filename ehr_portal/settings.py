@@ -5,6 +5,7 @@ on debugging, demo commands or generated keys on a real deployment.
 """
 
 import logging
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -18,7 +19,10 @@ PORTAL_MODE = env.read_mode()
 DEVELOPMENT = PORTAL_MODE == "development"
 
 PORTAL_DATA_DIR = Path(env.read("PORTAL_DATA_DIR") or BASE_DIR / "var").resolve()
-PORTAL_DATA_DIR.mkdir(parents=True, exist_ok=True)
+# SQLite files, keys and demo credentials: readable by the portal's user only.
+PORTAL_DATA_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+if PORTAL_DATA_DIR.stat().st_uid == os.getuid():
+    PORTAL_DATA_DIR.chmod(0o700)
 
 # DEBUG pages show local variables, which on a chart view are PHI: only an
 # explicit opt-in, and only in development mode.
@@ -78,6 +82,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "ehr_portal.middleware.NoStoreMiddleware",
+    "ehr_portal.middleware.DisplayTimeZoneMiddleware",
+    "ehr_portal.middleware.MethodNotAllowedPageMiddleware",
     "audit.middleware.AuditFailClosedMiddleware",
     "axes.middleware.AxesMiddleware",
 ]
@@ -96,6 +102,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "accounts.context_processors.roles",
+                "ehr_portal.context_processors.display_time_zone",
             ],
         },
     },
@@ -153,6 +160,7 @@ SESSION_SECURITY_EXPIRE_AFTER = env.read_int("PORTAL_IDLE_LOGOFF_SECONDS", 15 * 
 SESSION_SECURITY_WARN_AFTER = env.read_int("PORTAL_IDLE_WARNING_SECONDS", 13 * 60)
 SESSION_SECURITY_PASSIVE_URL_NAMES = ["session_security_ping"]
 CSRF_USE_SESSIONS = True
+CSRF_FAILURE_VIEW = "ehr_portal.views.csrf_failure"
 
 OTP_TOTP_ISSUER = "EHR Portal"
 
@@ -202,7 +210,10 @@ AXES_VERBOSE = False
 SILENCED_SYSTEM_CHECKS = ["axes.W006"]
 
 LANGUAGE_CODE = "en-us"
+# Stored and logged in UTC (a daylight-saving change must not stretch an idle
+# timeout); shown to clinicians in the hospital's zone.
 TIME_ZONE = "UTC"
+PORTAL_TIME_ZONE = env.read("PORTAL_TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 

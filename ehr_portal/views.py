@@ -38,3 +38,12 @@ def server_error(request):
 
 def bad_request(request, exception=None):
     return _error_page(request, "400.html", 400)
+
+
+def csrf_failure(request, reason=""):
+    return render(
+        request,
+        "403_csrf.html",
+        {"request_id": request_context.current_request_id()},
+        status=403,
+    )

@@ -74,6 +74,10 @@ class BundleRejected(Exception):
         return f"{self.path}: {where}: {self.detail}"
 
 
+class EntryInvalid(ValueError):
+    """An entry breaks one of the importer's own rules; the message has no values."""
+
+
 @dataclass
 class Entry:
     index: int
@@ -132,20 +136,32 @@ def import_bundle_file(path: Path, *, actor: str | None = None) -> ImportSummary
         with transaction.atomic():
             summary = _store(path, checked, actor=actor)
     except BundleRejected:
-        record_event(
-            actor=actor,
-            action=AuditAction.FHIR_IMPORT_FAILED,
-            outcome=AuditOutcome.FAILURE,
-            record_type="Bundle",
-            reason="bundle rejected; nothing stored",
-        )
+        _record_rejection(actor)
         raise
+    except Exception as error:
+        # An importer bug must still name the file, store nothing and leave
+        # evidence; the traceback goes to the log, whose lines carry no PHI.
+        logger.exception("Unexpected error importing a bundle")
+        _record_rejection(actor)
+        raise BundleRejected(
+            path, f"could not be imported ({type(error).__name__}); see the log"
+        ) from error
     logger.info(
         "Imported a bundle: %d new patient(s), %d new record(s)",
         summary.patients_created,
         sum(summary.created.values()),
     )
     return summary
+
+
+def _record_rejection(actor: str) -> None:
+    record_event(
+        actor=actor,
+        action=AuditAction.FHIR_IMPORT_FAILED,
+        outcome=AuditOutcome.FAILURE,
+        record_type="Bundle",
+        reason="bundle rejected; nothing stored",
+    )
 
 
 def _read_entries(path: Path) -> list[Entry]:
@@ -156,8 +172,12 @@ def _read_entries(path: Path) -> list[Entry]:
     except (ValueError, UnicodeDecodeError) as error:
         raise BundleRejected(path, f"is not valid JSON ({error})") from error
 
-    if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
-        found = document.get("resourceType") if isinstance(document, dict) else None
+    if not isinstance(document, dict):
+        raise BundleRejected(
+            path, f"is a JSON {type(document).__name__}, not a FHIR Bundle object"
+        )
+    if document.get("resourceType") != "Bundle":
+        found = document.get("resourceType")
         raise BundleRejected(path, f"resourceType must be 'Bundle', not {found!r}")
 
     raw_entries = document.get("entry") or []
@@ -233,8 +253,11 @@ def _check_patient(path: Path, entry: Entry) -> None:
     resource = entry.resource
     if not entry.resource_id:
         raise BundleRejected(path, "Patient has no id", entry)
-    if not resource.get("birthDate"):
-        raise BundleRejected(path, "field birthDate: required for a patient", entry)
+    _check_birth_date(path, entry)
+    if resource.get("gender", "unknown") not in GENDER_CODES:
+        raise BundleRejected(
+            path, f"field gender: not one of {', '.join(GENDER_CODES)}", entry
+        )
 
     name = _official_name(resource)
     if not name.get("family") or not name.get("given"):
@@ -246,6 +269,27 @@ def _check_patient(path: Path, entry: Entry) -> None:
             raise BundleRejected(
                 path, f"field name: longer than {MAX_NAME_LENGTH} characters", entry
             )
+
+
+GENDER_CODES = ("male", "female", "other", "unknown")
+EARLIEST_BIRTH = datetime.date(1880, 1, 1)
+
+
+def _check_birth_date(path: Path, entry: Entry) -> None:
+    """A full, plausible birth date: the portal's second identifier."""
+    value = entry.resource.get("birthDate")
+    if not value:
+        raise BundleRejected(path, "field birthDate: required for a patient", entry)
+    try:
+        born = datetime.date.fromisoformat(value)
+    except ValueError:
+        raise BundleRejected(
+            path,
+            "field birthDate: a full date (year, month and day) is required",
+            entry,
+        ) from None
+    if not EARLIEST_BIRTH <= born <= datetime.date.today():
+        raise BundleRejected(path, "field birthDate: not a plausible birth date", entry)
 
 
 def _subject_of(
@@ -362,8 +406,13 @@ def _store_records(path: Path, patient: Patient, resource_type: str, entries) ->
             continue
         try:
             values = EXTRACTORS[resource_type](entry.resource)
+        except EntryInvalid as error:
+            raise BundleRejected(path, str(error), entry) from None
         except (KeyError, TypeError, ValueError) as error:
-            raise BundleRejected(path, f"cannot be read ({error})", entry) from None
+            # Library messages may quote the value; name only the kind of error.
+            raise BundleRejected(
+                path, f"cannot be read ({type(error).__name__})", entry
+            ) from None
         values["sensitivity"] = sensitivity_of(values.get("code", ""))
         records.append(model(patient=patient, source_key=key, **values))
     model.objects.bulk_create(records, batch_size=500)
@@ -469,9 +518,15 @@ def _encounter(resource: dict) -> dict:
     period = resource.get("period") or {}
     types = resource.get("type") or [{}]
     reasons = resource.get("reasonCode") or [{}]
+    started, ended = (
+        parse_instant(period.get("start")),
+        parse_instant(period.get("end")),
+    )
+    if started and ended and ended < started:
+        raise EntryInvalid("field period: end is before start")
     return {
-        "occurred_at": parse_instant(period.get("start")),
-        "ended_at": parse_instant(period.get("end")),
+        "occurred_at": started,
+        "ended_at": ended,
         "status": resource.get("status", ""),
         "encounter_class": (resource.get("class") or {}).get("code", "")[:16],
         "code": _concept_code(types[0]),

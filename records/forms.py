@@ -35,7 +35,8 @@ class PatientSearchForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
-        if not any(cleaned.get(name) for name in self.fields):
+        # Only when every field was valid: a mistyped MRN is its own error.
+        if not self.errors and not any(cleaned.get(name) for name in self.fields):
             raise forms.ValidationError("Enter at least one identifier to search.")
         return cleaned
 

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 
 export PORTAL_MODE=development
 export PORTAL_DATA_DIR="${PORTAL_DATA_DIR:-$PWD/var}"
+# The Synthea bundles were written with +10:00 offsets: show their local dates.
+export PORTAL_TIME_ZONE="${PORTAL_TIME_ZONE:-Australia/Brisbane}"
 FHIR_DIR="${DEMO_FHIR_DIR:-$PWD/../shared/data/synthea}"
 ADDRESS="${DEMO_ADDRESS:-127.0.0.1:8000}"
 

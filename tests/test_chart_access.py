@@ -355,3 +355,83 @@ def test_sign_out_is_post_only_and_kills_the_session(physician, marker_patient):
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/")
     assert AuditEvent.objects.filter(action=AuditAction.LOGOUT).count() == 1
+
+
+def test_chart_dates_use_the_hospital_time_zone(settings, physician, marker_patient):
+    from records.fhir_import import parse_instant
+    from records.models import Encounter
+
+    settings.PORTAL_TIME_ZONE = "Australia/Brisbane"
+    add_to_care_team(physician, marker_patient)
+    Encounter.objects.create(
+        patient=marker_patient, source_key="tz1", description="Night visit",
+        occurred_at=parse_instant("2021-09-11T02:00:35+10:00"),
+    )  # fmt: skip
+
+    body = (
+        verified_client(physician)
+        .get(f"/patients/{marker_patient.pk}/encounters/")
+        .content.decode()
+    )
+
+    assert "11 Sep 2021, 02:00" in body
+    assert "Times are shown in Australia/Brisbane" in body
+
+
+@pytest.mark.parametrize(
+    "filters, message",
+    [
+        ({"patient_mrn": "12345678"}, "No patient has this MRN"),
+        ({"occurred_from": "2026-02-01", "occurred_to": "2026-01-01"}, "later than"),
+        ({"action": "NOT_AN_ACTION"}, "Select a valid choice"),
+    ],
+)
+def test_audit_filters_that_cannot_apply_show_an_error_and_no_events(
+    compliance_officer, physician, marker_patient, filters, message
+):
+    add_to_care_team(physician, marker_patient)
+    verified_client(physician).get(f"/patients/{marker_patient.pk}/")
+
+    body = verified_client(compliance_officer).post("/compliance/audit/", filters)
+
+    text = body.content.decode()
+    assert message in text
+    assert "No events match" in text
+
+
+def test_a_failed_sign_in_keeps_only_real_usernames(physician):
+    from accounts.signals import UNKNOWN_USERNAME
+
+    Client().post("/accounts/login/", {"username": "Dr.House", "password": "wrong!"})
+    Client().post(
+        "/accounts/login/", {"username": "MySecretPassw0rd!", "password": "x"}
+    )
+
+    failures = AuditEvent.objects.filter(action=AuditAction.LOGIN_FAILED)
+    assert sorted(failures.values_list("actor_username", flat=True)) == sorted(
+        [UNKNOWN_USERNAME, "dr.house"]
+    )
+
+
+def test_get_on_sign_out_shows_a_page_not_an_empty_405(physician):
+    response = verified_client(physician).get("/accounts/logout/")
+
+    assert response.status_code == 405
+    assert "Sign out" in response.content.decode()
+
+
+def test_a_post_without_its_csrf_token_changes_nothing(physician, marker_patient):
+    from records.models import ClinicalNote
+
+    add_to_care_team(physician, marker_patient)
+    client = verified_client(physician)
+    client.handler.enforce_csrf_checks = True
+
+    response = client.post(
+        f"/patients/{marker_patient.pk}/notes/new/",
+        {"kind": "progress", "title": "Forged", "body": "From another site"},
+    )
+
+    assert response.status_code == 403
+    assert "This form has expired" in response.content.decode()
+    assert not ClinicalNote.objects.exists()

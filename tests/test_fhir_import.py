@@ -244,3 +244,84 @@ def test_blood_pressure_reads_as_systolic_over_diastolic(synthea_bundles):
     ]
     assert pressures
     assert all(re.fullmatch(r"\d+/\d+ mm\[Hg\]", value) for value in pressures)
+
+
+@pytest.mark.parametrize(
+    "birth_date, message",
+    [
+        ("1994-05", "a full date (year, month and day) is required"),
+        ("1994", "a full date (year, month and day) is required"),
+        ("2999-01-01", "not a plausible birth date"),
+        ("0001-01-01", "not a plausible birth date"),
+    ],
+)
+def test_partial_or_implausible_birth_dates_are_refused_by_name(
+    tmp_path, real_bundle, capsys, birth_date, message
+):
+    patient = next(
+        e for e in real_bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    patient["resource"]["birthDate"] = birth_date
+    path = _write(tmp_path, real_bundle)
+
+    _import_fails(path)
+
+    error = capsys.readouterr().err
+    assert f"field birthDate: {message}" in error
+    assert birth_date not in error
+    assert _stored_nothing()
+
+
+def test_unknown_gender_code_is_refused(tmp_path, real_bundle, capsys):
+    patient = next(
+        e for e in real_bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    patient["resource"]["gender"] = "banana"
+    path = _write(tmp_path, real_bundle)
+
+    _import_fails(path)
+
+    assert (
+        "field gender: not one of male, female, other, unknown"
+        in capsys.readouterr().err
+    )
+    assert _stored_nothing()
+
+
+def test_encounter_ending_before_it_starts_is_refused(tmp_path, real_bundle, capsys):
+    encounter = next(
+        e for e in real_bundle["entry"] if e["resource"]["resourceType"] == "Encounter"
+    )
+    encounter["resource"]["period"] = {
+        "start": "2020-05-01T10:00:00+00:00",
+        "end": "2020-05-01T09:00:00+00:00",
+    }
+    path = _write(tmp_path, real_bundle)
+
+    _import_fails(path)
+
+    assert "field period: end is before start" in capsys.readouterr().err
+    assert _stored_nothing()
+
+
+def test_a_json_list_is_named_as_not_a_bundle(tmp_path, capsys):
+    _import_fails(_write(tmp_path, "[1, 2, 3]"))
+
+    assert "is a JSON list, not a FHIR Bundle object" in capsys.readouterr().err
+
+
+def test_an_unexpected_error_still_names_the_file_and_stores_nothing(
+    tmp_path, real_bundle, capsys, monkeypatch
+):
+    from records import fhir_import
+
+    def broken(resource):
+        raise ZeroDivisionError
+
+    monkeypatch.setitem(fhir_import.EXTRACTORS, "Observation", broken)
+    path = _write(tmp_path, real_bundle)
+
+    _import_fails(path)
+
+    assert "broken.json: bundle: could not be imported" in capsys.readouterr().err
+    assert _stored_nothing()
