@@ -131,3 +131,14 @@ def test_seed_demo_exits_non_zero_in_production(tmp_path):
     assert result.returncode != 0
     assert "PORTAL_MODE=development" in result.stderr
     assert not (tmp_path / "demo-credentials.json").exists()
+
+
+def test_demo_administrator_can_manage_users_and_care_teams(credentials):
+    from tests.conftest import verified_client
+
+    admin = get_user_model().objects.get(username="admin.ross")
+    client = verified_client(admin)
+
+    for url in ["/admin/", "/admin/accounts/user/", "/admin/records/careteammembership/"]:
+        assert client.get(url).status_code == 200, url
+    assert client.get(f"/patients/{Patient.objects.first().pk}/").status_code == 403
