@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "ehr_portal.apps.PortalConfig",
     "accounts",
     "records",
     "audit",

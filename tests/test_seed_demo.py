@@ -139,6 +139,10 @@ def test_demo_administrator_can_manage_users_and_care_teams(credentials):
     admin = get_user_model().objects.get(username="admin.ross")
     client = verified_client(admin)
 
-    for url in ["/admin/", "/admin/accounts/user/", "/admin/records/careteammembership/"]:
+    for url in [
+        "/admin/",
+        "/admin/accounts/user/",
+        "/admin/records/careteammembership/",
+    ]:
         assert client.get(url).status_code == 200, url
     assert client.get(f"/patients/{Patient.objects.first().pk}/").status_code == 403
