@@ -31,11 +31,13 @@ from records.models import (
     Encounter,
     Immunization,
     MedicationRequest,
+    NoteKind,
     Observation,
     ObservationCategory,
     Patient,
     PatientIdentifier,
     Procedure,
+    Sensitivity,
 )
 from records.sensitivity import categories_visible_to
 
@@ -198,11 +200,6 @@ def _purpose_for(decision: Decision, requested: Purpose) -> str:
     if decision.relation == Relation.BREAK_GLASS:
         return Purpose.EMERGENCY.value
     return Purpose(requested).value
-
-
-def get_chart_for(user, patient_id, **kwargs) -> Patient:
-    """The patient of ``open_chart``, for callers that need only identity."""
-    return open_chart(user, patient_id, **kwargs).patient
 
 
 @dataclass(frozen=True)
@@ -427,8 +424,6 @@ class NoteRefused(Exception):
 
 def add_note(*, author, patient_id, kind: str, title: str, body: str) -> ClinicalNote:
     """Write a note to a chart the author may add to, and audit it."""
-    from records.models import NoteKind, Sensitivity
-
     chart = open_chart(
         author, patient_id, record_type="ClinicalNote", fields=("kind", "title"),
         action=ChartAction.WRITE,

@@ -222,13 +222,13 @@ def test_failed_audit_write_shows_no_chart(physician, marker_patient, monkeypatc
 def test_audit_write_failure_is_raised_not_swallowed(
     physician, marker_patient, monkeypatch
 ):
-    from records.services import get_chart_for
+    from records.services import open_chart
 
     add_to_care_team(physician, marker_patient)
     monkeypatch.setattr(AuditEvent, "save", lambda *a, **k: 1 / 0)
 
     with pytest.raises(AuditUnavailable):
-        get_chart_for(physician, marker_patient.pk, record_type="Chart", fields=())
+        open_chart(physician, marker_patient.pk, record_type="Chart", fields=())
 
 
 def test_patient_list_shows_only_my_patients(physician, marker_patient):
