@@ -19,9 +19,9 @@ def _is_loopback(host: str | None) -> bool:
     return (host or "") in LOOPBACK_HOSTS or (host or "").startswith("/")
 
 
-def _database_errors() -> list[Error]:
+def database_errors(databases: dict) -> list[Error]:
     errors = []
-    for alias, database in settings.DATABASES.items():
+    for alias, database in databases.items():
         if not database["ENGINE"].endswith("postgresql"):
             continue
         if _is_loopback(database.get("HOST")):
@@ -110,5 +110,6 @@ def check_safeguards(app_configs, **kwargs):
 
     if settings.SECURE_HSTS_SECONDS < 31_536_000:
         issues.append(Warning("HSTS is shorter than one year.", id="hipaa.W001"))
-    issues += _database_errors() + _broker_errors() + _email_errors()
+    issues += database_errors(settings.DATABASES)
+    issues += _broker_errors() + _email_errors()
     return issues
