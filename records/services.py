@@ -222,10 +222,16 @@ class SearchRateExceeded(Exception):
 
 
 def _check_search_rate(user) -> None:
-    window = int(timezone.now().timestamp() // 60)
-    key = f"patient-search:{user.pk}:{window}"
-    cache.add(key, 0, timeout=120)
-    if cache.incr(key) > settings.PATIENT_SEARCHES_PER_MINUTE:
+    # The window opens at the user's first search and lasts a minute, so a
+    # burst cannot straddle a clock-minute boundary to get twice the quota.
+    key = f"patient-search:{user.pk}"
+    cache.add(key, 0, timeout=60)
+    try:
+        searches = cache.incr(key)
+    except ValueError:  # the window closed between add and incr
+        cache.add(key, 1, timeout=60)
+        searches = 1
+    if searches > settings.PATIENT_SEARCHES_PER_MINUTE:
         record_event(
             actor=user, action=AuditAction.ACCESS_DENIED, outcome=AuditOutcome.DENIED,
             record_type="PatientSearch", reason="search rate exceeded",
