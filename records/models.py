@@ -110,11 +110,20 @@ class CareTeamRole(models.TextChoices):
     NURSE = "nurse", "Nurse"
 
 
-class CareTeamMembershipQuerySet(models.QuerySet):
+class DatedAssignmentQuerySet(models.QuerySet):
+    """Rows with ``starts_on``/``ends_on`` dates (an open end means ongoing)."""
+
     def active_on(self, day):
         return self.filter(
             Q(starts_on__lte=day), Q(ends_on__isnull=True) | Q(ends_on__gte=day)
         )
+
+
+def ends_after_start(name: str) -> models.CheckConstraint:
+    return models.CheckConstraint(
+        condition=Q(ends_on__isnull=True) | Q(ends_on__gte=models.F("starts_on")),
+        name=name,
+    )
 
 
 class CareTeamMembership(models.Model):
@@ -132,16 +141,10 @@ class CareTeamMembership(models.Model):
     starts_on = models.DateField(default=timezone.localdate)
     ends_on = models.DateField(null=True, blank=True)
 
-    objects = CareTeamMembershipQuerySet.as_manager()
+    objects = DatedAssignmentQuerySet.as_manager()
 
     class Meta:
-        constraints = [
-            models.CheckConstraint(
-                condition=Q(ends_on__isnull=True)
-                | Q(ends_on__gte=models.F("starts_on")),
-                name="care_team_ends_after_start",
-            ),
-        ]
+        constraints = [ends_after_start("care_team_ends_after_start")]
         indexes = [models.Index(fields=["member", "patient"])]
 
     def __str__(self):
@@ -280,13 +283,6 @@ class Unit(models.Model):
         return self.name
 
 
-class UnitAssignmentQuerySet(models.QuerySet):
-    def active_on(self, day):
-        return self.filter(
-            Q(starts_on__lte=day), Q(ends_on__isnull=True) | Q(ends_on__gte=day)
-        )
-
-
 class UnitAssignment(models.Model):
     unit = models.ForeignKey(Unit, on_delete=models.PROTECT, related_name="staff")
     member = models.ForeignKey(
@@ -295,16 +291,10 @@ class UnitAssignment(models.Model):
     starts_on = models.DateField(default=timezone.localdate)
     ends_on = models.DateField(null=True, blank=True)
 
-    objects = UnitAssignmentQuerySet.as_manager()
+    objects = DatedAssignmentQuerySet.as_manager()
 
     class Meta:
-        constraints = [
-            models.CheckConstraint(
-                condition=Q(ends_on__isnull=True)
-                | Q(ends_on__gte=models.F("starts_on")),
-                name="unit_assignment_ends_after_start",
-            ),
-        ]
+        constraints = [ends_after_start("unit_assignment_ends_after_start")]
 
     def __str__(self):
         return f"Unit assignment {self.pk}"

@@ -435,3 +435,15 @@ def test_a_post_without_its_csrf_token_changes_nothing(physician, marker_patient
     assert response.status_code == 403
     assert "This form has expired" in response.content.decode()
     assert not ClinicalNote.objects.exists()
+
+
+def test_a_membership_cannot_end_before_it_starts(nurse, marker_patient):
+    from django.db import IntegrityError, transaction
+
+    today = timezone.localdate()
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        add_to_care_team(
+            nurse, marker_patient,
+            starts_on=today, ends_on=today - datetime.timedelta(days=1),
+        )  # fmt: skip
