@@ -36,12 +36,25 @@ if not SECRET_KEY:
         )
     SECRET_KEY = env.development_secret(PORTAL_DATA_DIR / "secret_key")
 
-# Field-encryption keyring: one JSON file of versioned data keys and the
-# blind-index key. Development creates it in the data folder; production
-# refuses to start without it (records.apps checks at start-up).
+# Field encryption (envelope): the keyring file holds versioned data keys
+# and blind-index keys, each wrapped by a master key that lives apart, in a
+# file or a PKCS#11 token. Development creates the keyring and a master key
+# file in the data folder; production refuses to start without them
+# (records.apps checks at start-up). The PKCS#11 PIN is read from the
+# environment by the provider only, so it never sits in settings.
 PORTAL_KEYRING_FILE = Path(
     env.read("PORTAL_KEYRING_FILE") or PORTAL_DATA_DIR / "keys" / "keyring.json"
 )
+PORTAL_MASTER_KEY_PROVIDER = env.read("PORTAL_MASTER_KEY_PROVIDER", "file")
+_master_key_file = env.read("PORTAL_MASTER_KEY_FILE") or (
+    PORTAL_DATA_DIR / "keys" / "master.key" if DEVELOPMENT else None
+)
+PORTAL_MASTER_KEY_FILE = Path(_master_key_file) if _master_key_file else None
+PORTAL_PKCS11_LIBRARY = env.read("PORTAL_PKCS11_LIBRARY", "")
+PORTAL_PKCS11_TOKEN = env.read("PORTAL_PKCS11_TOKEN", "")
+PORTAL_PKCS11_KEY_LABEL = env.read("PORTAL_PKCS11_KEY_LABEL", "ehr-portal-master")
+PORTAL_KEY_MAX_AGE_DAYS = env.read_int("PORTAL_KEY_MAX_AGE_DAYS", 30)
+PORTAL_KEYRING_REFRESH_SECONDS = env.read_int("PORTAL_KEYRING_REFRESH_SECONDS", 2)
 
 ALLOWED_HOSTS = env.read_list(
     "PORTAL_ALLOWED_HOSTS",

@@ -5,16 +5,24 @@ Sealed values are text of the form ``a1.<key version>.<base64(nonce || ct)>``:
 is fresh for every value. The associated data binds the value to its table,
 column and row, so a ciphertext copied to another row fails to open
 (45 CFR 164.312(a)(2)(iv), encryption; 164.312(c)(1), integrity).
+
+Envelope encryption: the keyring file (PORTAL_KEYRING_FILE) holds the data
+keys and blind-index keys only wrapped by a master key, which lives in a
+separate file or in a PKCS#11 token (``records.keyproviders``). A keyring in
+the first format (raw keys) is still read, and is upgraded by ``rotate_keys``.
 """
 
 import base64
+import datetime
 import hashlib
 import hmac
 import json
 import logging
 import os
 import secrets
+import tempfile
 import threading
+import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,26 +32,48 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from records import keyproviders
+
 logger = logging.getLogger(__name__)
 
 ALGORITHM_AES_GCM = "a1"
 NONCE_BYTES = 12
 KEY_BYTES = 32
+KEYRING_FORMAT = 2
 
 
 class IntegrityError(Exception):
     """A sealed value failed authentication: tampered, moved, or wrong key."""
 
 
+class UnknownAlgorithm(IntegrityError):
+    """A sealed value names an algorithm this portal does not implement."""
+
+
 class KeyringUnavailable(ImproperlyConfigured):
-    """The keyring is missing or unreadable; no PHI can be read or written."""
+    """The keyring or its master key is missing; no PHI can be read or written."""
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(tz=datetime.UTC)
 
 
 @dataclass(frozen=True)
 class Keyring:
+    """Unwrapped keys in memory. Versions are whole numbers, newest highest.
+
+    ``index_keys`` may hold two versions while ``rotate_keys`` rebuilds the
+    blind indexes: writes use the current one, searches try both.
+    """
+
     data_keys: dict[int, bytes] = field(repr=False)
     current_version: int
-    index_key: bytes = field(repr=False)
+    index_keys: dict[int, bytes] = field(repr=False)
+    current_index_version: int
+    dedupe_key: bytes = field(repr=False)
+    created: dict[int, datetime.datetime | None] = field(default_factory=dict)
+    rotation: dict | None = None
+    wrapped: bool = True
     ciphers: dict[int, AESGCM] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -56,84 +86,252 @@ class Keyring:
         except KeyError:
             raise IntegrityError(f"no data key with version {version}") from None
 
+    @property
+    def index_key(self) -> bytes:
+        return self.index_keys[self.current_index_version]
 
-_lock = threading.Lock()
+    def current_key_age(self) -> datetime.timedelta | None:
+        created = self.created.get(self.current_version)
+        return None if created is None else _now() - created
+
+
+_lock = threading.RLock()
 _keyring: Keyring | None = None
+_keyring_signature: tuple | None = None
+_checked_at = 0.0
 
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def new_keyring_document() -> dict:
+def _wrap_context(kind: str, version: int | str) -> bytes:
+    # Bound into each wrapped key, so a wrapped key moved to another slot
+    # (a data key posing as the index key, or as another version) fails.
+    return f"ehr-portal:{kind}:{version}".encode()
+
+
+def _wrap_entry(provider, kind: str, version, key: bytes, created) -> dict:
     return {
-        "format": 1,
-        "current": 1,
-        "data_keys": {"1": _b64(secrets.token_bytes(KEY_BYTES))},
-        "index_key": _b64(secrets.token_bytes(KEY_BYTES)),
+        "wrapped": _b64(provider.wrap(key, _wrap_context(kind, version))),
+        "created": created.isoformat() if created else None,
     }
 
 
-def create_keyring_file(path: Path) -> None:
-    """Write a fresh keyring readable by its owner only (mode 0600)."""
+def keyring_document(ring: Keyring, provider) -> dict:
+    """The keyring as stored: every key wrapped by the provider's master key."""
+    return {
+        "format": KEYRING_FORMAT,
+        "master_key": provider.key_id,
+        "current": ring.current_version,
+        "data_keys": {
+            str(version): _wrap_entry(
+                provider, "data", version, key, ring.created.get(version)
+            )
+            for version, key in ring.data_keys.items()
+        },
+        "index_current": ring.current_index_version,
+        "index_keys": {
+            str(version): _wrap_entry(provider, "index", version, key, None)
+            for version, key in ring.index_keys.items()
+        },
+        "dedupe_key": _wrap_entry(provider, "dedupe", 1, ring.dedupe_key, None),
+        "rotation": ring.rotation,
+    }
+
+
+def new_keyring() -> Keyring:
+    index_key = secrets.token_bytes(KEY_BYTES)
+    return Keyring(
+        data_keys={1: secrets.token_bytes(KEY_BYTES)},
+        current_version=1,
+        index_keys={1: index_key},
+        current_index_version=1,
+        dedupe_key=secrets.token_bytes(KEY_BYTES),
+        created={1: _now()},
+    )
+
+
+def write_keyring(ring: Keyring, provider, path: Path | None = None) -> None:
+    """Replace the keyring file atomically (mode 0600): readers see old or new."""
+    path = Path(path or settings.PORTAL_KEYRING_FILE)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump(new_keyring_document(), handle)
-    logger.warning("Created a development keyring at %s", path)
-
-
-def _parse_keyring(document: dict) -> Keyring:
+    document = keyring_document(ring, provider)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".keyring-")
     try:
-        data_keys = {
-            int(version): base64.b64decode(key)
-            for version, key in document["data_keys"].items()
-        }
-        keyring = Keyring(
-            data_keys=data_keys,
-            current_version=int(document["current"]),
-            index_key=base64.b64decode(document["index_key"]),
-        )
-    except (KeyError, TypeError, ValueError) as error:
-        raise KeyringUnavailable(f"the keyring file is malformed: {error}") from error
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(document, handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    reset_keyring_cache()
 
-    if keyring.current_version not in data_keys:
+
+def create_keyring_file(path: Path, provider) -> None:
+    """Write a fresh keyring wrapped by ``provider``, refusing to overwrite one."""
+    if path.exists():
+        raise KeyringUnavailable(f"a keyring already exists at {path}")
+    write_keyring(new_keyring(), provider, path)
+    logger.warning("Created a keyring at %s", path)
+
+
+def _parse_created(text) -> datetime.datetime | None:
+    return datetime.datetime.fromisoformat(text) if text else None
+
+
+def _unwrap_all(document: dict, provider) -> Keyring:
+    def unwrap(kind, version, entry):
+        raw = base64.b64decode(entry["wrapped"])
+        return provider.unwrap(raw, _wrap_context(kind, version))
+
+    data_keys, created = {}, {}
+    for version, entry in document["data_keys"].items():
+        data_keys[int(version)] = unwrap("data", int(version), entry)
+        created[int(version)] = _parse_created(entry.get("created"))
+    index_keys = {
+        int(version): unwrap("index", int(version), entry)
+        for version, entry in document["index_keys"].items()
+    }
+    return Keyring(
+        data_keys=data_keys,
+        current_version=int(document["current"]),
+        index_keys=index_keys,
+        current_index_version=int(document["index_current"]),
+        dedupe_key=unwrap("dedupe", 1, document["dedupe_key"]),
+        created=created,
+        rotation=document.get("rotation"),
+    )
+
+
+def _legacy_keyring(document: dict, path: Path) -> Keyring:
+    """Read the first format (raw keys) so values sealed under it stay readable."""
+    logger.warning(
+        "The keyring at %s holds unwrapped keys (format 1): run manage.py "
+        "rotate_keys to wrap them with the master key",
+        path,
+    )
+    index_key = base64.b64decode(document["index_key"])
+    # Its file time is the best record of when these keys were made.
+    made = datetime.datetime.fromtimestamp(path.stat().st_mtime, tz=datetime.UTC)
+    data_keys = {
+        int(version): base64.b64decode(key)
+        for version, key in document["data_keys"].items()
+    }
+    return Keyring(
+        data_keys=data_keys,
+        current_version=int(document["current"]),
+        index_keys={1: index_key},
+        current_index_version=1,
+        # Import tags made under format 1 used the index key; keeping it as
+        # the dedupe key lets those imports stay idempotent.
+        dedupe_key=index_key,
+        created=dict.fromkeys(data_keys, made),
+        wrapped=False,
+    )
+
+
+def _check(ring: Keyring) -> Keyring:
+    if ring.current_version not in ring.data_keys:
         raise KeyringUnavailable("the keyring's current version has no key")
-    if any(len(key) != KEY_BYTES for key in data_keys.values()):
-        raise KeyringUnavailable("every data key must be 256 bits")
-    return keyring
+    if ring.current_index_version not in ring.index_keys:
+        raise KeyringUnavailable("the keyring's current index version has no key")
+    keys = [*ring.data_keys.values(), *ring.index_keys.values(), ring.dedupe_key]
+    if any(len(key) != KEY_BYTES for key in keys):
+        raise KeyringUnavailable("every key must be 256 bits")
+    return ring
+
+
+def parse_keyring(document: dict, path: Path, provider_factory) -> Keyring:
+    try:
+        if document.get("format") == 1:
+            return _check(_legacy_keyring(document, path))
+        if document.get("format") != KEYRING_FORMAT:
+            raise KeyringUnavailable("the keyring file has an unknown format")
+        return _check(_unwrap_all(document, provider_factory()))
+    except keyproviders.UnwrapFailed as error:
+        raise KeyringUnavailable(
+            "the keyring does not open with the configured master key "
+            f"(it was wrapped by {document.get('master_key')!r})"
+        ) from error
+    except keyproviders.MasterKeyUnavailable as error:
+        raise KeyringUnavailable(str(error)) from error
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise KeyringUnavailable(
+            f"the keyring file is malformed ({type(error).__name__})"
+        ) from error
 
 
 def load_keyring(*, create_if_missing: bool) -> Keyring:
+    """Read and unwrap the keyring; development creates what is missing.
+
+    Raises KeyringUnavailable when the keyring or its master key is missing or
+    wrong: the portal then refuses to work, and never falls back to plaintext.
+    """
     path = Path(settings.PORTAL_KEYRING_FILE)
+
+    def provider():
+        return keyproviders.master_key_provider(create_if_missing=create_if_missing)
+
     if not path.exists():
         if not create_if_missing:
             raise KeyringUnavailable(
                 f"no keyring at {path}: set PORTAL_KEYRING_FILE (see README)"
             )
-        create_keyring_file(path)
+        try:
+            create_keyring_file(path, provider())
+        except keyproviders.MasterKeyUnavailable as error:
+            raise KeyringUnavailable(str(error)) from error
 
     try:
         document = json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise KeyringUnavailable(f"the keyring cannot be read: {error}") from error
-    return _parse_keyring(document)
+        raise KeyringUnavailable(
+            f"the keyring cannot be read ({type(error).__name__})"
+        ) from error
+    return parse_keyring(document, path, provider)
+
+
+def _file_signature() -> tuple | None:
+    try:
+        stat = os.stat(settings.PORTAL_KEYRING_FILE)
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
 def keyring() -> Keyring:
-    global _keyring
-    if _keyring is None:
-        with _lock:
-            if _keyring is None:
-                _keyring = load_keyring(create_if_missing=settings.DEVELOPMENT)
+    """The keyring in force, reloaded when ``rotate_keys`` has replaced the file.
+
+    The file is looked at no more than once per PORTAL_KEYRING_REFRESH_SECONDS,
+    so a running portal picks up a new key version within that time.
+    """
+    global _keyring, _keyring_signature, _checked_at
+    if _keyring is not None:
+        if time.monotonic() - _checked_at < settings.PORTAL_KEYRING_REFRESH_SECONDS:
+            return _keyring
+        _checked_at = time.monotonic()
+        if _file_signature() == _keyring_signature:
+            return _keyring
+
+    with _lock:
+        signature = _file_signature()
+        if _keyring is None or signature != _keyring_signature:
+            _keyring = load_keyring(create_if_missing=settings.DEVELOPMENT)
+            _keyring_signature = signature
+            _checked_at = time.monotonic()
     return _keyring
 
 
 def reset_keyring_cache() -> None:
     """Forget the loaded keyring (tests and key rotation reload it)."""
-    global _keyring
+    global _keyring, _keyring_signature
     with _lock:
         _keyring = None
+        _keyring_signature = None
 
 
 def seal(plaintext: str, associated_data: bytes) -> str:
@@ -145,20 +343,41 @@ def seal(plaintext: str, associated_data: bytes) -> str:
     return f"{ALGORITHM_AES_GCM}.{ring.current_version}.{_b64(nonce + ciphertext)}"
 
 
-def open_sealed(token: str, associated_data: bytes) -> str:
+def sealed_version(token: str) -> int:
+    """The data-key version a sealed value names, without opening it."""
+    algorithm, version, _payload = _split(token)
+    return version
+
+
+def _split(token: str) -> tuple[str, int, str]:
     try:
         algorithm, version, payload = token.split(".", 2)
-        raw = base64.b64decode(payload, validate=True)
         version_number = int(version)
+    except (ValueError, AttributeError) as error:
+        raise IntegrityError("the stored value is not a sealed value") from error
+    if algorithm != ALGORITHM_AES_GCM:
+        raise UnknownAlgorithm(
+            f"unknown encryption algorithm {algorithm!r}: this portal reads only "
+            f"{ALGORITHM_AES_GCM!r} (AES-256-GCM)"
+        )
+    return algorithm, version_number, payload
+
+
+def open_sealed(token: str, associated_data: bytes) -> str:
+    _algorithm, version, payload = _split(token)
+    try:
+        raw = base64.b64decode(payload, validate=True)
     except ValueError as error:
         raise IntegrityError("the stored value is not a sealed value") from error
 
-    if algorithm != ALGORITHM_AES_GCM:
-        raise IntegrityError(f"unknown encryption algorithm {algorithm!r}")
-
-    cipher = keyring().cipher(version_number)
+    ring = keyring()
+    if version not in ring.data_keys:
+        # A newer version may have been written by a process that saw the
+        # rotated keyring first: look at the file once more before failing.
+        reset_keyring_cache()
+        ring = keyring()
     try:
-        plaintext = cipher.decrypt(
+        plaintext = ring.cipher(version).decrypt(
             raw[:NONCE_BYTES], raw[NONCE_BYTES:], associated_data
         )
     except InvalidTag:
@@ -176,11 +395,88 @@ def normalise_for_index(value: str) -> str:
     return " ".join(stripped.casefold().split())
 
 
+def _tag(key: bytes, purpose: str, value: str) -> str:
+    message = f"{purpose}\x00{normalise_for_index(value)}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
 def blind_index(purpose: str, value: str) -> str:
     """A keyed, deterministic tag for exact search; reveals nothing without the key.
 
     The purpose separates index spaces, so equal values in two different
     columns (a family name that is also a given name) give different tags.
     """
-    message = f"{purpose}\x00{normalise_for_index(value)}".encode()
-    return hmac.new(keyring().index_key, message, hashlib.sha256).hexdigest()
+    return _tag(keyring().index_key, purpose, value)
+
+
+def blind_index_candidates(purpose: str, value: str) -> list[str]:
+    """Tags under every index key in use: two while the indexes are rebuilt."""
+    ring = keyring()
+    versions = sorted(ring.index_keys, reverse=True)
+    return [_tag(ring.index_keys[version], purpose, value) for version in versions]
+
+
+def dedupe_tag(purpose: str, value: str) -> str:
+    """A keyed tag for values that are never searched and cannot be recomputed.
+
+    Import source ids are not kept, so their tags could not be rebuilt under
+    a new index key; they use a key of their own that does not rotate.
+    """
+    return _tag(keyring().dedupe_key, purpose, value)
+
+
+def reseal(token: str, associated_data: bytes) -> str | None:
+    """The value sealed again under the current key, or None if it already is."""
+    if sealed_version(token) == keyring().current_version:
+        return None
+    return seal(open_sealed(token, associated_data), associated_data)
+
+
+def start_rotation(*, index_key: bool) -> dict:
+    """Make a new data key (and index key) current, or return the rotation under way.
+
+    The keyring records the rotation until ``finish_rotation``, so a run that
+    was killed resumes the same rotation instead of starting another.
+    """
+    ring = keyring()
+    if ring.rotation:
+        return ring.rotation
+
+    version = max(ring.data_keys) + 1
+    index_keys = dict(ring.index_keys)
+    index_version = None
+    if index_key:
+        index_version = max(index_keys) + 1
+        index_keys[index_version] = secrets.token_bytes(KEY_BYTES)
+    rotation = {"data": version, "index": index_version, "started": _now().isoformat()}
+    rotated = Keyring(
+        data_keys={**ring.data_keys, version: secrets.token_bytes(KEY_BYTES)},
+        current_version=version,
+        index_keys=index_keys,
+        current_index_version=index_version or ring.current_index_version,
+        dedupe_key=ring.dedupe_key,
+        created={**ring.created, version: _now()},
+        rotation=rotation,
+    )
+    write_keyring(rotated, keyproviders.master_key_provider(create_if_missing=False))
+    logger.info("Key rotation started: data key version %d is current", version)
+    return rotation
+
+
+def finish_rotation() -> None:
+    """Close the rotation; index keys other than the current one are destroyed.
+
+    Old data keys stay: backups sealed under them must remain readable.
+    """
+    ring = keyring()
+    finished = Keyring(
+        data_keys=ring.data_keys,
+        current_version=ring.current_version,
+        index_keys={ring.current_index_version: ring.index_key},
+        current_index_version=ring.current_index_version,
+        dedupe_key=ring.dedupe_key,
+        created=ring.created,
+        rotation=None,
+    )
+    write_keyring(finished, keyproviders.master_key_provider(create_if_missing=False))
+    logger.info("Key rotation finished at data key version %d", ring.current_version)

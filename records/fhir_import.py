@@ -420,7 +420,7 @@ def _store_records(path: Path, patient: Patient, resource_type: str, entries) ->
 
 
 def _source_key(entry: Entry) -> str:
-    return crypto.blind_index(
+    return crypto.dedupe_tag(
         "fhir-source", f"{entry.resource_type}/{entry.resource_id}"
     )
 

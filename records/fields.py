@@ -5,15 +5,22 @@ associated data can bind it to table, column and row. It is opened lazily on
 first attribute access, so a list page pays only for the fields it shows.
 
 Ciphertext cannot be compared or ordered by the database: every lookup but
-``isnull`` raises, and ``QuerySet.update`` with a plain value is refused,
-rather than silently matching nothing or writing plaintext.
+``isnull`` raises, ordering by a sealed field raises (through the models'
+``SealedQuerySet``), and ``QuerySet.update`` with a plain value is refused,
+rather than silently matching nothing, sorting ciphertext or writing
+plaintext.
 """
 
 import datetime
+import decimal
 
-from django.core.exceptions import FieldError
+from django.core.exceptions import FieldDoesNotExist, FieldError
 from django.db import models
+from django.db.models import F
+from django.db.models.expressions import OrderBy
+from django.db.models.lookups import Exact
 from django.db.models.query_utils import DeferredAttribute
+from django.db.models.sql import Query
 
 from records import crypto
 
@@ -45,11 +52,25 @@ class EncryptedAttribute(DeferredAttribute):
         instance.__dict__[self.field.attname] = value
 
 
+class SealedExact(Exact):
+    """Equality with an exact sealed token, for key rotation's compare-and-swap.
+
+    Only a ``SealedText`` passes ``get_db_prep_value``, so this can never
+    compare a column with plaintext.
+    """
+
+    lookup_name = "sealed"
+
+    def get_rhs_op(self, connection, rhs):
+        return connection.operators["exact"] % rhs
+
+
 class EncryptedField(models.TextField):
     """Base for sealed fields; subclasses say how their type becomes text."""
 
     descriptor_class = EncryptedAttribute
-    allowed_lookups = frozenset({"isnull"})
+    allowed_lookups = frozenset({"isnull", "sealed"})
+    type_label = "text"
 
     def to_plaintext(self, value) -> str:
         return str(value)
@@ -57,24 +78,39 @@ class EncryptedField(models.TextField):
     def from_plaintext(self, text: str):
         return text
 
-    def associated_data(self, instance) -> bytes:
-        if instance.pk is None:
+    def associated_data_for(self, pk) -> bytes:
+        if pk is None:
             raise ValueError(
                 f"{self.model.__name__} needs its primary key before sealing; "
                 "encrypted models use client-side UUID keys"
             )
-        return f"{self.model._meta.db_table}.{self.column}:{instance.pk}".encode()
+        return f"{self.model._meta.db_table}.{self.column}:{pk}".encode()
+
+    def associated_data(self, instance) -> bytes:
+        return self.associated_data_for(instance.pk)
+
+    def open_token(self, pk, token: str):
+        text = crypto.open_sealed(token, self.associated_data_for(pk))
+        try:
+            return self.from_plaintext(text)
+        except (ValueError, TypeError, ArithmeticError):
+            # The parser's own message would quote the decrypted value.
+            raise crypto.IntegrityError(
+                f"{self.model.__name__}.{self.name} does not hold a {self.type_label}"
+            ) from None
 
     def open_for(self, instance, token: str):
-        text = crypto.open_sealed(token, self.associated_data(instance))
-        return self.from_plaintext(text)
+        return self.open_token(instance.pk, token)
+
+    def seal_for(self, pk, value) -> SealedText:
+        text = self.to_plaintext(value)
+        return SealedText(crypto.seal(text, self.associated_data_for(pk)))
 
     def pre_save(self, model_instance, add):
         value = getattr(model_instance, self.attname)
         if value is None:
             return None
-        text = self.to_plaintext(value)
-        return SealedText(crypto.seal(text, self.associated_data(model_instance)))
+        return self.seal_for(model_instance.pk, value)
 
     def from_db_value(self, value, expression, connection):
         if value is None:
@@ -95,6 +131,8 @@ class EncryptedField(models.TextField):
                 f"{self.model.__name__}.{self.name} is encrypted and cannot be "
                 f"searched with '{lookup_name}': use its blind index"
             )
+        if lookup_name == "sealed":
+            return SealedExact
         return super().get_lookup(lookup_name)
 
     def get_transform(self, lookup_name):
@@ -106,10 +144,15 @@ class EncryptedField(models.TextField):
 
 
 class EncryptedTextField(EncryptedField):
-    pass
+    def to_plaintext(self, value) -> str:
+        if not isinstance(value, str):
+            raise TypeError(f"{self.name} takes text, not {type(value).__name__}")
+        return value
 
 
 class EncryptedDateField(EncryptedField):
+    type_label = "date"
+
     def to_plaintext(self, value) -> str:
         if not isinstance(value, datetime.date) or isinstance(value, datetime.datetime):
             raise TypeError(f"{self.name} takes a date, not {type(value).__name__}")
@@ -117,3 +160,82 @@ class EncryptedDateField(EncryptedField):
 
     def from_plaintext(self, text: str):
         return datetime.date.fromisoformat(text)
+
+
+class EncryptedIntegerField(EncryptedField):
+    type_label = "whole number"
+
+    def to_plaintext(self, value) -> str:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{self.name} takes an int, not {type(value).__name__}")
+        return str(value)
+
+    def from_plaintext(self, text: str):
+        return int(text)
+
+
+class EncryptedDecimalField(EncryptedField):
+    """Exact decimals; floats are refused because their text is not exact."""
+
+    type_label = "decimal"
+
+    def to_plaintext(self, value) -> str:
+        if isinstance(value, bool) or not isinstance(value, decimal.Decimal | int):
+            raise TypeError(f"{self.name} takes a Decimal, not {type(value).__name__}")
+        return str(decimal.Decimal(value))
+
+    def from_plaintext(self, text: str):
+        value = decimal.Decimal(text)
+        if not value.is_finite():
+            raise ValueError("not a finite decimal")
+        return value
+
+
+def _ordering_name(item) -> str | None:
+    if isinstance(item, str):
+        return item.lstrip("-+")
+    if isinstance(item, OrderBy):
+        item = item.expression
+    if isinstance(item, F):
+        return item.name
+    return None
+
+
+def refuse_sealed_ordering(model, item) -> None:
+    """Raise FieldError if ``item`` orders ``model`` by a sealed field.
+
+    The database would sort ciphertext, which is random: a silently wrong
+    order is worse than an error.
+    """
+    name = _ordering_name(item)
+    if not name or name == "?":
+        return
+    options = model._meta
+    for part in name.split("__"):
+        try:
+            field = options.get_field(part)
+        except FieldDoesNotExist:
+            return
+        if isinstance(field, EncryptedField):
+            raise FieldError(
+                f"cannot order by {name!r}: {field.model.__name__}.{field.name} "
+                "is encrypted and the database would sort ciphertext; sort the "
+                "decrypted values in Python instead"
+            )
+        if not field.is_relation or field.related_model is None:
+            return
+        options = field.related_model._meta
+
+
+class SealedQuery(Query):
+    def add_ordering(self, *ordering):
+        for item in ordering:
+            refuse_sealed_ordering(self.model, item)
+        super().add_ordering(*ordering)
+
+
+class SealedQuerySet(models.QuerySet):
+    """A queryset that refuses to order by a sealed field."""
+
+    def __init__(self, model=None, query=None, using=None, hints=None):
+        super().__init__(model, query or SealedQuery(model), using, hints)

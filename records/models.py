@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from records import crypto
 from records import mrn as mrn_rules
-from records.fields import EncryptedDateField, EncryptedTextField
+from records.fields import EncryptedDateField, EncryptedTextField, SealedQuerySet
 
 INDEX_LENGTH = 64
 
@@ -41,6 +41,12 @@ class Patient(models.Model):
     telecom = EncryptedTextField(blank=True, default="")
     source = models.CharField(max_length=8, choices=PatientSource.choices)
     created_at = models.DateTimeField(default=timezone.now)
+
+    objects = SealedQuerySet.as_manager()
+
+    # Blind indexes that refresh_indexes() derives; rotate_keys rebuilds them.
+    index_fields = ("mrn_index", "given_name_index", "family_name_index")
+    index_fields += ("birth_date_index",)
 
     class Meta:
         # Grants for the sensitive categories, given to users or groups in
@@ -92,6 +98,10 @@ class PatientIdentifier(models.Model):
     value = EncryptedTextField()
     value_index = models.CharField(max_length=INDEX_LENGTH)
 
+    objects = SealedQuerySet.as_manager()
+
+    index_fields = ("value_index",)
+
     class Meta:
         constraints = [
             models.UniqueConstraint(
@@ -102,6 +112,9 @@ class PatientIdentifier(models.Model):
     def __str__(self):
         return f"Identifier {self.pk}"
 
+    def refresh_indexes(self) -> None:
+        self.value_index = crypto.blind_index(f"identifier:{self.system}", self.value)
+
 
 class CareTeamRole(models.TextChoices):
     ATTENDING = "attending", "Attending physician"
@@ -110,7 +123,7 @@ class CareTeamRole(models.TextChoices):
     NURSE = "nurse", "Nurse"
 
 
-class DatedAssignmentQuerySet(models.QuerySet):
+class DatedAssignmentQuerySet(SealedQuerySet):
     """Rows with ``starts_on``/``ends_on`` dates (an open end means ongoing)."""
 
     def active_on(self, day):
@@ -180,6 +193,8 @@ class ClinicalRecord(models.Model):
     sensitivity = models.CharField(
         max_length=16, choices=Sensitivity.choices, blank=True, default=""
     )
+
+    objects = SealedQuerySet.as_manager()
 
     class Meta:
         abstract = True

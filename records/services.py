@@ -245,19 +245,27 @@ def search_patients(user, query: PatientQuery) -> list[Patient]:
     patients = patients_in_care_of(user)
     if query.mrn:
         patients = patients.filter(
-            mrn_index=crypto.blind_index("mrn", mrn_rules.normalise(query.mrn))
+            mrn_index__in=crypto.blind_index_candidates(
+                "mrn", mrn_rules.normalise(query.mrn)
+            )
         )
     if query.family_name:
         patients = patients.filter(
-            family_name_index=crypto.blind_index("family", query.family_name)
+            family_name_index__in=crypto.blind_index_candidates(
+                "family", query.family_name
+            )
         )
     if query.given_name:
         patients = patients.filter(
-            given_name_index=crypto.blind_index("given", query.given_name)
+            given_name_index__in=crypto.blind_index_candidates(
+                "given", query.given_name
+            )
         )
     if query.birth_date:
         patients = patients.filter(
-            birth_date_index=crypto.blind_index("birth_date", query.birth_date)
+            birth_date_index__in=crypto.blind_index_candidates(
+                "birth_date", query.birth_date
+            )
         )
 
     found = sorted(patients[:200], key=_name_order)
@@ -381,8 +389,8 @@ def register_patient(
 def _unused_mrn() -> str:
     for _attempt in range(20):
         candidate = mrn_rules.generate()
-        index = crypto.blind_index("mrn", candidate)
-        if not Patient.objects.filter(mrn_index=index).exists():
+        indexes = crypto.blind_index_candidates("mrn", candidate)
+        if not Patient.objects.filter(mrn_index__in=indexes).exists():
             return candidate
     raise RuntimeError("could not find an unused MRN")
 
@@ -391,10 +399,15 @@ def identifier_index(system: str, value: str) -> str:
     return crypto.blind_index(f"identifier:{system}", value)
 
 
+def identifier_index_candidates(system: str, value: str) -> list[str]:
+    return crypto.blind_index_candidates(f"identifier:{system}", value)
+
+
 def find_patient_by_identifier(system: str, value: str) -> Patient | None:
     match = (
         PatientIdentifier.objects.filter(
-            system=system, value_index=identifier_index(system, value)
+            system=system,
+            value_index__in=identifier_index_candidates(system, value),
         )
         .select_related("patient")
         .first()
@@ -406,8 +419,10 @@ def patient_ref_for_mrn(mrn: str) -> str | None:
     """The opaque reference of the patient with this MRN (for the audit screens)."""
     if not mrn_rules.is_valid(mrn):
         return None
-    index = crypto.blind_index("mrn", mrn_rules.normalise(mrn))
-    patient_id = Patient.objects.filter(mrn_index=index).values_list("pk", flat=True)
+    indexes = crypto.blind_index_candidates("mrn", mrn_rules.normalise(mrn))
+    patient_id = Patient.objects.filter(mrn_index__in=indexes).values_list(
+        "pk", flat=True
+    )
     found = patient_id.first()
     return str(found) if found else None
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure what the tests need is here: Debian's Chromium for the browser
-# tests, PostgreSQL and Redis on 127.0.0.1. Installs and starts them where it
-# can (as root on Debian); otherwise says what is missing and fails.
+# tests, SoftHSM2 for the PKCS#11 tests, PostgreSQL and Redis on 127.0.0.1.
+# Installs and starts them where it can (as root on Debian); otherwise says
+# what is missing and fails.
 set -euo pipefail
 
 as_root() { [ "$(id -u)" = 0 ]; }
@@ -12,6 +13,17 @@ if [ ! -x "${EHR_CHROMIUM:-/usr/bin/chromium}" ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   else
     echo "Chromium is missing: apt-get install -y chromium (or set EHR_CHROMIUM)." >&2
+    exit 1
+  fi
+fi
+
+# SoftHSM2 stands in for a hardware security module in the PKCS#11 tests.
+if ! command -v softhsm2-util >/dev/null; then
+  if as_root && command -v apt-get >/dev/null; then
+    echo "Installing SoftHSM2 for the PKCS#11 master-key tests..."
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 >/dev/null
+  else
+    echo "SoftHSM2 is missing: apt-get install -y softhsm2." >&2
     exit 1
   fi
 fi

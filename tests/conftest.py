@@ -110,3 +110,52 @@ def marker_patient(db):
         telecom="phone: 555-010-9999",
         source=PatientSource.DEMO,
     )
+
+
+@pytest.fixture
+def isolated_keys(settings, tmp_path):
+    """A keyring and master key of this test's own, in a temporary folder."""
+    from records import crypto
+
+    settings.PORTAL_KEYRING_FILE = tmp_path / "keys" / "keyring.json"
+    settings.PORTAL_MASTER_KEY_FILE = tmp_path / "keys" / "master.key"
+    settings.PORTAL_MASTER_KEY_PROVIDER = "file"
+    crypto.reset_keyring_cache()
+    crypto.keyring()
+    yield settings
+    crypto.reset_keyring_cache()
+
+
+SOFTHSM_LIBRARIES = [
+    os.environ.get("EHR_SOFTHSM2_LIBRARY", ""),
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+]
+
+
+@pytest.fixture(scope="session")
+def softhsm_token(tmp_path_factory):
+    """A fresh SoftHSM2 token for this test run: (library, label, PIN).
+
+    SoftHSM reads SOFTHSM2_CONF when the library initialises, once per
+    process, so one token serves the whole session.
+    """
+    import subprocess
+
+    library = next((path for path in SOFTHSM_LIBRARIES if Path(path).is_file()), None)
+    assert library, "SoftHSM2 is missing: apt-get install -y softhsm2"
+    folder = tmp_path_factory.mktemp("softhsm")
+    (folder / "tokens").mkdir()
+    config = folder / "softhsm2.conf"
+    config.write_text(
+        f"directories.tokendir = {folder / 'tokens'}\n"
+        "objectstore.backend = file\nlog.level = ERROR\n"
+    )
+    os.environ["SOFTHSM2_CONF"] = str(config)
+    subprocess.run(
+        ["softhsm2-util", "--init-token", "--free", "--label", "ehr-test",
+         "--pin", "246810", "--so-pin", "13579111"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return library, "ehr-test", "246810"

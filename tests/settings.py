@@ -21,3 +21,6 @@ for _alias, _database in DATABASES.items():  # noqa: F405
         _database["TEST"] = {
             "NAME": str(PORTAL_DATA_DIR / f"test-{_alias}.sqlite3")  # noqa: F405
         }
+
+# Rotation tests replace the keyring file and expect the next seal to see it.
+PORTAL_KEYRING_REFRESH_SECONDS = 0

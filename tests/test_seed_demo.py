@@ -112,21 +112,17 @@ def test_production_refuses_without_its_keyring(tmp_path):
 
 
 def test_seed_demo_exits_non_zero_in_production(tmp_path):
-    keyring = tmp_path / "keyring.json"
-    subprocess.run(
-        [sys.executable, "-c", "import json,sys; sys.path.insert(0, '.');"
-         "from records.crypto import new_keyring_document as d;"
-         f"open({str(keyring)!r}, 'w').write(json.dumps(d()))"],
-        cwd=REPO, check=True,
-    )  # fmt: skip
+    production = {
+        "PORTAL_DATA_DIR": str(tmp_path),
+        "DJANGO_SECRET_KEY": "x" * 60,
+        "PORTAL_ALLOWED_HOSTS": "portal.example",
+        "PORTAL_KEYRING_FILE": str(tmp_path / "keyring.json"),
+        "PORTAL_MASTER_KEY_FILE": str(tmp_path / "master.key"),
+    }
+    created = _manage("create_master_key", **production)
+    assert created.returncode == 0, created.stderr
 
-    result = _manage(
-        "seed_demo",
-        PORTAL_DATA_DIR=str(tmp_path),
-        DJANGO_SECRET_KEY="x" * 60,
-        PORTAL_ALLOWED_HOSTS="portal.example",
-        PORTAL_KEYRING_FILE=str(keyring),
-    )
+    result = _manage("seed_demo", **production)
 
     assert result.returncode != 0
     assert "PORTAL_MODE=development" in result.stderr

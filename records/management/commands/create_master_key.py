@@ -1,0 +1,37 @@
+"""python manage.py create_master_key — make the master key, then the keyring."""
+
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from records import crypto, keyproviders
+
+
+class Command(BaseCommand):
+    # The checks need the keys this command is about to make.
+    requires_system_checks = []
+    help = (
+        "Create the master key (a 0600 file, or a non-extractable AES key in the "
+        "PKCS#11 token) and a keyring wrapped by it. Refuses to replace either."
+    )
+
+    def handle(self, *args, **options):
+        try:
+            if settings.PORTAL_MASTER_KEY_PROVIDER == "file":
+                path = Path(settings.PORTAL_MASTER_KEY_FILE)
+                if not path.exists():
+                    keyproviders.create_master_key_file(path)
+                    self.stdout.write(f"Master key file created: {path}")
+            else:
+                provider = keyproviders.master_key_provider(create_if_missing=False)
+                provider.create_key()
+                self.stdout.write(f"Master key created in the token: {provider.key_id}")
+
+            keyring_path = Path(settings.PORTAL_KEYRING_FILE)
+            if not keyring_path.exists():
+                provider = keyproviders.master_key_provider(create_if_missing=False)
+                crypto.create_keyring_file(keyring_path, provider)
+                self.stdout.write(f"Keyring created: {keyring_path}")
+        except (keyproviders.MasterKeyUnavailable, crypto.KeyringUnavailable) as error:
+            raise CommandError(str(error)) from error

@@ -1,0 +1,155 @@
+"""Envelope encryption: data keys wrapped by a master key in a file or a token."""
+
+import base64
+import datetime
+import json
+
+import pytest
+from django.core.management import call_command
+
+from records import crypto, keyproviders
+from records.models import Patient, PatientSource
+from records.services import register_patient
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+
+def _patient(family="Keytestfamily"):
+    return register_patient(
+        given_name="Keytestgiven", family_name=family,
+        birth_date=datetime.date(1980, 3, 4), source=PatientSource.DEMO,
+    )  # fmt: skip
+
+
+def test_development_creates_private_master_key_and_wrapped_keyring(isolated_keys):
+    keys = isolated_keys.PORTAL_KEYRING_FILE.parent
+
+    assert (keys / "master.key").stat().st_mode & 0o777 == 0o600
+    assert (keys / "keyring.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_keyring_file_holds_no_raw_key(isolated_keys):
+    ring = crypto.keyring()
+    stored = isolated_keys.PORTAL_KEYRING_FILE.read_bytes()
+
+    for key in [*ring.data_keys.values(), *ring.index_keys.values(), ring.dedupe_key]:
+        assert base64.b64encode(key) not in stored
+        assert key not in stored
+        assert key.hex().encode() not in stored
+    assert json.loads(stored)["master_key"].startswith("file:")
+
+
+def test_keyring_does_not_open_with_another_master_key(isolated_keys, tmp_path):
+    isolated_keys.PORTAL_MASTER_KEY_FILE = tmp_path / "other.key"
+    keyproviders.create_master_key_file(tmp_path / "other.key")
+
+    with pytest.raises(crypto.KeyringUnavailable, match="configured master key"):
+        crypto.load_keyring(create_if_missing=False)
+
+
+def test_production_refuses_to_start_without_the_master_key(isolated_keys, tmp_path):
+    isolated_keys.PORTAL_MASTER_KEY_FILE = tmp_path / "absent.key"
+
+    with pytest.raises(crypto.KeyringUnavailable, match="PORTAL_MASTER_KEY_FILE"):
+        crypto.load_keyring(create_if_missing=False)
+
+
+def test_production_refuses_a_master_key_others_can_read(isolated_keys):
+    isolated_keys.DEVELOPMENT = False
+    isolated_keys.PORTAL_MASTER_KEY_FILE.chmod(0o644)
+
+    with pytest.raises(crypto.KeyringUnavailable, match="chmod 600"):
+        crypto.load_keyring(create_if_missing=False)
+
+
+def test_no_keys_means_no_writes_never_plaintext(isolated_keys):
+    isolated_keys.PORTAL_KEYRING_FILE.unlink()
+    isolated_keys.DEVELOPMENT = False
+    crypto.reset_keyring_cache()
+
+    with pytest.raises(crypto.KeyringUnavailable):
+        _patient()
+
+    assert not Patient.objects.exists()
+
+
+def test_a_wrapped_key_moved_to_another_version_fails(isolated_keys):
+    path = isolated_keys.PORTAL_KEYRING_FILE
+    document = json.loads(path.read_text())
+    document["data_keys"]["2"] = document["data_keys"]["1"]
+    path.write_text(json.dumps(document))
+
+    with pytest.raises(crypto.KeyringUnavailable):
+        crypto.load_keyring(create_if_missing=False)
+
+
+def test_values_sealed_under_the_first_keyring_format_stay_readable(
+    isolated_keys, tmp_path
+):
+    legacy = {
+        "format": 1, "current": 1,
+        "data_keys": {"1": base64.b64encode(b"\x01" * 32).decode()},
+        "index_key": base64.b64encode(b"\x02" * 32).decode(),
+    }  # fmt: skip
+    isolated_keys.PORTAL_KEYRING_FILE.write_text(json.dumps(legacy))
+    crypto.reset_keyring_cache()
+    patient = _patient()
+    assert crypto.keyring().wrapped is False
+
+    provider = keyproviders.master_key_provider(create_if_missing=False)
+    crypto.write_keyring(crypto.keyring(), provider)
+
+    stored = isolated_keys.PORTAL_KEYRING_FILE.read_text()
+    assert legacy["data_keys"]["1"] not in stored
+    assert legacy["index_key"] not in stored
+    assert Patient.objects.get(pk=patient.pk).family_name == "Keytestfamily"
+
+
+@pytest.fixture
+def hsm_keys(isolated_keys, softhsm_token, monkeypatch, tmp_path):
+    library, token, pin = softhsm_token
+    isolated_keys.PORTAL_MASTER_KEY_PROVIDER = "pkcs11"
+    isolated_keys.PORTAL_PKCS11_LIBRARY = library
+    isolated_keys.PORTAL_PKCS11_TOKEN = token
+    isolated_keys.PORTAL_PKCS11_KEY_LABEL = f"master-{tmp_path.name}"
+    isolated_keys.PORTAL_KEYRING_FILE = tmp_path / "hsm-keyring.json"
+    monkeypatch.setenv("PORTAL_PKCS11_PIN", pin)
+    crypto.reset_keyring_cache()
+    call_command("create_master_key")
+    return isolated_keys
+
+
+def test_softhsm_master_key_wraps_the_keyring_and_seals_records(hsm_keys):
+    patient = _patient(family="Hsmfamily")
+
+    document = json.loads(hsm_keys.PORTAL_KEYRING_FILE.read_text())
+    assert document["master_key"].startswith("pkcs11:ehr-test/")
+    crypto.reset_keyring_cache()
+    assert Patient.objects.get(pk=patient.pk).family_name == "Hsmfamily"
+
+
+def test_softhsm_master_key_never_leaves_the_token(hsm_keys):
+    import pkcs11
+    from pkcs11 import Attribute
+
+    provider = keyproviders.master_key_provider(create_if_missing=False)
+    with provider._lock:
+        key = provider._key()
+        assert key[Attribute.EXTRACTABLE] is False
+        assert key[Attribute.SENSITIVE] is True
+        with pytest.raises(pkcs11.AttributeSensitive):
+            key[Attribute.VALUE]
+
+
+def test_softhsm_keyring_does_not_open_with_the_file_master_key(hsm_keys):
+    hsm_keys.PORTAL_MASTER_KEY_PROVIDER = "file"
+
+    with pytest.raises(crypto.KeyringUnavailable, match="pkcs11:ehr-test"):
+        crypto.load_keyring(create_if_missing=False)
+
+
+def test_softhsm_without_its_key_refuses_to_start(hsm_keys):
+    hsm_keys.PORTAL_PKCS11_KEY_LABEL = "no-such-key"
+
+    with pytest.raises(crypto.KeyringUnavailable, match="create_master_key"):
+        crypto.load_keyring(create_if_missing=False)
