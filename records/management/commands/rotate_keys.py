@@ -1,0 +1,85 @@
+"""python manage.py rotate_keys — new data key, every sealed row re-encrypted."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from records import crypto
+from records.key_rotation import (
+    BATCH_SIZE,
+    RotationStopped,
+    key_version_counts,
+    rotate_keys,
+)
+
+
+class _BatchLimit(Exception):
+    pass
+
+
+class Command(BaseCommand):
+    help = (
+        "Make a new data key current (and, with --index-key, a new blind-index "
+        "key) and re-encrypt every sealed value in batches while the portal "
+        "serves. Resumable: run it again after an interruption to finish."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--index-key",
+            action="store_true",
+            help="also rotate the blind-index key and rebuild indexes",
+        )
+        parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+        parser.add_argument(
+            "--max-batches",
+            type=int,
+            default=None,
+            help="stop after this many batches (resume later)",
+        )
+        parser.add_argument(
+            "--status",
+            action="store_true",
+            help="print sealed values per key version and exit",
+        )
+
+    def handle(self, *args, index_key, batch_size, max_batches, status, **options):
+        if status:
+            return self._print_status()
+        if batch_size < 1:
+            raise CommandError("--batch-size must be at least 1")
+
+        def on_batch(model, progress):
+            self.stdout.write(
+                f"batch {progress.batches}: {model._meta.label} "
+                f"{progress.rows_checked} rows checked"
+            )
+            self.stdout.flush()
+            if max_batches is not None and progress.batches >= max_batches:
+                raise _BatchLimit
+
+        try:
+            progress = rotate_keys(
+                index_key=index_key, batch_size=batch_size, on_batch=on_batch
+            )
+        except _BatchLimit:
+            self.stdout.write("Stopped at the batch limit; run rotate_keys to resume.")
+            return
+        except (RotationStopped, crypto.KeyringUnavailable) as error:
+            raise CommandError(str(error)) from error
+
+        version = crypto.keyring().current_version
+        self.stdout.write(
+            f"Rotation finished at data key version {version}: "
+            f"{progress.rows_resealed} row(s) re-encrypted, "
+            f"{progress.rows_reindexed} re-indexed, {progress.rows_checked} checked."
+        )
+
+    def _print_status(self):
+        ring = crypto.keyring()
+        self.stdout.write(
+            f"current data key version {ring.current_version}, index key version "
+            f"{ring.current_index_version}"
+            + (" (rotation under way)" if ring.rotation else "")
+        )
+        for label, counts in key_version_counts().items():
+            versions = ", ".join(f"v{v}: {n}" for v, n in sorted(counts.items()))
+            self.stdout.write(f"  {label:<32} {versions or 'no values'}")

@@ -1,0 +1,201 @@
+"""rotate_keys: a new key for writes, every row re-encrypted, resumable, checked."""
+
+import datetime
+import json
+
+import pytest
+from django.core import checks
+from django.core.management import call_command
+from django.db import connection
+
+from records import crypto
+from records.key_rotation import key_version_counts, rotate_keys
+from records.models import Condition, Patient, PatientIdentifier, PatientSource
+from records.services import (
+    PatientQuery,
+    find_patient_by_identifier,
+    register_patient,
+    search_patients,
+)
+from tests.conftest import add_to_care_team
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+
+class Killed(Exception):
+    pass
+
+
+def _seed(count: int) -> list[Patient]:
+    patients = []
+    for number in range(count):
+        patient = register_patient(
+            given_name=f"Rotagiven{number}", family_name=f"Rotafamily{number}",
+            birth_date=datetime.date(1950 + number, 1, 2), source=PatientSource.DEMO,
+            identifiers=[("urn:test", f"ID-{number}")],
+        )  # fmt: skip
+        Condition.objects.create(
+            patient=patient, source_key=f"c{number}", description=f"Rotacond{number}"
+        )
+        patients.append(patient)
+    return patients
+
+
+def _raw_tokens() -> dict:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id, family_name, given_name, mrn FROM records_patient")
+        return {row[0]: row[1:] for row in cursor.fetchall()}
+
+
+def _versions() -> set[int]:
+    return {version for counts in key_version_counts().values() for version in counts}
+
+
+def test_rotation_makes_a_new_key_current_and_reseals_every_row(isolated_keys):
+    patients = _seed(3)
+
+    call_command("rotate_keys", batch_size=2)
+
+    assert crypto.keyring().current_version == 2
+    assert _versions() == {2}
+    for number, patient in enumerate(patients):
+        stored = Patient.objects.get(pk=patient.pk)
+        assert stored.family_name == f"Rotafamily{number}"
+        assert stored.birth_date == datetime.date(1950 + number, 1, 2)
+        condition = Condition.objects.get(patient=patient)
+        assert condition.description == f"Rotacond{number}"
+    assert crypto.keyring().rotation is None
+
+
+def test_new_writes_use_the_new_key(isolated_keys):
+    call_command("rotate_keys")
+
+    _seed(1)
+
+    assert _versions() == {2}
+
+
+def test_interrupted_rotation_resumes_with_nothing_lost_or_sealed_twice(
+    isolated_keys,
+):
+    patients = _seed(6)
+
+    def kill_after_two_batches(model, progress):
+        if progress.batches == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        rotate_keys(batch_size=2, on_batch=kill_after_two_batches)
+
+    halfway = _raw_tokens()
+    done = {pk for pk, tokens in halfway.items() if tokens[0].startswith("a1.2.")}
+    assert 0 < len(done) < len(patients)
+    assert crypto.keyring().rotation["data"] == 2
+
+    call_command("rotate_keys", batch_size=2)
+
+    finished = _raw_tokens()
+    for pk in done:
+        assert finished[pk] == halfway[pk], "a row was sealed twice"
+    assert crypto.keyring().current_version == 2, "the rerun started another key"
+    assert _versions() == {2}
+    for number, patient in enumerate(patients):
+        assert Patient.objects.get(pk=patient.pk).given_name == f"Rotagiven{number}"
+
+
+def test_charts_stay_readable_in_the_middle_of_a_rotation(isolated_keys):
+    patients = _seed(4)
+
+    def read_every_chart(model, progress):
+        for number, patient in enumerate(patients):
+            assert Patient.objects.get(pk=patient.pk).mrn == patient.mrn
+            condition = Condition.objects.get(patient=patient)
+            assert condition.description == f"Rotacond{number}"
+
+    rotate_keys(batch_size=1, on_batch=read_every_chart)
+
+
+def test_a_row_saved_during_rotation_keeps_its_new_value(isolated_keys):
+    (patient,) = _seed(1)
+
+    def clinician_edits(model, progress):
+        if model is Patient and progress.batches == 1:
+            return
+        edited = Patient.objects.get(pk=patient.pk)
+        edited.address = "New address after edit"
+        edited.save()
+
+    rotate_keys(batch_size=1, on_batch=clinician_edits)
+
+    assert Patient.objects.get(pk=patient.pk).address == "New address after edit"
+    assert _versions() == {2}
+
+
+def test_index_key_rotation_rebuilds_blind_indexes(isolated_keys, physician):
+    (patient,) = _seed(1)
+    add_to_care_team(physician, patient)
+    old_index = Patient.objects.get(pk=patient.pk).family_name_index
+
+    call_command("rotate_keys", index_key=True)
+
+    stored = Patient.objects.get(pk=patient.pk)
+    assert stored.family_name_index != old_index
+    assert list(crypto.keyring().index_keys) == [2]
+    assert stored.family_name_index == crypto.blind_index("family", "Rotafamily0")
+    physician.is_verified = lambda: True
+    found = search_patients(physician, PatientQuery(family_name="ROTAFAMILY0"))
+    assert [p.pk for p in found] == [patient.pk]
+    assert find_patient_by_identifier("urn:test", "ID-0").pk == patient.pk
+    assert PatientIdentifier.objects.get(patient=patient).value_index == (
+        crypto.blind_index("identifier:urn:test", "ID-0")
+    )
+
+
+def test_search_finds_patients_while_indexes_are_rebuilt(isolated_keys, physician):
+    patients = _seed(3)
+    for patient in patients:
+        add_to_care_team(physician, patient)
+    physician.is_verified = lambda: True
+
+    def search_each(model, progress):
+        for number in range(3):
+            query = PatientQuery(family_name=f"Rotafamily{number}")
+            assert len(search_patients(physician, query)) == 1
+
+    rotate_keys(index_key=True, batch_size=1, on_batch=search_each)
+
+
+def test_first_format_keyring_is_wrapped_by_rotation(isolated_keys):
+    path = isolated_keys.PORTAL_KEYRING_FILE
+    legacy = {
+        "format": 1, "current": 1,
+        "data_keys": {"1": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="},
+        "index_key": "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=",
+    }  # fmt: skip
+    path.write_text(json.dumps(legacy))
+    crypto.reset_keyring_cache()
+    (patient,) = _seed(1)
+
+    call_command("rotate_keys")
+
+    assert json.loads(path.read_text())["format"] == 2
+    assert legacy["data_keys"]["1"] not in path.read_text()
+    assert Patient.objects.get(pk=patient.pk).family_name == "Rotafamily0"
+
+
+def _hipaa_ids() -> set[str]:
+    return {message.id for message in checks.run_checks(tags=["hipaa"])}
+
+
+def test_old_current_key_is_warned_about(isolated_keys):
+    assert "hipaa.W202" not in _hipaa_ids()
+
+    isolated_keys.PORTAL_KEY_MAX_AGE_DAYS = 0
+
+    assert "hipaa.W202" in _hipaa_ids()
+
+
+def test_unfinished_rotation_is_warned_about(isolated_keys):
+    crypto.start_rotation(index_key=False)
+
+    assert "hipaa.W204" in _hipaa_ids()
