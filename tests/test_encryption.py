@@ -1,14 +1,22 @@
 """PHI fields are sealed per row: round trips, tampering, moved ciphertext, lookups."""
 
 import datetime
+import decimal
 import json
 
 import pytest
 from django.core.exceptions import FieldError
 from django.db import connection, transaction
+from django.db.models import F
 
 from records import crypto
-from records.models import Patient, PatientSource
+from records.fields import (
+    EncryptedDateField,
+    EncryptedDecimalField,
+    EncryptedIntegerField,
+    EncryptedTextField,
+)
+from records.models import Encounter, Patient, PatientSource
 from records.services import register_patient
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -160,3 +168,87 @@ def test_development_keyring_is_private_to_its_owner(settings, tmp_path):
     crypto.load_keyring(create_if_missing=True)
 
     assert (tmp_path / "keys" / "keyring.json").stat().st_mode & 0o777 == 0o600
+
+
+def _detached_field(field_class, name="amount"):
+    field = field_class(null=True)
+    field.set_attributes_from_name(name)
+    field.model = Patient
+    return field
+
+
+@pytest.mark.parametrize(
+    ("field_class", "value"),
+    [
+        (EncryptedTextField, ""),
+        (EncryptedTextField, "Zoë O'Neil — ünïcode"),
+        (EncryptedDateField, datetime.date(1901, 12, 31)),
+        (EncryptedIntegerField, 0),
+        (EncryptedIntegerField, -42),
+        (EncryptedDecimalField, decimal.Decimal("120.50")),
+        (EncryptedDecimalField, decimal.Decimal("-0.001")),
+    ],
+)
+def test_every_field_type_round_trips_with_its_type(field_class, value):
+    field = _detached_field(field_class)
+
+    opened = field.open_token("row-1", field.seal_for("row-1", value))
+
+    assert opened == value
+    assert type(opened) is type(value)
+    assert str(opened) == str(value)
+
+
+@pytest.mark.parametrize(
+    ("field_class", "value"),
+    [
+        (EncryptedIntegerField, True),
+        (EncryptedIntegerField, "7"),
+        (EncryptedDecimalField, 1.1),
+        (EncryptedDateField, datetime.datetime(2020, 1, 1)),
+        (EncryptedTextField, 5),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_refused_before_sealing(field_class, value):
+    with pytest.raises(TypeError):
+        _detached_field(field_class).seal_for("row-1", value)
+
+
+def test_a_sealed_value_of_the_wrong_type_errors_without_quoting_it():
+    text_field = _detached_field(EncryptedTextField)
+    date_field = _detached_field(EncryptedDateField)
+    token = text_field.seal_for("row-1", "Zyxwvutmarker")
+
+    with pytest.raises(crypto.IntegrityError) as raised:
+        date_field.open_token("row-1", token)
+
+    assert "Zyxwvutmarker" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "ordering", ["family_name", "-birth_date", "care_team__patient__mrn"]
+)
+def test_ordering_by_an_encrypted_field_is_a_clear_error(marker_patient, ordering):
+    with pytest.raises(FieldError, match="cannot order by"):
+        Patient.objects.order_by(ordering)
+
+
+def test_ordering_through_a_relation_or_latest_is_refused_too(marker_patient):
+    with pytest.raises(FieldError, match="encrypted"):
+        Encounter.objects.order_by("patient__family_name")
+    with pytest.raises(FieldError, match="encrypted"):
+        Patient.objects.latest("birth_date")
+    with pytest.raises(FieldError, match="encrypted"):
+        Patient.objects.order_by(F("family_name").desc())
+
+
+def test_ordering_by_clear_columns_still_works(marker_patient):
+    assert list(Patient.objects.order_by("-created_at", "pk")) == [marker_patient]
+
+
+def test_unknown_algorithm_has_its_own_error_type(marker_patient):
+    raw = _raw_column(marker_patient, "family_name")
+    _write_raw(marker_patient, "family_name", "b7" + raw[2:])
+
+    with pytest.raises(crypto.UnknownAlgorithm, match="'b7'"):
+        _ = Patient.objects.get(pk=marker_patient.pk).family_name
