@@ -1,0 +1,110 @@
+"""Patient search: exact match over blind indexes, terms only in POST bodies."""
+
+import datetime
+import re
+
+import pytest
+
+from audit.models import AuditAction, AuditEvent
+from records.models import PatientSource
+from records.services import register_patient
+from tests.conftest import add_to_care_team, verified_client
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+
+@pytest.fixture
+def accented_patient(physician):
+    patient = register_patient(
+        given_name="Zoë Anne", family_name="O'Néill-Brontë",
+        birth_date=datetime.date(1977, 7, 7), source=PatientSource.DEMO,
+    )  # fmt: skip
+    add_to_care_team(physician, patient)
+    return patient
+
+
+@pytest.fixture
+def search(physician, marker_patient, accented_patient):
+    add_to_care_team(physician, marker_patient)
+    client = verified_client(physician)
+
+    def post(**terms):
+        response = client.post("/patients/", terms)
+        assert response.status_code == 200
+        return response
+
+    post.client = client
+    return post
+
+
+def _found(response) -> list:
+    return [patient.pk for patient in response.context["patients"]]
+
+
+def test_search_by_mrn_as_typed_with_dash_and_spaces(search, marker_patient):
+    typed = f" {marker_patient.mrn_display[:4]} - {marker_patient.mrn[4:]} "
+
+    assert _found(search(mrn=typed)) == [marker_patient.pk]
+
+
+@pytest.mark.parametrize(
+    "typed",
+    ["O'Néill-Brontë", "o'neill-bronte", "  O'NEILL-BRONTE  ", "ö'nèill-brontë"],
+)
+def test_search_by_family_name_ignores_case_accents_and_spaces(
+    search, accented_patient, typed
+):
+    assert _found(search(family_name=typed)) == [accented_patient.pk]
+
+
+@pytest.mark.parametrize("typed", ["Zoë Anne", "zoe   anne", " ZOE ANNE "])
+def test_search_by_given_name_ignores_case_accents_and_spaces(
+    search, accented_patient, typed
+):
+    assert _found(search(given_name=typed)) == [accented_patient.pk]
+
+
+def test_search_by_birth_date(search, marker_patient):
+    assert _found(search(birth_date="1961-02-28")) == [marker_patient.pk]
+
+
+def test_search_is_exact_not_partial(search):
+    assert _found(search(family_name="Zyxwvut")) == []
+    assert _found(search(family_name="%")) == []
+
+
+def test_combined_terms_must_all_match(search, marker_patient):
+    assert _found(search(family_name="zyxwvutmarker", birth_date="1961-02-28")) == [
+        marker_patient.pk
+    ]
+    assert _found(search(family_name="zyxwvutmarker", birth_date="1977-07-07")) == []
+
+
+def test_a_patient_outside_the_care_team_is_not_found(search, nurse):
+    other = verified_client(nurse)
+
+    response = other.post("/patients/", {"family_name": "Zyxwvutmarker"})
+
+    assert _found(response) == []
+
+
+def test_search_terms_in_a_query_string_are_ignored(search, physician):
+    response = search.client.get("/patients/?family_name=Zyxwvutmarker")
+
+    assert response.context["searched"] is False
+    assert not AuditEvent.objects.filter(action=AuditAction.PATIENT_SEARCH).exists()
+
+
+def test_no_search_term_appears_in_any_url(search, marker_patient):
+    response = search(family_name="Zyxwvutmarker", given_name="Quillonemarker")
+    body = response.content.decode()
+
+    assert response.request["PATH_INFO"] == "/patients/"
+    assert "Location" not in response
+    assert re.search(r'<form method="post"', body)
+    urls = re.findall(r'(?:href|action|src)="([^"]*)"', body)
+    assert urls, "the page links somewhere"
+    for url in urls:
+        for term in ("Zyxwvutmarker", "Quillonemarker", marker_patient.mrn):
+            assert term.casefold() not in url.casefold()
+    assert f"/patients/{marker_patient.pk}/" in urls
