@@ -2,6 +2,7 @@
 
 import logging
 import time
+import traceback
 
 from ehr_portal import request_context
 
@@ -12,6 +13,13 @@ class UTCFormatter(logging.Formatter):
     def formatTime(self, record, datefmt=None):  # noqa: N802 (logging's API)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created))
         return f"{stamp}.{int(record.msecs):03d}Z"
+
+    def formatException(self, ei):  # noqa: N802 (logging's API)
+        # An exception's message can quote PHI (a value that failed to parse,
+        # a name in an assertion): logs keep the stack and the type only.
+        error_type, _error, tb = ei
+        stack = "".join(traceback.format_tb(tb))
+        return f"Traceback (most recent call last):\n{stack}{error_type.__name__}: ..."
 
 
 class RequestIdFilter(logging.Filter):

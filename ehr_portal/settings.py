@@ -307,6 +307,12 @@ SPECTACULAR_SETTINGS = {
 AUDIT_PATIENT_LOOKUP = "records.services.patient_ref_for_mrn"
 AUDIT_PATIENT_LABELS = "records.services.mrn_labels_for_refs"
 
+# Error reports (the admin e-mail of a 500) quote no POST field, local
+# variable or exception message: any of them can be PHI.
+DEFAULT_EXCEPTION_REPORTER = "ehr_portal.error_reports.PHISafeExceptionReporter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "ehr_portal.error_reports.PHISafeReporterFilter"
+ADMINS = [(address, address) for address in env.read_list("PORTAL_ADMIN_EMAILS", [])]
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

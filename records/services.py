@@ -460,7 +460,7 @@ def add_note(*, author, patient_id, kind: str, title: str, body: str) -> Clinica
             patient=chart.patient, author=author, kind=kind,
             description=title, body=body, sensitivity=sensitivity,
             occurred_at=timezone.now(), status="final",
-            source_key=crypto.blind_index("note", str(uuid.uuid4())),
+            source_key=crypto.dedupe_tag("note", str(uuid.uuid4())),
         )  # fmt: skip
         record_event(
             actor=author, action=AuditAction.NOTE_CREATED,
@@ -510,7 +510,7 @@ def identity_review(reviewer, mrn: str) -> dict | None:
     chart, but no clinical content.
     """
     patient = Patient.objects.filter(
-        mrn_index=crypto.blind_index("mrn", mrn_rules.normalise(mrn))
+        mrn_index__in=crypto.blind_index_candidates("mrn", mrn_rules.normalise(mrn))
     ).first()
     if patient is None:
         return None
