@@ -13,6 +13,7 @@ the first format (raw keys) is still read, and is upgraded by ``rotate_keys``.
 """
 
 import base64
+import binascii
 import datetime
 import hashlib
 import hmac
@@ -99,6 +100,7 @@ _lock = threading.RLock()
 _keyring: Keyring | None = None
 _keyring_signature: tuple | None = None
 _checked_at = 0.0
+_refresh_seconds = 0.0
 
 
 def _b64(data: bytes) -> str:
@@ -311,19 +313,27 @@ def keyring() -> Keyring:
     """
     global _keyring, _keyring_signature, _checked_at
     if _keyring is not None:
-        if time.monotonic() - _checked_at < settings.PORTAL_KEYRING_REFRESH_SECONDS:
+        if time.monotonic() - _checked_at < _refresh_seconds:
             return _keyring
         _checked_at = time.monotonic()
         if _file_signature() == _keyring_signature:
             return _keyring
 
     with _lock:
+        _remember_refresh_interval()
         signature = _file_signature()
         if _keyring is None or signature != _keyring_signature:
             _keyring = load_keyring(create_if_missing=settings.DEVELOPMENT)
             _keyring_signature = signature
             _checked_at = time.monotonic()
     return _keyring
+
+
+def _remember_refresh_interval() -> None:
+    # Read once per reload: a settings lookup on every seal costs more than
+    # the AES-GCM operation itself.
+    global _refresh_seconds
+    _refresh_seconds = settings.PORTAL_KEYRING_REFRESH_SECONDS
 
 
 def reset_keyring_cache() -> None:
@@ -366,8 +376,8 @@ def _split(token: str) -> tuple[str, int, str]:
 def open_sealed(token: str, associated_data: bytes) -> str:
     _algorithm, version, payload = _split(token)
     try:
-        raw = base64.b64decode(payload, validate=True)
-    except ValueError as error:
+        raw = binascii.a2b_base64(payload, strict_mode=True)
+    except (ValueError, binascii.Error) as error:
         raise IntegrityError("the stored value is not a sealed value") from error
 
     ring = keyring()

@@ -84,7 +84,11 @@ class EncryptedField(models.TextField):
                 f"{self.model.__name__} needs its primary key before sealing; "
                 "encrypted models use client-side UUID keys"
             )
-        return f"{self.model._meta.db_table}.{self.column}:{pk}".encode()
+        prefix = getattr(self, "_aad_prefix", None)
+        if prefix is None:
+            # Built on first use: db_table is final only once the model is.
+            prefix = self._aad_prefix = f"{self.model._meta.db_table}.{self.column}:"
+        return f"{prefix}{pk}".encode()
 
     def associated_data(self, instance) -> bytes:
         return self.associated_data_for(instance.pk)

@@ -9,15 +9,16 @@ seals nothing twice; the keyring remembers the rotation until it is finished.
 
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.apps import apps
 from django.conf import settings
-from django.db import models, router, transaction
+from django.db import connections, models, router, transaction
 
 from records import crypto
-from records.fields import EncryptedField, SealedText, StoredCiphertext
+from records.fields import EncryptedField, StoredCiphertext
 
 logger = logging.getLogger(__name__)
 
@@ -70,19 +71,21 @@ def rotate_keys(
 
     progress = RotationProgress()
     for _pass in range(MAX_PASSES):
-        before = (progress.rows_resealed, progress.rows_reindexed, progress.rows_raced)
-        raced_before = progress.rows_raced
+        attempted = 0
         for model, fields in sealed_models():
-            _rotate_model(model, fields, reindex, batch_size, progress, on_batch)
-        changed = (progress.rows_resealed, progress.rows_reindexed) != before[:2]
-        if not changed and progress.rows_raced == raced_before:
+            attempted += _rotate_model(
+                model, fields, reindex, batch_size, progress, on_batch
+            )
+        # A pass that finds nothing left to change is the proof of the end.
+        if not attempted:
             crypto.finish_rotation()
             return progress
     raise RotationStopped("rows kept changing during rotation; run rotate_keys again")
 
 
-def _rotate_model(model, fields, reindex, batch_size, progress, on_batch) -> None:
+def _rotate_model(model, fields, reindex, batch_size, progress, on_batch) -> int:
     last_pk = None
+    attempted = 0
     database = router.db_for_write(model)
     while True:
         rows = model._base_manager.using(database).order_by("pk")
@@ -90,11 +93,13 @@ def _rotate_model(model, fields, reindex, batch_size, progress, on_batch) -> Non
             rows = rows.filter(pk__gt=last_pk)
         batch = list(rows[:batch_size])
         if not batch:
-            return
+            return attempted
 
+        updates = [_row_update(model, fields, row, reindex) for row in batch]
+        updates = [update for update in updates if update is not None]
+        attempted += len(updates)
         with transaction.atomic(using=database):
-            for instance in batch:
-                _rotate_row(model, fields, instance, reindex, progress, database)
+            _write_updates(model, fields, updates, progress, database)
         last_pk = batch[-1].pk
         progress.batches += 1
         progress.rows_checked += len(batch)
@@ -102,47 +107,75 @@ def _rotate_model(model, fields, reindex, batch_size, progress, on_batch) -> Non
             on_batch(model, progress)
 
 
-def _rotate_row(model, fields, instance, reindex, progress, database) -> None:
+def _row_update(model, fields, instance, reindex) -> tuple | None:
+    """(pk, new column values, sealed values as read) for a row that needs work."""
     tokens = {field: _token(instance.__dict__.get(field.attname)) for field in fields}
     changes = {}
     for field, token in tokens.items():
         if token is not None:
             resealed = crypto.reseal(token, field.associated_data_for(instance.pk))
             if resealed is not None:
-                changes[field.attname] = SealedText(resealed)
+                changes[field.column] = resealed
 
-    indexes_changed = False
     if reindex and hasattr(instance, "refresh_indexes"):
         before = {name: getattr(instance, name) for name in model.index_fields}
         instance.refresh_indexes()
-        after = {name: getattr(instance, name) for name in model.index_fields}
-        indexes_changed = before != after
-        changes.update(
-            {name: after[name] for name in after if after[name] != before[name]}
-        )
+        for name in model.index_fields:
+            if getattr(instance, name) != before[name]:
+                changes[model._meta.get_field(name).column] = getattr(instance, name)
     if not changes:
-        return
+        return None
+    expected = {field.column: token for field, token in tokens.items()}
+    return instance.pk, changes, expected
 
-    # Compare-and-swap: the row is written only if no one saved it since it
-    # was read; otherwise the next pass looks at it again.
-    unchanged = {
-        (f"{field.name}__sealed" if token is not None else f"{field.name}__isnull"): (
-            SealedText(token) if token is not None else True
+
+def _write_updates(model, fields, updates, progress, database) -> None:
+    """Write each row only if its sealed values are still those that were read.
+
+    A compare-and-swap per row: a chart saved since the read keeps its new
+    values, and the next pass looks at it again. One statement per shape of
+    row, run with executemany: the ORM would compile a query per row, which
+    alone would hold rotation under 2,000 rows/s.
+    """
+    connection = connections[database]
+    quote = connection.ops.quote_name
+    sealed_columns = {field.column for field in fields}
+    groups: dict[tuple, list] = defaultdict(list)
+    for pk, changes, expected in updates:
+        shape = (
+            tuple(sorted(changes)),
+            tuple((column, expected[column] is None) for column in sorted(expected)),
         )
-        for field, token in tokens.items()
-    }
-    written = (
-        model._base_manager.using(database)
-        .filter(pk=instance.pk, **unchanged)
-        .update(**changes)
-    )
-    if not written:
-        progress.rows_raced += 1
-        return
-    if any(name in changes for name in (f.attname for f in fields)):
-        progress.rows_resealed += 1
-    if indexes_changed:
-        progress.rows_reindexed += 1
+        groups[shape].append((pk, changes, expected))
+
+    with connection.cursor() as cursor:
+        for (columns, conditions), rows in groups.items():
+            # Identifiers come from the model's metadata, quoted by the
+            # backend; every value is a bound parameter.
+            assignments = ", ".join(f"{quote(column)} = %s" for column in columns)
+            checks = " AND ".join(
+                f"{quote(column)} IS NULL" if is_null else f"{quote(column)} = %s"
+                for column, is_null in conditions
+            )
+            statement = (
+                f"UPDATE {quote(model._meta.db_table)} SET {assignments} "  # noqa: S608
+                f"WHERE {quote(model._meta.pk.column)} = %s AND {checks}"
+            )
+            parameters = [
+                [
+                    *(changes[column] for column in columns),
+                    model._meta.pk.get_db_prep_value(pk, connection),
+                    *(expected[c] for c, is_null in conditions if not is_null),
+                ]
+                for pk, changes, expected in rows
+            ]
+            cursor.executemany(statement, parameters)
+            written = max(cursor.rowcount, 0)
+            progress.rows_raced += len(rows) - min(written, len(rows))
+            if sealed_columns.intersection(columns):
+                progress.rows_resealed += written
+            if not sealed_columns.issuperset(columns):
+                progress.rows_reindexed += written
 
 
 def _token(value) -> str | None:

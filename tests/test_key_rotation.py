@@ -9,7 +9,14 @@ from django.core.management import call_command
 from django.db import connection
 
 from records import crypto
-from records.key_rotation import key_version_counts, rotate_keys
+from records.fields import EncryptedField
+from records.key_rotation import (
+    RotationProgress,
+    _row_update,
+    _write_updates,
+    key_version_counts,
+    rotate_keys,
+)
 from records.models import Condition, Patient, PatientIdentifier, PatientSource
 from records.services import (
     PatientQuery,
@@ -199,3 +206,19 @@ def test_unfinished_rotation_is_warned_about(isolated_keys):
     crypto.start_rotation(index_key=False)
 
     assert "hipaa.W204" in _hipaa_ids()
+
+
+def test_an_edit_between_read_and_write_is_never_overwritten(isolated_keys):
+    (patient,) = _seed(1)
+    crypto.start_rotation(index_key=True)
+    fields = [f for f in Patient._meta.concrete_fields if isinstance(f, EncryptedField)]
+    read = _row_update(Patient, fields, Patient._base_manager.get(pk=patient.pk), True)
+
+    edited = Patient.objects.get(pk=patient.pk)
+    edited.address = "Edited meanwhile"
+    edited.save()
+    progress = RotationProgress()
+    _write_updates(Patient, fields, [read], progress, "default")
+
+    assert progress.rows_raced == 1
+    assert Patient.objects.get(pk=patient.pk).address == "Edited meanwhile"
