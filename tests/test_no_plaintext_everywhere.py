@@ -158,11 +158,22 @@ def redis_queue():
         key: celery_app.conf[key]
         for key in ("broker_url", "result_backend", "task_always_eager")
     }
+    _forget_connections()
     celery_app.conf.update(broker_url=url, result_backend=url, task_always_eager=False)
     yield store
+    _forget_connections()
     celery_app.conf.update(saved)
-    celery_app.pool.force_close_all()
     store.flushdb()
+
+
+def _forget_connections() -> None:
+    # The app caches its broker pool, producers and result backend from the
+    # first use (another test may have tried the default broker).
+    if celery_app._pool is not None:
+        celery_app._pool.force_close_all()
+        celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+    vars(celery_app._local).pop("backend", None)
 
 
 def _redis_contents(store) -> bytes:
