@@ -222,3 +222,64 @@ def test_an_edit_between_read_and_write_is_never_overwritten(isolated_keys):
 
     assert progress.rows_raced == 1
     assert Patient.objects.get(pk=patient.pk).address == "Edited meanwhile"
+
+
+def _database_url(alias: str) -> str:
+    from django.db import connections
+
+    settings_dict = connections[alias].settings_dict
+    if connections[alias].vendor == "sqlite":
+        return f"sqlite:///{settings_dict['NAME']}"
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = settings_dict.get("PORT") or 5432
+    user = settings_dict.get("USER") or "postgres"
+    return f"postgres://{user}@{host}:{port}/{settings_dict['NAME']}"
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_rotation_killed_by_sigkill_finishes_when_run_again(isolated_keys):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    patients = _seed(60)
+    environment = {
+        **os.environ,
+        "PORTAL_MODE": "development",
+        "DATABASE_URL": _database_url("default"),
+        "AUDIT_DATABASE_URL": _database_url("audit"),
+        "PORTAL_KEYRING_FILE": str(isolated_keys.PORTAL_KEYRING_FILE),
+        "PORTAL_MASTER_KEY_FILE": str(isolated_keys.PORTAL_MASTER_KEY_FILE),
+        "PORTAL_KEYRING_REFRESH_SECONDS": "0",
+        "PORTAL_LOG_LEVEL": "WARNING",
+    }
+    environment.pop("DJANGO_SETTINGS_MODULE", None)
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "rotate_keys", "--batch-size", "1"],
+        cwd=Path(__file__).resolve().parents[1], env=environment,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    batches = 0
+    for line in worker.stdout:
+        batches += line.startswith("batch ")
+        if batches == 5:
+            worker.send_signal(signal.SIGKILL)
+            break
+    worker.wait(timeout=30)
+    assert worker.returncode == -signal.SIGKILL
+
+    halfway = _raw_tokens()
+    assert _versions() == {1, 2}, "killed part-way through"
+
+    call_command("rotate_keys")
+
+    finished = _raw_tokens()
+    for pk, tokens in halfway.items():
+        for before, after in zip(tokens, finished[pk], strict=True):
+            if before.startswith("a1.2."):
+                assert after == before, "a value was sealed twice"
+    assert _versions() == {2}
+    for number, patient in enumerate(patients):
+        assert Patient.objects.get(pk=patient.pk).given_name == f"Rotagiven{number}"
