@@ -1,8 +1,8 @@
 """The audit trail: one row per access, sign-in or change, never edited.
 
 45 CFR 164.312(b) asks for records of activity in systems holding ePHI. Rows
-live in their own database and are refused any update or delete by the model
-and its queryset.
+live in their own database and are refused any update or delete by the model,
+its queryset and database triggers; audit.chain links them by keyed hashes.
 """
 
 from django.db import models
@@ -56,6 +56,10 @@ class AuditEventQuerySet(models.QuerySet):
 
 
 class AuditEvent(models.Model):
+    # Given out by audit.chain inside the insert transaction: gap-free, in
+    # commit order. chain_hash is the HMAC over this event and the one before.
+    sequence = models.BigIntegerField(unique=True)
+    chain_hash = models.CharField(max_length=64)
     occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
     actor_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     actor_username = models.CharField(max_length=150, db_index=True)

@@ -7,6 +7,7 @@ Callers that show PHI write the event first and show nothing if it raises
 import logging
 from collections.abc import Iterable
 
+from audit import chain
 from audit.models import AuditAction, AuditEvent, AuditOutcome
 from ehr_portal import request_context
 
@@ -20,6 +21,9 @@ class AuditUnavailable(Exception):
 
 def _actor_fields(actor) -> dict:
     if isinstance(actor, str):
+        if not actor.strip():
+            # Work with no person behind it still names who did it.
+            raise ValueError("a system actor must be named, e.g. 'system:import_fhir'")
         return {"actor_id": None, "actor_username": actor, "actor_role": "system"}
     if actor is None or not getattr(actor, "is_authenticated", False):
         return {"actor_id": None, "actor_username": "anonymous", "actor_role": ""}
@@ -69,7 +73,7 @@ def record_event(
         **values,
     )
     try:
-        event.save()
+        chain.append([event])
     except Exception as error:
         logger.error(
             "Audit write failed for action %s: %s", action, type(error).__name__

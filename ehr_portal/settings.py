@@ -56,6 +56,27 @@ PORTAL_PKCS11_KEY_LABEL = env.read("PORTAL_PKCS11_KEY_LABEL", "ehr-portal-master
 PORTAL_KEY_MAX_AGE_DAYS = env.read_int("PORTAL_KEY_MAX_AGE_DAYS", 30)
 PORTAL_KEYRING_REFRESH_SECONDS = env.read_int("PORTAL_KEYRING_REFRESH_SECONDS", 2)
 
+# The audit trail's own keys (HMAC): one chains the events, the other signs
+# the checkpoints kept outside both databases. Neither is the keyring, so a
+# leaked field key does not let anyone rewrite the evidence, nor the reverse.
+AUDIT_CHAIN_KEY = env.read("PORTAL_AUDIT_CHAIN_KEY")
+AUDIT_CHECKPOINT_KEY = env.read("PORTAL_AUDIT_CHECKPOINT_KEY")
+if not (AUDIT_CHAIN_KEY and AUDIT_CHECKPOINT_KEY) and not DEVELOPMENT:
+    raise ImproperlyConfigured(
+        "PORTAL_AUDIT_CHAIN_KEY and PORTAL_AUDIT_CHECKPOINT_KEY (or their _FILE "
+        "variants) are required in production"
+    )
+AUDIT_CHAIN_KEY = AUDIT_CHAIN_KEY or env.development_secret(
+    PORTAL_DATA_DIR / "keys" / "audit_chain_key"
+)
+AUDIT_CHECKPOINT_KEY = AUDIT_CHECKPOINT_KEY or env.development_secret(
+    PORTAL_DATA_DIR / "keys" / "audit_checkpoint_key"
+)
+AUDIT_CHECKPOINT_DIR = Path(
+    env.read("PORTAL_AUDIT_CHECKPOINT_DIR") or PORTAL_DATA_DIR / "audit-checkpoints"
+)
+AUDIT_CHECKPOINT_SECONDS = env.read_int("PORTAL_AUDIT_CHECKPOINT_SECONDS", 300)
+
 ALLOWED_HOSTS = env.read_list(
     "PORTAL_ALLOWED_HOSTS",
     ["127.0.0.1", "localhost", "[::1]", "testserver"] if DEVELOPMENT else [],
@@ -140,6 +161,11 @@ for _alias, _database in DATABASES.items():
     if _database["ENGINE"].endswith("sqlite3"):
         _database["CONN_MAX_AGE"] = 0
         _database.setdefault("OPTIONS", {})["timeout"] = 20
+# SQLite serialises writers; IMMEDIATE takes the write lock when the chain
+# transaction begins, so two processes wait their turn instead of both reading
+# the same chain head and one failing on the upgrade to a write lock.
+if DATABASES["audit"]["ENGINE"].endswith("sqlite3"):
+    DATABASES["audit"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
 DATABASE_ROUTERS = ["audit.routers.AuditRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -275,6 +301,12 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "audit-checkpoint": {
+        "task": "audit.tasks.write_audit_checkpoint",
+        "schedule": AUDIT_CHECKPOINT_SECONDS,
+    },
+}
 
 # The API: session sign-in with both factors, deny by default, JSON only (no
 # browsable API), throttled; HTTP Basic is left out because it would be a

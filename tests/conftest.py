@@ -1,7 +1,9 @@
+import contextlib
 import datetime
 import importlib
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -71,6 +73,42 @@ def _flush_lifting_audit_triggers(handle):
 
 
 flush.Command.handle = _flush_lifting_audit_triggers(flush.Command.handle)
+
+
+@contextlib.contextmanager
+def audit_triggers_lifted():
+    """What a database superuser can do: drop the write-once triggers for a while."""
+    install, remove = WRITE_ONCE.STATEMENTS[connections["audit"].vendor]
+    run_statements("audit", remove)
+    try:
+        yield connections["audit"]
+    finally:
+        run_statements("audit", install)
+
+
+def database_url(alias: str) -> str:
+    """A URL for the test database behind ``alias``, for a process of its own."""
+    settings_dict = connections[alias].settings_dict
+    if connections[alias].vendor == "sqlite":
+        return f"sqlite:///{settings_dict['NAME']}"
+    credentials = quote(settings_dict["USER"] or "")
+    if settings_dict.get("PASSWORD"):
+        credentials += ":" + quote(settings_dict["PASSWORD"])
+    host = settings_dict["HOST"] or "127.0.0.1"
+    port = settings_dict["PORT"] or 5432
+    return f"postgres://{credentials}@{host}:{port}/{settings_dict['NAME']}"
+
+
+def portal_process_env(**extra) -> dict:
+    """The environment for a portal process (worker, writer) on the test databases."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "ehr_portal.settings",
+        "PORTAL_MODE": "development",
+        "DATABASE_URL": database_url("default"),
+        "AUDIT_DATABASE_URL": database_url("audit"),
+        **extra,
+    }
 
 
 @pytest.fixture(scope="session")

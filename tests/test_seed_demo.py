@@ -98,12 +98,32 @@ def test_production_is_the_default_and_refuses_without_a_secret_key(tmp_path):
     assert "DJANGO_SECRET_KEY" in result.stderr
 
 
+AUDIT_KEYS = {
+    "PORTAL_AUDIT_CHAIN_KEY": "c" * 60,
+    "PORTAL_AUDIT_CHECKPOINT_KEY": "k" * 60,
+}
+
+
+def test_production_refuses_without_the_audit_keys(tmp_path):
+    result = _manage(
+        "check",
+        PORTAL_DATA_DIR=str(tmp_path),
+        DJANGO_SECRET_KEY="x" * 60,
+        PORTAL_ALLOWED_HOSTS="portal.example",
+    )
+
+    assert result.returncode != 0
+    assert "PORTAL_AUDIT_CHAIN_KEY" in result.stderr
+    assert not (tmp_path / "keys").exists(), "production must never create keys"
+
+
 def test_production_refuses_without_its_keyring(tmp_path):
     result = _manage(
         "check",
         PORTAL_DATA_DIR=str(tmp_path),
         DJANGO_SECRET_KEY="x" * 60,
         PORTAL_ALLOWED_HOSTS="portal.example",
+        **AUDIT_KEYS,
     )
 
     assert result.returncode != 0
@@ -118,6 +138,7 @@ def test_seed_demo_exits_non_zero_in_production(tmp_path):
         "PORTAL_ALLOWED_HOSTS": "portal.example",
         "PORTAL_KEYRING_FILE": str(tmp_path / "keyring.json"),
         "PORTAL_MASTER_KEY_FILE": str(tmp_path / "master.key"),
+        **AUDIT_KEYS,
     }
     created = _manage("create_master_key", **production)
     assert created.returncode == 0, created.stderr

@@ -1,0 +1,117 @@
+"""Signed checkpoints of the chain head, kept outside both databases.
+
+The chain proves that nothing inside it changed, but not that its newest
+events are all there: cutting off the tail leaves a shorter, valid chain.
+Each checkpoint records the head at one moment, signed with a key of its own,
+in a file of its own that is created once and never rewritten; an operator
+ships the directory to write-once storage (see README).
+"""
+
+import datetime
+import hmac
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connections
+
+from audit.chain import chain_head
+from audit.routers import AUDIT_DATABASE
+from audit.verification import Checkpoint
+
+logger = logging.getLogger(__name__)
+
+FORMAT = 1
+PREFIX = "checkpoint-"
+
+
+class CheckpointInvalid(Exception):
+    """A checkpoint file cannot be read or its signature does not match."""
+
+
+def _signature(sequence: int, chain_hash: str, written_at: str) -> str:
+    message = f"{FORMAT}|{sequence}|{chain_hash}|{written_at}".encode()
+    return hmac.digest(settings.AUDIT_CHECKPOINT_KEY.encode(), message, "sha256").hex()
+
+
+def checkpoint_dir() -> Path:
+    return Path(settings.AUDIT_CHECKPOINT_DIR)
+
+
+def write_checkpoint(directory: Path | None = None) -> Path | None:
+    """Record the current chain head; None when there is nothing new to record."""
+    directory = directory or checkpoint_dir()
+    with connections[AUDIT_DATABASE].cursor() as cursor:
+        sequence, chain_hash = chain_head(cursor)
+    if sequence == 0:
+        return None
+
+    target = directory / f"{PREFIX}{sequence:015d}.json"
+    if target.exists():
+        return None
+
+    written_at = datetime.datetime.now(datetime.UTC).isoformat()
+    document = {
+        "format": FORMAT,
+        "sequence": sequence,
+        "chain_hash": chain_hash,
+        "written_at": written_at,
+        "signature": _signature(sequence, chain_hash, written_at),
+    }
+    _create_once(directory, target, json.dumps(document, indent=1) + "\n")
+    logger.info("Audit checkpoint written at event %s", sequence)
+    return target
+
+
+def _create_once(directory: Path, target: Path, text: str) -> None:
+    """Write a whole file, then link it into place: never partial, never replaced."""
+    directory.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".writing-")
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o444)
+        try:
+            os.link(temporary, target)
+        except FileExistsError:
+            logger.info("Audit checkpoint %s already written", target.name)
+    finally:
+        os.unlink(temporary)
+
+    folder = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def read_checkpoints(directory: Path | None = None) -> list[Checkpoint]:
+    """Every checkpoint in ``directory``, oldest first; raises on a bad one."""
+    directory = directory or checkpoint_dir()
+    if not directory.is_dir():
+        return []
+    return sorted(
+        (_read(path) for path in directory.glob(f"{PREFIX}*.json")),
+        key=lambda checkpoint: checkpoint.sequence,
+    )
+
+
+def _read(path: Path) -> Checkpoint:
+    try:
+        document = json.loads(path.read_text())
+        sequence = int(document["sequence"])
+        chain_hash = str(document["chain_hash"])
+        signature = _signature(sequence, chain_hash, str(document["written_at"]))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointInvalid(f"{path.name} cannot be read ({error})") from None
+
+    if not hmac.compare_digest(signature, str(document.get("signature", ""))):
+        raise CheckpointInvalid(f"{path.name} has a signature that does not match")
+    if path.name != f"{PREFIX}{sequence:015d}.json":
+        raise CheckpointInvalid(f"{path.name} records event {sequence}")
+    return Checkpoint(sequence=sequence, chain_hash=chain_hash, name=path.name)

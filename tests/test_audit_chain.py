@@ -1,0 +1,201 @@
+"""The hash chain: numbered by the database, sealed by a key, proven by verify_audit."""
+
+import hashlib
+import subprocess
+import sys
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from audit import chain
+from audit.checkpoints import write_checkpoint
+from audit.models import AuditAction, AuditEvent, AuditOutcome
+from audit.services import record_event
+from tests.conftest import audit_triggers_lifted, portal_process_env
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+
+@pytest.fixture(autouse=True)
+def checkpoint_dir(settings, tmp_path):
+    settings.AUDIT_CHECKPOINT_DIR = tmp_path / "checkpoints"
+    return settings.AUDIT_CHECKPOINT_DIR
+
+
+def write_events(count: int) -> list[AuditEvent]:
+    return [
+        record_event(
+            actor="system:test",
+            action=AuditAction.VIEWED,
+            outcome=AuditOutcome.SUCCESS,
+            patient_ref=f"patient-{number}",
+            fields=["name", "mrn"],
+            reason=f"event {number}",
+        )
+        for number in range(count)
+    ]
+
+
+def verify(*args):
+    call_command("verify_audit", *args)
+
+
+def execute(connection, statement, params=()):
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+
+
+def test_events_are_numbered_one_after_another_and_sealed():
+    events = write_events(3)
+
+    assert [event.sequence for event in events] == [1, 2, 3]
+    assert len({event.chain_hash for event in events}) == 3
+    stored = AuditEvent.objects.get(sequence=2)
+    assert stored.chain_hash == chain.seal(
+        events[0].chain_hash, chain.event_canonical_form(stored), chain.chain_key()
+    )
+
+
+def test_an_intact_chain_verifies(capsys):
+    write_events(5)
+
+    verify()
+
+    assert "intact: 5 event(s) (1..5)" in capsys.readouterr().out
+
+
+def test_a_range_of_the_chain_verifies(capsys):
+    write_events(6)
+
+    verify("--from", "3", "--to", "4")
+
+    assert "intact: 2 event(s) (3..4)" in capsys.readouterr().out
+
+
+def test_a_field_edited_by_a_superuser_is_detected():
+    write_events(5)
+
+    with audit_triggers_lifted() as connection:
+        execute(
+            connection,
+            "UPDATE audit_auditevent SET actor_username = 'someone.else' "
+            "WHERE sequence = 3",
+        )
+
+    with pytest.raises(CommandError, match="event 3 does not match its hash"):
+        verify()
+
+
+def test_a_deleted_event_is_detected():
+    write_events(5)
+
+    with audit_triggers_lifted() as connection:
+        execute(connection, "DELETE FROM audit_auditevent WHERE sequence = 3")
+
+    with pytest.raises(CommandError, match="event 3 is missing"):
+        verify()
+
+
+def test_two_swapped_events_are_detected():
+    write_events(5)
+
+    with audit_triggers_lifted() as connection:
+        for old, new in ((2, -2), (4, 2), (-2, 4)):
+            execute(
+                connection,
+                "UPDATE audit_auditevent SET sequence = %s WHERE sequence = %s",
+                [new, old],
+            )
+
+    with pytest.raises(CommandError, match="broken at event 2"):
+        verify()
+
+
+def test_a_forged_event_is_detected():
+    events = write_events(4)
+    forged = AuditEvent(
+        sequence=5,
+        occurred_at=events[-1].occurred_at,
+        actor_username="dr.house",
+        action=AuditAction.VIEWED,
+        outcome=AuditOutcome.SUCCESS,
+    )
+    # A forger without the chain key can only guess at the seal.
+    forged.chain_hash = hashlib.sha256(
+        events[-1].chain_hash.encode() + chain.event_canonical_form(forged)
+    ).hexdigest()
+
+    forged.save()
+
+    with pytest.raises(CommandError, match="event 5 does not match its hash"):
+        verify()
+
+
+def test_newest_events_cut_off_are_detected_through_a_checkpoint():
+    write_events(5)
+    write_checkpoint()
+
+    with audit_triggers_lifted() as connection:
+        execute(connection, "DELETE FROM audit_auditevent WHERE sequence >= 4")
+
+    with pytest.raises(CommandError, match="events 4 to 5 are missing: checkpoint"):
+        verify()
+
+
+def test_a_checkpoint_that_disagrees_with_the_chain_is_detected(checkpoint_dir):
+    write_events(3)
+    checkpoint = write_checkpoint()
+    checkpoint.chmod(0o644)
+    checkpoint.write_text(
+        checkpoint.read_text().replace('"sequence": 3', '"sequence": 2')
+    )
+
+    with pytest.raises(CommandError, match="signature that does not match"):
+        verify()
+
+
+def test_a_blank_system_actor_is_refused():
+    with pytest.raises(ValueError, match="actor"):
+        record_event(actor=" ", action=AuditAction.VIEWED, outcome=AuditOutcome.SUCCESS)
+
+    assert not AuditEvent.objects.exists()
+
+
+WRITER = """
+import django
+django.setup()
+from audit.models import AuditAction, AuditOutcome
+from audit.services import record_event
+for number in range({count}):
+    record_event(
+        actor="system:writer-{writer}",
+        action=AuditAction.VIEWED,
+        outcome=AuditOutcome.SUCCESS,
+        reason=str(number),
+    )
+"""
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_concurrent_writers_in_several_processes_leave_a_gap_free_chain(capsys):
+    writers, count = 4, 40
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER.format(count=count, writer=writer)],
+            env=portal_process_env(),
+        )
+        for writer in range(writers)
+    ]
+    for process in processes:
+        assert process.wait(timeout=120) == 0
+
+    sequences = list(
+        AuditEvent.objects.order_by("sequence").values_list("sequence", flat=True)
+    )
+    assert sequences == list(range(1, writers * count + 1))
+    per_writer = set(
+        AuditEvent.objects.values_list("actor_username", flat=True).distinct()
+    )
+    assert len(per_writer) == writers
+    verify()
+    assert f"intact: {writers * count} event(s)" in capsys.readouterr().out
