@@ -1,0 +1,91 @@
+"""Checkpoints: written by a real Celery worker over Redis, once each, and verified."""
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+
+from audit.checkpoints import read_checkpoints, write_checkpoint
+from audit.models import AuditAction, AuditOutcome
+from audit.services import record_event
+from ehr_portal.celery import app
+from tests.conftest import portal_process_env
+
+REDIS_URL = os.environ.get("EHR_TEST_REDIS_URL", "redis://127.0.0.1:6379/6")
+TASK = "audit.tasks.write_audit_checkpoint"
+
+
+def write_events(count: int) -> None:
+    for _ in range(count):
+        record_event(
+            actor="system:test", action=AuditAction.VIEWED, outcome=AuditOutcome.SUCCESS
+        )
+
+
+@pytest.mark.django_db(databases="__all__")
+def test_a_checkpoint_is_a_new_read_only_file_each_time(settings, tmp_path):
+    settings.AUDIT_CHECKPOINT_DIR = tmp_path
+    write_events(2)
+    first = write_checkpoint()
+
+    assert write_checkpoint() is None, "no new events, no new checkpoint"
+    write_events(1)
+    second = write_checkpoint()
+
+    assert [c.sequence for c in read_checkpoints()] == [2, 3]
+    assert first != second
+    assert first.stat().st_mode & 0o222 == 0
+
+
+def test_celery_beat_schedules_the_checkpoint_task():
+    app.loader.import_default_modules()
+
+    schedule = settings.CELERY_BEAT_SCHEDULE["audit-checkpoint"]
+    assert schedule["task"] == TASK
+    assert TASK in app.tasks
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+@pytest.mark.filterwarnings("ignore::celery.exceptions.AlwaysEagerIgnored")
+def test_a_celery_worker_writes_the_checkpoint_that_verify_audit_checks(
+    tmp_path, capsys
+):
+    checkpoints = tmp_path / "checkpoints"
+    queue = f"audit-test-{uuid.uuid4().hex[:12]}"
+    write_events(3)
+    worker = subprocess.Popen(
+        [
+            sys.executable, "-m", "celery", "-A", "ehr_portal", "worker",
+            "--pool=solo", "--queues", queue, "--without-gossip",
+            "--without-mingle", "--without-heartbeat", "--loglevel=WARNING",
+        ],
+        env=portal_process_env(
+            CELERY_BROKER_URL=REDIS_URL,
+            PORTAL_AUDIT_CHECKPOINT_DIR=str(checkpoints),
+        ),
+    )  # fmt: skip
+    try:
+        with app.connection_for_write(REDIS_URL) as connection:
+            app.send_task(TASK, connection=connection, queue=queue)
+        written = _wait_for(lambda: list(checkpoints.glob("checkpoint-*.json")))
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+    assert [path.name for path in written] == ["checkpoint-000000000000003.json"]
+    call_command("verify_audit", "--checkpoint-dir", str(checkpoints))
+    assert "1 of 1 checkpoint(s) matched" in capsys.readouterr().out
+
+
+def _wait_for(found, seconds: float = 60):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if result := found():
+            return result
+        time.sleep(0.2)
+    raise AssertionError("the worker wrote no checkpoint in time")
