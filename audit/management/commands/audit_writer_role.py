@@ -1,0 +1,38 @@
+"""manage.py audit_writer_role ROLE [--apply]: the audit writer role."""
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
+
+from audit.roles import writer_role_statements
+from audit.routers import AUDIT_DATABASE
+
+
+class Command(BaseCommand):
+    help = (
+        "Print (or, with --apply, run as the audit database's owner) the SQL that "
+        "creates a PostgreSQL role with INSERT and SELECT only on the audit trail."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("role", help="role name, e.g. ehr_audit_writer")
+        parser.add_argument(
+            "--apply", action="store_true", help="run the SQL instead of printing it"
+        )
+
+    def handle(self, *args, role, apply, **options):
+        connection = connections[AUDIT_DATABASE]
+        if connection.vendor != "postgresql":
+            raise CommandError("The audit writer role exists on PostgreSQL only.")
+        try:
+            statements = writer_role_statements(role, connection.settings_dict["NAME"])
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+
+        if not apply:
+            for statement in statements:
+                self.stdout.write(f"{statement};")
+            return
+        with connection.cursor() as cursor:
+            for statement in statements:
+                cursor.execute(statement)
+        self.stdout.write(f"Role {role} may now INSERT and SELECT audit events only.")
