@@ -21,6 +21,7 @@ class AuditAction(models.TextChoices):
     LOGOUT = "LOGOUT", "Signed out"
     LOCKOUT = "LOCKOUT", "Account locked out"
     AUDIT_QUERY = "AUDIT_QUERY", "Audit trail queried"
+    AUDIT_EXPORT = "AUDIT_EXPORT", "Audit trail exported (FHIR)"
     FHIR_IMPORT = "FHIR_IMPORT", "FHIR bundle imported"
     FHIR_IMPORT_FAILED = "FHIR_IMPORT_FAILED", "FHIR bundle refused"
     DEMO_SEEDED = "DEMO_SEEDED", "Demo data seeded"
@@ -29,6 +30,7 @@ class AuditAction(models.TextChoices):
     BREAK_GLASS_REFUSED = "BREAK_GLASS_REFUSED", "Break-the-glass refused"
     BREAK_GLASS_REVIEWED = "BREAK_GLASS_REVIEWED", "Break-the-glass reviewed"
     IDENTITY_REVIEWED = "IDENTITY_REVIEWED", "Patient identity reviewed"
+    RECORD_CREATED = "RECORD_CREATED", "Clinical record created"
 
 
 class AuditOutcome(models.TextChoices):

@@ -1,13 +1,18 @@
-"""Compliance screens: the audit trail, newest first, with filters."""
+"""Compliance screens: the audit trail, newest first, with filters, and its export."""
+
+import json
 
 from django.conf import settings
 from django.core.paginator import Paginator
+from django.http import HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
+from django.utils import timezone
 from django.utils.module_loading import import_string
 from django.views.decorators.http import require_http_methods
 
 from accounts.decorators import role_required
 from accounts.roles import Role
+from audit.fhir import EXPORT_LIMIT, audit_bundle
 from audit.filters import AuditEventFilter
 from audit.models import AuditAction, AuditEvent, AuditOutcome
 from audit.services import record_event
@@ -37,15 +42,49 @@ def audit_events(request):
         action=AuditAction.AUDIT_QUERY,
         outcome=AuditOutcome.SUCCESS,
         record_type="AuditEvent",
-        fields=sorted(
-            key
-            for key, value in (data or {}).items()
-            if value and key != "csrfmiddlewaretoken"
-        ),
+        fields=_filters_used(data),
         purpose="compliance review",
     )
     return render(
         request,
         "audit/events.html",
         {"filter": event_filter, "page": page, "patient_labels": labels},
+    )
+
+
+@role_required(Role.COMPLIANCE_OFFICER, record_type="AuditTrail")
+@require_http_methods(["POST"])
+def audit_export(request):
+    """The current filter's events, newest first, as a FHIR R4 Bundle download."""
+    event_filter = AuditEventFilter(request.POST, queryset=AuditEvent.objects.all())
+    if not event_filter.is_valid():
+        return HttpResponseBadRequest("The filter is not valid.")
+
+    events = event_filter.qs
+    total = events.count()
+    bundle = audit_bundle(events[:EXPORT_LIMIT], total=total)
+    exported = len(bundle["entry"])
+    record_event(
+        actor=request.user,
+        action=AuditAction.AUDIT_EXPORT,
+        outcome=AuditOutcome.SUCCESS,
+        record_type="AuditEvent",
+        fields=_filters_used(request.POST),
+        purpose="compliance review",
+        reason=f"{exported} of {total} event(s) exported as FHIR AuditEvent",
+    )
+
+    response = HttpResponse(json.dumps(bundle), content_type="application/fhir+json")
+    stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+    response["Content-Disposition"] = (
+        f'attachment; filename="audit-events-{stamp}.fhir.json"'
+    )
+    return response
+
+
+def _filters_used(data) -> list[str]:
+    return sorted(
+        key
+        for key, value in (data or {}).items()
+        if value and key != "csrfmiddlewaretoken"
     )

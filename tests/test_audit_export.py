@@ -1,0 +1,73 @@
+"""The audit trail exported as FHIR R4 AuditEvent resources, for compliance only."""
+
+import json
+
+import pytest
+from fhir.resources.R4B.bundle import Bundle
+
+from audit.models import AuditAction, AuditEvent
+from tests.conftest import add_to_care_team, verified_client
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+
+@pytest.fixture
+def opened_and_refused(physician, nurse, marker_patient):
+    add_to_care_team(physician, marker_patient)
+    verified_client(physician).get(f"/patients/{marker_patient.pk}/")
+    verified_client(nurse).get(f"/patients/{marker_patient.pk}/")
+
+
+def test_export_is_a_valid_fhir_bundle_of_the_filtered_events(
+    opened_and_refused, compliance_officer, marker_patient
+):
+    client = verified_client(compliance_officer)
+
+    response = client.post(
+        "/compliance/audit/export/", {"patient_mrn": marker_patient.mrn}
+    )
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/fhir+json"
+    assert response["Content-Disposition"].startswith("attachment;")
+    bundle = Bundle.model_validate(json.loads(response.content))
+    events = [entry.resource for entry in bundle.entry]
+    assert bundle.total == 2
+    assert {event.outcome for event in events} == {"0", "4"}
+    assert {event.agent[0].who.display for event in events} == {
+        "dr.house",
+        "nurse.jones",
+    }
+    patients = {event.entity[0].what.identifier.value for event in events}
+    assert patients == {str(marker_patient.pk)}
+    assert marker_patient.family_name not in response.content.decode()
+
+
+def test_the_export_is_itself_audited(opened_and_refused, compliance_officer):
+    verified_client(compliance_officer).post(
+        "/compliance/audit/export/", {"action": AuditAction.VIEWED}
+    )
+
+    export = AuditEvent.objects.get(action=AuditAction.AUDIT_EXPORT)
+    assert export.actor_username == "compliance.lee"
+    assert export.fields == ["action"]
+    assert export.reason.startswith("1 of 1 event(s)")
+
+
+def test_clinicians_cannot_export_the_audit_trail(opened_and_refused, physician):
+    response = verified_client(physician).post("/compliance/audit/export/", {})
+
+    assert response.status_code == 403
+    assert not AuditEvent.objects.filter(action=AuditAction.AUDIT_EXPORT).exists()
+
+
+def test_export_is_post_only(compliance_officer):
+    response = verified_client(compliance_officer).get("/compliance/audit/export/")
+
+    assert response.status_code == 405
+
+
+def test_the_audit_screen_offers_the_export(compliance_officer):
+    body = verified_client(compliance_officer).get("/compliance/audit/").content
+
+    assert b'formaction="/compliance/audit/export/"' in body
