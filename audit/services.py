@@ -54,12 +54,80 @@ def record_event(
     events about someone not signed in (a failed sign-in). Nothing here may
     carry PHI: patients are named by their opaque reference only.
     """
+    event = _new_event(
+        actor=actor,
+        action=action,
+        outcome=outcome,
+        patient_ref=patient_ref,
+        record_type=record_type,
+        fields=fields,
+        purpose=purpose,
+        reason=reason,
+        username=username,
+    )
+    _append([event], action)
+
+    if outcome != AuditOutcome.SUCCESS:
+        security_logger.info(
+            "audit %s %s actor=%s event=%s",
+            action,
+            outcome,
+            event.actor_id,
+            event.pk,
+        )
+    return event
+
+
+def record_events(
+    *,
+    actor,
+    action: AuditAction,
+    outcome: AuditOutcome,
+    records: Iterable[tuple[str, str, Iterable[str]]],
+    purpose: str = "",
+    reason: str = "",
+) -> list[AuditEvent]:
+    """Write one event per (patient_ref, record_type, fields) in one transaction.
+
+    For bulk paths: as many events as records, at the cost of one chain
+    write. Raises AuditUnavailable like record_event.
+    """
+    events = [
+        _new_event(
+            actor=actor,
+            action=action,
+            outcome=outcome,
+            patient_ref=patient_ref,
+            record_type=record_type,
+            fields=fields,
+            purpose=purpose,
+            reason=reason,
+        )
+        for patient_ref, record_type, fields in records
+    ]
+    if events:
+        _append(events, action)
+    return events
+
+
+def _new_event(
+    *,
+    actor,
+    action,
+    outcome,
+    patient_ref,
+    record_type,
+    fields,
+    purpose,
+    reason,
+    username=None,
+) -> AuditEvent:
     context = request_context.current()
     values = _actor_fields(actor)
     if username is not None:
         values["actor_username"] = username[:150]
 
-    event = AuditEvent(
+    return AuditEvent(
         action=AuditAction(action).value,
         outcome=AuditOutcome(outcome).value,
         patient_ref=str(patient_ref or ""),
@@ -72,23 +140,16 @@ def record_event(
         request_id=context.request_id if context else "",
         **values,
     )
+
+
+def _append(events: list[AuditEvent], action) -> None:
     try:
-        chain.append([event])
+        chain.append(events)
     except Exception as error:
         logger.error(
             "Audit write failed for action %s: %s", action, type(error).__name__
         )
         raise AuditUnavailable("the audit trail could not be written") from error
-
-    if outcome != AuditOutcome.SUCCESS:
-        security_logger.info(
-            "audit %s %s actor=%s event=%s",
-            action,
-            outcome,
-            values["actor_id"],
-            event.pk,
-        )
-    return event
 
 
 def recent_events_for_patient(

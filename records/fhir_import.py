@@ -337,7 +337,7 @@ def _store(path: Path, bundle: CheckedBundle, *, actor: str) -> ImportSummary:
 
     touched: Counter = Counter()
     for (patient, resource_type), entries in grouped.items():
-        created = _store_records(path, patient, resource_type, entries)
+        created = _store_records(path, patient, resource_type, entries, actor=actor)
         summary.created[resource_type] += created
         summary.unchanged[resource_type] += len(entries) - created
         touched[str(patient.pk)] += created
@@ -392,7 +392,9 @@ def _upsert_patient(path: Path, entry: Entry) -> tuple[Patient, bool]:
     return patient, True
 
 
-def _store_records(path: Path, patient: Patient, resource_type: str, entries) -> int:
+def _store_records(
+    path: Path, patient: Patient, resource_type: str, entries, *, actor: str
+) -> int:
     model = CLINICAL_MODELS[resource_type]
     keys = {_source_key(entry): entry for entry in entries}
     existing = set(
@@ -415,7 +417,7 @@ def _store_records(path: Path, patient: Patient, resource_type: str, entries) ->
             ) from None
         values["sensitivity"] = sensitivity_of(values.get("code", ""))
         records.append(model(patient=patient, source_key=key, **values))
-    model.objects.bulk_create(records, batch_size=500)
+    model.objects.bulk_create(records, batch_size=500, actor=actor)
     return len(records)
 
 

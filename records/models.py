@@ -9,15 +9,76 @@ codes, descriptions and values are sealed.
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import FieldError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from audit.models import AuditAction, AuditOutcome
+from audit.services import record_events
 from records import crypto
 from records import mrn as mrn_rules
-from records.fields import EncryptedDateField, EncryptedTextField, SealedQuerySet
+from records.fields import (
+    EncryptedDateField,
+    EncryptedField,
+    EncryptedTextField,
+    SealedQuerySet,
+)
 
 INDEX_LENGTH = 64
+
+
+class UnauditedBulkWrite(FieldError):
+    """A bulk write on PHI that would leave no audit event per record."""
+
+
+class ClinicalQuerySet(SealedQuerySet):
+    """Bulk writes on PHI either leave one audit event per record or do not run.
+
+    QuerySet.update and bulk_update change rows without loading them, so they
+    can neither seal encrypted values nor say which records changed: they are
+    refused. bulk_create needs the acting person or system actor and records
+    one event per created record, in the same chain write.
+    """
+
+    def update(self, **kwargs):
+        raise UnauditedBulkWrite(
+            f"{self.model.__name__}: QuerySet.update is refused on clinical records "
+            "(encrypted values cannot be sealed, and no audit event would name the "
+            "records changed); save them one by one through an auditing service"
+        )
+
+    def bulk_update(self, objs, fields, batch_size=None):
+        raise UnauditedBulkWrite(
+            f"{self.model.__name__}: bulk_update is refused on clinical records "
+            "(encrypted values cannot be sealed, and no audit event would name the "
+            "records changed)"
+        )
+
+    def bulk_create(self, objs, *args, actor=None, **kwargs):
+        if actor is None:
+            raise UnauditedBulkWrite(
+                f"{self.model.__name__}.bulk_create needs actor= (a user or a "
+                "named system actor), for the audit trail"
+            )
+        created = super().bulk_create(objs, *args, **kwargs)
+        record_type = self.model.__name__
+        fields = [
+            field.name
+            for field in self.model._meta.concrete_fields
+            if isinstance(field, EncryptedField)
+        ]
+        record_events(
+            actor=actor,
+            action=AuditAction.RECORD_CREATED,
+            outcome=AuditOutcome.SUCCESS,
+            records=[(str(_patient_id(obj)), record_type, fields) for obj in created],
+        )
+        return created
+
+
+def _patient_id(record) -> str:
+    return record.pk if isinstance(record, Patient) else record.patient_id
 
 
 class PatientSource(models.TextChoices):
@@ -42,7 +103,7 @@ class Patient(models.Model):
     source = models.CharField(max_length=8, choices=PatientSource.choices)
     created_at = models.DateTimeField(default=timezone.now)
 
-    objects = SealedQuerySet.as_manager()
+    objects = ClinicalQuerySet.as_manager()
 
     # Blind indexes that refresh_indexes() derives; rotate_keys rebuilds them.
     index_fields = ("mrn_index", "given_name_index", "family_name_index")
@@ -98,7 +159,7 @@ class PatientIdentifier(models.Model):
     value = EncryptedTextField()
     value_index = models.CharField(max_length=INDEX_LENGTH)
 
-    objects = SealedQuerySet.as_manager()
+    objects = ClinicalQuerySet.as_manager()
 
     index_fields = ("value_index",)
 
@@ -194,7 +255,7 @@ class ClinicalRecord(models.Model):
         max_length=16, choices=Sensitivity.choices, blank=True, default=""
     )
 
-    objects = SealedQuerySet.as_manager()
+    objects = ClinicalQuerySet.as_manager()
 
     class Meta:
         abstract = True
