@@ -11,6 +11,7 @@ from audit import chain
 from audit.checkpoints import write_checkpoint
 from audit.models import AuditAction, AuditEvent, AuditOutcome
 from audit.services import record_event
+from ehr_portal import request_context
 from tests.conftest import audit_triggers_lifted, portal_process_env
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -70,6 +71,31 @@ def test_a_range_of_the_chain_verifies(capsys):
     verify("--from", "3", "--to", "4")
 
     assert "intact: 2 event(s) (3..4)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "address", ["203.0.113.9", "::ffff:198.51.100.7", "2001:db8::1", "::192.0.2.1"]
+)
+def test_awkward_values_verify_on_every_engine(address, capsys):
+    context = request_context.RequestContext(
+        request_id="r1", ip_address=address, device_fingerprint="f" * 64
+    )
+    token = request_context.activate(context)
+    try:
+        record_event(
+            actor="system:test",
+            action=AuditAction.VIEWED,
+            outcome=AuditOutcome.SUCCESS,
+            fields=["name", 'tab\there "quoted" \\ élan'],
+            reason="line one\nline two\r\\ back\\slash\t\u00e9\u2028",
+        )
+    finally:
+        request_context.deactivate(token)
+    write_events(1)
+
+    verify()
+
+    assert "intact: 2 event(s)" in capsys.readouterr().out
 
 
 def test_a_field_edited_by_a_superuser_is_detected():
