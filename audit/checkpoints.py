@@ -41,11 +41,20 @@ def checkpoint_dir() -> Path:
     return Path(settings.AUDIT_CHECKPOINT_DIR)
 
 
-def write_checkpoint(directory: Path | None = None) -> Path | None:
-    """Record the current chain head; None when there is nothing new to record."""
+def write_checkpoint(
+    directory: Path | None = None, *, at: int | None = None
+) -> Path | None:
+    """Record the chain head (or event ``at``); None when there is nothing new.
+
+    A checkpoint at a chosen event marks an archive boundary: once the events
+    up to it are archived, verify_audit --from at+1 starts from its hash.
+    """
     directory = directory or checkpoint_dir()
     with connections[AUDIT_DATABASE].cursor() as cursor:
-        sequence, chain_hash = chain_head(cursor)
+        if at is None:
+            sequence, chain_hash = chain_head(cursor)
+        else:
+            sequence, chain_hash = _event_hash(cursor, at)
     if sequence == 0:
         return None
 
@@ -64,6 +73,16 @@ def write_checkpoint(directory: Path | None = None) -> Path | None:
     _create_once(directory, target, json.dumps(document, indent=1) + "\n")
     logger.info("Audit checkpoint written at event %s", sequence)
     return target
+
+
+def _event_hash(cursor, sequence: int) -> tuple[int, str]:
+    cursor.execute(
+        "SELECT chain_hash FROM audit_auditevent WHERE sequence = %s", [sequence]
+    )
+    row = cursor.fetchone()
+    if row is None:
+        raise LookupError(f"event {sequence} is not in the audit database")
+    return sequence, row[0]
 
 
 def _create_once(directory: Path, target: Path, text: str) -> None:

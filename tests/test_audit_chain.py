@@ -225,3 +225,16 @@ def test_concurrent_writers_in_several_processes_leave_a_gap_free_chain(capsys):
     assert len(per_writer) == writers
     verify()
     assert f"intact: {writers * count} event(s)" in capsys.readouterr().out
+
+
+def test_events_archived_up_to_a_checkpoint_leave_the_rest_verifiable(capsys):
+    write_events(6)
+    call_command("audit_checkpoint", "--at", "3")
+
+    with audit_triggers_lifted() as connection:
+        execute(connection, "DELETE FROM audit_auditevent WHERE sequence <= 3")
+
+    verify("--from", "4")
+    assert "intact: 3 event(s) (4..6)" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="events 1 to 3 are missing"):
+        verify()
