@@ -199,6 +199,7 @@ def test_global_routes_follow_the_rule_book(world, role):
         "session_security_ping": reverse("session_security_ping"),
         "records:patient_list": reverse("records:patient_list"),
         "audit:events": reverse("audit:events"),
+        "audit:export": reverse("audit:export"),
         "review:break_glass_queue": reverse("review:break_glass_queue"),
         "review:break_glass_review": reverse(
             "review:break_glass_review", args=[access.pk]
@@ -211,6 +212,7 @@ def test_global_routes_follow_the_rule_book(world, role):
         "api_docs": reverse("api_docs"),
     }
     posted = {
+        "audit:export": {"action": AuditAction.VIEWED},
         "review:break_glass_review": {"outcome": "appropriate", "note": ""},
         "api:patient_search": {"family_name": "Nobody"},
     }
