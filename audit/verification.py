@@ -6,6 +6,7 @@ rebuilds the same bytes from raw rows. Neither builds model instances, which
 would cost more than the hashing itself on a trail of millions of events.
 """
 
+import datetime
 import hmac
 import json
 import logging
@@ -181,12 +182,17 @@ def _sqlite_lines(connection, first, last) -> Iterator[bytes]:
         cursor.execute(query, params)
         while rows := cursor.fetchmany(FETCH_SIZE):
             for sequence, moment, *values, stored_hash in rows:
-                if len(moment) == 19:
-                    # SQLite keeps no fraction when the microseconds were zero.
-                    moment += ".000000"
+                if len(moment) != len("2026-01-01 00:00:00.000000"):
+                    # SQLite keeps no fraction when the microseconds were zero,
+                    # and rows written by other tools may spell it shorter.
+                    moment = _sqlite_time(moment)
                 values[7] = json.loads(values[7])
                 canonical = canonical_form(sequence, moment, *values)
                 yield canonical + b"\t" + stored_hash.encode()
+
+
+def _sqlite_time(text: str) -> str:
+    return datetime.datetime.fromisoformat(text).strftime(chain.TIME_FORMAT)
 
 
 def _check_rows(connection, first, last, previous_hash, expected_at, report):
