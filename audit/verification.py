@@ -75,6 +75,7 @@ def verify_chain(
     the newest events were cut off, which the chain alone cannot show.
     """
     first = max(first or 1, 1)
+    checkpoints = list(checkpoints)
     report = ChainReport(first=first)
     expected_at = {c.sequence: c for c in checkpoints if c.sequence >= first}
     if last is not None:
@@ -107,6 +108,9 @@ def _hash_before(
             "SELECT chain_hash FROM audit_auditevent WHERE sequence = %s", [first - 1]
         )
         row = cursor.fetchone()
+    if row is not None and anchors.get(first - 1, row[0]) != row[0]:
+        report.fail(first - 1, f"event {first - 1} differs from its checkpoint")
+        return None
     if row is not None:
         return row[0]
     if first - 1 in anchors:
