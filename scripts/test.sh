@@ -9,10 +9,12 @@ bash scripts/services.sh
 
 export PGHOST="${PGHOST:-127.0.0.1}" PGUSER="${PGUSER:-postgres}"
 PG_URL="postgres://$PGUSER@$PGHOST:5432"
+# Distinct names let two checkouts run the suite at once (pytest prefixes test_).
+PG_DB="${EHR_TEST_PG_DB:-ehr_portal}"
 
 echo "== Test suite on SQLite (embedded default)"
 .venv/bin/python -m pytest "$@"
 
 echo "== Test suite on PostgreSQL ($PGHOST)"
-DATABASE_URL="$PG_URL/ehr_portal" AUDIT_DATABASE_URL="$PG_URL/ehr_portal_audit" \
+DATABASE_URL="$PG_URL/$PG_DB" AUDIT_DATABASE_URL="$PG_URL/${PG_DB}_audit" \
   .venv/bin/python -m pytest "$@"

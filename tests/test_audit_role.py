@@ -7,7 +7,7 @@ from django.db import ProgrammingError, connections, transaction
 from audit.models import AuditAction, AuditEvent, AuditOutcome
 from audit.services import record_event
 
-pytestmark = pytest.mark.django_db(databases="__all__")
+pytestmark = [pytest.mark.django_db(databases="__all__"), pytest.mark.postgresql]
 
 ROLE = "ehr_audit_writer_test"
 
@@ -16,8 +16,6 @@ ROLE = "ehr_audit_writer_test"
 def as_writer_role():
     """Create the role (rolled back with the test) and act as it, like the portal."""
     connection = connections["audit"]
-    if connection.vendor != "postgresql":
-        pytest.skip("database roles exist on PostgreSQL only")
     call_command("audit_writer_role", ROLE, "--apply")
     with connection.cursor() as cursor:
         cursor.execute(f'SET ROLE "{ROLE}"')
@@ -62,9 +60,6 @@ def test_the_writer_role_cannot_change_the_trail(as_writer_role, statement):
 
 
 def test_the_command_prints_the_sql_for_review(capsys):
-    if connections["audit"].vendor != "postgresql":
-        pytest.skip("database roles exist on PostgreSQL only")
-
     call_command("audit_writer_role", "ehr_audit_writer")
 
     sql = capsys.readouterr().out

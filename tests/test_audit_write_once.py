@@ -73,10 +73,8 @@ def test_raw_delete_through_the_portal_connection_is_refused(event):
     assert_refused(raw_sql("DELETE FROM audit_auditevent"), event)
 
 
+@pytest.mark.postgresql
 def test_truncate_is_refused_on_postgresql(event):
-    if connections["audit"].vendor != "postgresql":
-        pytest.skip("TRUNCATE exists on PostgreSQL only")
-
     assert_refused(raw_sql("TRUNCATE audit_auditevent"), event)
 
 
