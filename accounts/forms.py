@@ -1,6 +1,8 @@
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 
+BACKUP_CODE_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz234567-")
+
 
 class SignInForm(AuthenticationForm):
     """Username and password; the username is folded like the lockout counter."""
@@ -10,22 +12,31 @@ class SignInForm(AuthenticationForm):
 
 
 class OneTimeCodeForm(forms.Form):
+    """A six-digit authenticator code or, at the sign-in step, a backup code."""
+
+    allow_backup_code = True
+
     token = forms.CharField(
         label="One-time code",
         min_length=6,
-        max_length=8,
+        max_length=40,
         widget=forms.TextInput(
             attrs={
                 "autocomplete": "one-time-code",
-                "inputmode": "numeric",
-                "pattern": "[0-9]*",
                 "autofocus": True,
+                "spellcheck": "false",
             }
         ),
     )
 
     def clean_token(self):
-        token = self.cleaned_data["token"].strip()
-        if not token.isdigit():
-            raise forms.ValidationError("Enter the digits shown by your authenticator.")
-        return token
+        token = "".join(self.cleaned_data["token"].split()).casefold()
+        if token.isdigit() and len(token) == 6:
+            return token
+        if self.allow_backup_code and set(token) <= BACKUP_CODE_CHARACTERS:
+            return token
+        raise forms.ValidationError("Enter the six digits shown by your authenticator.")
+
+
+class EnrolmentCodeForm(OneTimeCodeForm):
+    allow_backup_code = False

@@ -15,7 +15,7 @@ OPEN_PATH_PREFIXES = ("/static/", "/accounts/login/", "/favicon.ico")
 # The API answers for itself (401/403 as JSON, from DRF's default permission
 # class, which demands the same verified second factor), never a redirect.
 API_PREFIX = "/api/"
-PASSWORD_STEP_PATHS = ("/accounts/verify/", "/accounts/logout/")
+PASSWORD_STEP_PATHS = ("/accounts/verify/", "/accounts/enrol/", "/accounts/logout/")
 ADMIN_PREFIX = "/admin/"
 
 

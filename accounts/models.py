@@ -1,8 +1,25 @@
+import enum
+import hmac
+import secrets
+from base64 import b32encode
 from functools import cached_property
+from urllib.parse import quote, urlencode
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django.utils import timezone
+from django_otp.models import Device, ThrottlingMixin, TimestampMixin
+from django_otp.oath import hotp
 
 from accounts.roles import Role
+from records import crypto
+from records.fields import EncryptedTextField
+
+TOTP_STEP_SECONDS = 30
+TOTP_DIGITS = 6
+SEED_BYTES = 20
+BACKUP_CODE_PURPOSE = "accounts.backup_code"
 
 
 class User(AbstractUser):
@@ -26,3 +43,172 @@ class User(AbstractUser):
             if role in self.roles:
                 return role
         return None
+
+
+class Refusal(enum.Enum):
+    """Why a device refused a code; the audit trail tells these apart."""
+
+    WRONG = "wrong"
+    REPLAYED = "replayed"
+    THROTTLED = "throttled"
+
+
+def new_device_id() -> int:
+    """A random 62-bit key, known before the first save.
+
+    The sealed seed's associated data names its row, so the row id must
+    exist before the seed is sealed; django-otp's persistent ids need an
+    integer ``id``.
+    """
+    return secrets.randbits(62) + 1
+
+
+def new_seed_hex() -> str:
+    return secrets.token_bytes(SEED_BYTES).hex()
+
+
+def current_unix_time() -> float:
+    # Through django.utils.timezone so that a test can travel in time.
+    return timezone.now().timestamp()
+
+
+class TOTPAuthenticator(TimestampMixin, ThrottlingMixin, Device):
+    """An authenticator app (RFC 6238), its seed sealed with the field keyring.
+
+    django-otp's own TOTPDevice keeps the seed in clear, so a database dump
+    would let anyone mint codes. ``last_t`` refuses a code whose time step is
+    not newer than the last one accepted, across processes and restarts.
+    """
+
+    id = models.BigIntegerField(primary_key=True, default=new_device_id)
+    key = EncryptedTextField(default=new_seed_hex)
+    tolerance = models.PositiveSmallIntegerField(default=1)
+    last_t = models.BigIntegerField(default=-1)
+
+    last_refusal: Refusal | None = None
+
+    class Meta(Device.Meta):
+        verbose_name = "authenticator app"
+
+    @property
+    def bin_key(self) -> bytes:
+        return bytes.fromhex(self.key)
+
+    def current_step(self) -> int:
+        return int(current_unix_time() // TOTP_STEP_SECONDS)
+
+    def code_at(self, step: int) -> str:
+        return f"{hotp(self.bin_key, step, TOTP_DIGITS):0{TOTP_DIGITS}d}"
+
+    def current_code(self) -> str:
+        return self.code_at(self.current_step())
+
+    def get_throttle_factor(self) -> int:
+        return getattr(settings, "OTP_TOTP_THROTTLE_FACTOR", 1)
+
+    def _matching_step(self, token: str) -> int | None:
+        now = self.current_step()
+        # The current step first, then one step either side at most.
+        for offset in sorted(range(-self.tolerance, self.tolerance + 1), key=abs):
+            if hmac.compare_digest(self.code_at(now + offset), token):
+                return now + offset
+        return None
+
+    def verify_token(self, token) -> bool:
+        self.last_refusal = None
+        allowed, _ = self.verify_is_allowed()
+        if not allowed:
+            self.last_refusal = Refusal.THROTTLED
+            return False
+
+        token = str(token).strip()
+        step = self._matching_step(token) if token.isdigit() else None
+        if step is not None and step > self.last_t:
+            self.last_t = step
+            self.throttle_reset(commit=False)
+            self.set_last_used_timestamp(commit=False)
+            self.save()
+            return True
+
+        self.last_refusal = Refusal.WRONG if step is None else Refusal.REPLAYED
+        self.throttle_increment(commit=True)
+        return False
+
+    def provisioning_uri(self) -> str:
+        """The otpauth:// URI an authenticator app reads from the QR code."""
+        issuer = getattr(settings, "OTP_TOTP_ISSUER", "EHR Portal")
+        label = quote(f"{issuer}:{self.user.get_username()}")
+        query = urlencode(
+            {
+                "secret": self.base32_secret(),
+                "issuer": issuer,
+                "algorithm": "SHA1",
+                "digits": TOTP_DIGITS,
+                "period": TOTP_STEP_SECONDS,
+            }
+        )
+        return f"otpauth://totp/{label}?{query}"
+
+    def base32_secret(self) -> str:
+        return b32encode(self.bin_key).decode("ascii")
+
+
+def normalise_backup_code(token: str) -> str:
+    return "".join(ch for ch in str(token).casefold() if ch.isalnum())
+
+
+def backup_code_digest(token: str) -> str:
+    """HMAC-SHA-256 of a normalised code under the keyring's index key.
+
+    Codes carry 120 bits, so a keyed fast hash is enough (ASVS V6.5.2) and
+    a code can be found by its digest without trying each stored one.
+    """
+    return crypto.blind_index(BACKUP_CODE_PURPOSE, normalise_backup_code(token))
+
+
+class BackupCodeDevice(ThrottlingMixin, Device):
+    """A user's set of single-use backup codes, stored as keyed digests only."""
+
+    class Meta(Device.Meta):
+        verbose_name = "backup code set"
+
+    last_refusal: Refusal | None = None
+
+    def get_throttle_factor(self) -> int:
+        return getattr(settings, "OTP_TOTP_THROTTLE_FACTOR", 1)
+
+    def verify_token(self, token) -> bool:
+        self.last_refusal = None
+        allowed, _ = self.verify_is_allowed()
+        if not allowed:
+            self.last_refusal = Refusal.THROTTLED
+            return False
+
+        digest = backup_code_digest(token)
+        # A conditional update: two requests racing with one code cannot
+        # both see it unused.
+        used = self.codes.filter(digest=digest, used_at__isnull=True).update(
+            used_at=timezone.now()
+        )
+        if used:
+            self.throttle_reset(commit=True)
+            return True
+
+        spent = self.codes.filter(digest=digest).exists()
+        self.last_refusal = Refusal.REPLAYED if spent else Refusal.WRONG
+        self.throttle_increment(commit=True)
+        return False
+
+    def remaining(self) -> int:
+        return self.codes.filter(used_at__isnull=True).count()
+
+
+class BackupCode(models.Model):
+    device = models.ForeignKey(
+        BackupCodeDevice, on_delete=models.CASCADE, related_name="codes"
+    )
+    digest = models.CharField(max_length=64, unique=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"Backup code {self.pk}"

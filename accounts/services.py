@@ -1,14 +1,44 @@
 """Account state changes and their audit events."""
 
 import logging
+import secrets
+from base64 import b32encode
+from dataclasses import dataclass
 
 import django_otp
-from django.contrib.auth import get_user_model
+from axes.handlers.proxy import AxesProxyHandler
+from axes.helpers import get_cool_off
+from axes.models import AccessAttempt
+from django.contrib.auth import get_user_model, logout
+from django.contrib.auth.signals import user_login_failed
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
 
+from accounts.models import (
+    BackupCode,
+    BackupCodeDevice,
+    Refusal,
+    TOTPAuthenticator,
+    backup_code_digest,
+)
 from audit.models import AuditAction, AuditOutcome
 from audit.services import record_event
 
 logger = logging.getLogger(__name__)
+
+BACKUP_CODE_COUNT = 10
+BACKUP_CODE_BYTES = 15  # 120 bits: enough for a keyed fast hash (ASVS V6.5.2)
+SIGNED_IN_AT_SESSION_KEY = "portal_signed_in_at"
+OTP_AT_SESSION_KEY = "portal_otp_at"
+SESSION_END_ATTRIBUTE = "portal_session_end_action"
+OTP_FAILURE_SENDER = "accounts.otp"
+
+REFUSAL_ACTIONS = {
+    Refusal.WRONG: AuditAction.OTP_FAILED,
+    Refusal.THROTTLED: AuditAction.OTP_FAILED,
+    Refusal.REPLAYED: AuditAction.OTP_REPLAYED,
+}
 
 
 def fold_username(request, credentials) -> str:
@@ -21,28 +51,209 @@ def fold_username(request, credentials) -> str:
     return username.strip().casefold()
 
 
-def verify_second_factor(request, token: str) -> bool:
-    """Check a one-time code for the signed-in user and mark the session verified."""
-    user = request.user
-    device = django_otp.match_token(user, token.strip())
-    if device is None:
-        record_event(
-            actor=user, action=AuditAction.OTP_FAILED, outcome=AuditOutcome.FAILURE
-        )
-        return False
+def _lockout_credentials(user) -> dict:
+    return {get_user_model().USERNAME_FIELD: user.get_username()}
 
+
+def is_locked_out(request, user) -> bool:
+    return not AxesProxyHandler.is_allowed(request, _lockout_credentials(user))
+
+
+def start_session_clock(request) -> None:
+    """Remember when the password step succeeded: the 12-hour limit counts from it."""
+    request.session[SIGNED_IN_AT_SESSION_KEY] = timezone.now().timestamp()
+
+
+def end_session(request, action: AuditAction | None) -> None:
+    """Sign the user out, recording ``action`` (None: the caller recorded why)."""
+    setattr(request, SESSION_END_ATTRIBUTE, action)
+    logout(request)
+
+
+def _device_for_token(user, token: str):
+    if token.isdigit():
+        devices = TOTPAuthenticator.objects.filter(user=user, confirmed=True)
+    else:
+        devices = BackupCodeDevice.objects.filter(user=user, confirmed=True)
+    return devices.select_for_update().first()
+
+
+def _count_failure_toward_lockout(request, user) -> None:
+    # A wrong code is a failed sign-in for django-axes: guessing codes with a
+    # stolen password meets the same 5-failure lock as guessing passwords.
+    user_login_failed.send(
+        sender=OTP_FAILURE_SENDER,
+        credentials=_lockout_credentials(user),
+        request=request,
+    )
+
+
+def _mark_verified(request, device) -> None:
     django_otp.login(request, device)
     # django_otp.login() keeps the session key; a new one stops a session id
     # captured before the second factor from inheriting the verified state.
     request.session.cycle_key()
+    request.session[OTP_AT_SESSION_KEY] = timezone.now().timestamp()
+
+
+def verify_second_factor(request, token: str) -> bool:
+    """Check a one-time or backup code for the signed-in user.
+
+    On success the session is marked verified under a new key and the
+    lockout counter is cleared; on failure the refusal is audited and
+    counted toward the account lockout.
+    """
+    user = request.user
+    token = token.strip()
+    with transaction.atomic():
+        device = _device_for_token(user, token)
+        accepted = device is not None and device.verify_token(token)
+
+    if not accepted:
+        refusal = device.last_refusal if device is not None else Refusal.WRONG
+        record_event(
+            actor=user,
+            action=REFUSAL_ACTIONS[refusal],
+            outcome=AuditOutcome.FAILURE,
+            purpose=_factor_name(device),
+            reason=refusal.value,
+        )
+        _count_failure_toward_lockout(request, user)
+        return False
+
+    _mark_verified(request, device)
+    AxesProxyHandler.reset_attempts(username=user.get_username())
     record_event(
         actor=user,
         action=AuditAction.OTP_VERIFIED,
         outcome=AuditOutcome.SUCCESS,
-        purpose="totp",
+        purpose=_factor_name(device),
     )
     return True
 
 
+def _factor_name(device) -> str:
+    return "backup_code" if isinstance(device, BackupCodeDevice) else "totp"
+
+
 def has_confirmed_device(user) -> bool:
-    return any(django_otp.devices_for_user(user, confirmed=True))
+    return TOTPAuthenticator.objects.filter(user=user, confirmed=True).exists()
+
+
+def pending_authenticator(user) -> TOTPAuthenticator:
+    """The unconfirmed authenticator being enrolled, made on first request.
+
+    Reloading the enrolment page keeps the same secret, so a QR code already
+    scanned stays valid.
+    """
+    device = TOTPAuthenticator.objects.filter(user=user, confirmed=False).first()
+    if device is None:
+        device = TOTPAuthenticator.objects.create(
+            user=user, name="Authenticator app", confirmed=False
+        )
+    return device
+
+
+def new_backup_code() -> str:
+    text = b32encode(secrets.token_bytes(BACKUP_CODE_BYTES)).decode("ascii").lower()
+    return "-".join(text[i : i + 4] for i in range(0, len(text), 4))
+
+
+def issue_backup_codes(user) -> list[str]:
+    """Replace the user's backup codes; the plaintext exists only in the reply."""
+    BackupCodeDevice.objects.filter(user=user).delete()
+    device = BackupCodeDevice.objects.create(
+        user=user, name="Backup codes", confirmed=True
+    )
+    codes = [new_backup_code() for _ in range(BACKUP_CODE_COUNT)]
+    BackupCode.objects.bulk_create(
+        BackupCode(device=device, digest=backup_code_digest(code)) for code in codes
+    )
+    return codes
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    confirmed: bool
+    backup_codes: tuple[str, ...] = ()
+
+
+def confirm_enrolment(request, token: str) -> Enrolment:
+    """Confirm the pending authenticator with a code it produced."""
+    user = request.user
+    with transaction.atomic():
+        device = (
+            TOTPAuthenticator.objects.filter(user=user, confirmed=False)
+            .select_for_update()
+            .first()
+        )
+        accepted = device is not None and device.verify_token(token.strip())
+        if accepted:
+            TOTPAuthenticator.objects.filter(user=user, confirmed=True).delete()
+            device.confirmed = True
+            device.save()
+            codes = issue_backup_codes(user)
+
+    if not accepted:
+        record_event(
+            actor=user,
+            action=AuditAction.OTP_FAILED,
+            outcome=AuditOutcome.FAILURE,
+            purpose="enrolment",
+            reason=device.last_refusal.value if device else Refusal.WRONG.value,
+        )
+        _count_failure_toward_lockout(request, user)
+        return Enrolment(confirmed=False)
+
+    _mark_verified(request, device)
+    AxesProxyHandler.reset_attempts(username=user.get_username())
+    record_event(
+        actor=user,
+        action=AuditAction.MFA_ENROLLED,
+        outcome=AuditOutcome.SUCCESS,
+        purpose="totp",
+    )
+    return Enrolment(confirmed=True, backup_codes=tuple(codes))
+
+
+def reset_second_factor(*, actor, user) -> None:
+    """An administrator removes a user's authenticator and backup codes.
+
+    The user enrols again at the next sign-in; sessions already verified
+    with the old device stop being verified (OTPMiddleware finds no device).
+    """
+    with transaction.atomic():
+        TOTPAuthenticator.objects.filter(user=user).delete()
+        BackupCodeDevice.objects.filter(user=user).delete()
+    record_event(
+        actor=actor,
+        action=AuditAction.MFA_RESET,
+        outcome=AuditOutcome.SUCCESS,
+        reason=f"user {user.pk}",
+    )
+    logger.info("Second factor reset for user %s by user %s", user.pk, actor.pk)
+
+
+def unlock_account(*, actor, username: str) -> int:
+    """An administrator lifts a lockout before its cool-off ends."""
+    folded = username.strip().casefold()
+    cleared = AxesProxyHandler.reset_attempts(username=folded)
+    record_event(
+        actor=actor,
+        action=AuditAction.UNLOCK,
+        outcome=AuditOutcome.SUCCESS,
+        username=None,
+        reason=f"account {folded}",
+    )
+    return cleared
+
+
+def lockout_ends_at(username: str):
+    """When the current lock on ``username`` lifts, or None if none is known."""
+    latest = AccessAttempt.objects.filter(
+        username=username.strip().casefold()
+    ).aggregate(latest=Max("attempt_time"))["latest"]
+    cool_off = get_cool_off()
+    if latest is None or cool_off is None:
+        return None
+    return latest + cool_off

@@ -9,15 +9,30 @@ from django.contrib.auth.signals import (
 )
 from django.dispatch import receiver
 
-from accounts.services import fold_username
+from accounts.services import (
+    OTP_FAILURE_SENDER,
+    SESSION_END_ATTRIBUTE,
+    fold_username,
+    start_session_clock,
+)
 from audit.models import AuditAction, AuditOutcome
 from audit.services import record_event
 
 UNKNOWN_USERNAME = "(unknown username)"
 
 
+def _refused_while_locked(request) -> bool:
+    # axes marks a request it refused because the account was already
+    # locked, and counts no new failure for it (axes_failures_since_start
+    # stays None); the LOCKOUT receiver records that attempt.
+    return bool(getattr(request, "axes_locked_out", False)) and (
+        getattr(request, "axes_failures_since_start", None) is None
+    )
+
+
 @receiver(user_logged_in)
 def record_password_sign_in(sender, request, user, **kwargs):
+    start_session_clock(request)
     record_event(
         actor=user,
         action=AuditAction.LOGIN,
@@ -28,6 +43,11 @@ def record_password_sign_in(sender, request, user, **kwargs):
 
 @receiver(user_login_failed)
 def record_failed_sign_in(sender, credentials, request=None, **kwargs):
+    # Wrong one-time codes are audited as OTP events by the service that
+    # checked them; they come through here only to reach the lockout count.
+    if sender == OTP_FAILURE_SENDER or _refused_while_locked(request):
+        return
+
     # Only a username that names an account is kept: people type passwords
     # into the username box, and the audit trail must not collect them.
     username = fold_username(request, credentials)
@@ -44,17 +64,20 @@ def record_failed_sign_in(sender, credentials, request=None, **kwargs):
 
 @receiver(user_logged_out)
 def record_sign_out(sender, request, user, **kwargs):
-    if user is not None:
-        record_event(
-            actor=user, action=AuditAction.LOGOUT, outcome=AuditOutcome.SUCCESS
-        )
+    action = getattr(request, SESSION_END_ATTRIBUTE, AuditAction.LOGOUT)
+    if user is not None and action is not None:
+        record_event(actor=user, action=action, outcome=AuditOutcome.SUCCESS)
 
 
 @receiver(user_locked_out)
 def record_lockout(sender, request, username, ip_address, **kwargs):
+    newly_locked = getattr(request, "axes_failures_since_start", None) is not None
     record_event(
         actor=None,
         action=AuditAction.LOCKOUT,
         outcome=AuditOutcome.DENIED,
         username=(username or "").strip().casefold(),
+        reason="locked after repeated failures"
+        if newly_locked
+        else "sign-in refused while locked",
     )

@@ -7,5 +7,6 @@ app_name = "accounts"
 urlpatterns = [
     path("login/", views.SignInView.as_view(), name="login"),
     path("verify/", views.verify_code, name="verify"),
+    path("enrol/", views.enrol, name="enrol"),
     path("logout/", views.sign_out, name="logout"),
 ]

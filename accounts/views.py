@@ -1,10 +1,11 @@
-"""Sign-in in two steps (password, then one-time code) and sign-out."""
+"""Sign-in in two steps (password, then one-time code), enrolment and sign-out."""
 
 import logging
 from urllib.parse import urlencode
 
+import segno
+from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import logout
 from django.contrib.auth.views import LoginView
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -13,8 +14,18 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.forms import OneTimeCodeForm, SignInForm
-from accounts.services import has_confirmed_device, verify_second_factor
+from accounts.forms import EnrolmentCodeForm, OneTimeCodeForm, SignInForm
+from accounts.services import (
+    confirm_enrolment,
+    end_session,
+    fold_username,
+    has_confirmed_device,
+    is_locked_out,
+    lockout_ends_at,
+    pending_authenticator,
+    verify_second_factor,
+)
+from audit.models import AuditAction
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +37,26 @@ def _safe_next(request, fallback: str) -> str:
     ):
         return target
     return fallback
+
+
+def locked_out(request, original_response=None, credentials=None):
+    """The page a locked account gets (HTTP 429), saying when to try again.
+
+    django-axes calls this (AXES_LOCKOUT_CALLABLE); the OTP step calls it too.
+    """
+    username = fold_username(request, credentials)
+    return render(
+        request,
+        "accounts/locked_out.html",
+        {"unlocks_at": lockout_ends_at(username) if username else None},
+        status=settings.AXES_HTTP_RESPONSE_CODE,
+    )
+
+
+def _end_locked_session(request):
+    credentials = {"username": request.user.get_username()}
+    end_session(request, None)
+    return locked_out(request, credentials=credentials)
 
 
 class SignInView(LoginView):
@@ -44,14 +75,17 @@ class SignInView(LoginView):
 def verify_code(request):
     if request.user.is_verified():
         return redirect(_safe_next(request, reverse("home")))
-
     if not has_confirmed_device(request.user):
-        return render(request, "accounts/no_device.html", status=403)
+        return redirect(f"{reverse('accounts:enrol')}?{request.GET.urlencode()}")
+    if is_locked_out(request, request.user):
+        return _end_locked_session(request)
 
     form = OneTimeCodeForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         if verify_second_factor(request, form.cleaned_data["token"]):
             return redirect(_safe_next(request, reverse("home")))
+        if getattr(request, "axes_locked_out", False):
+            return _end_locked_session(request)
         form.add_error("token", "That code was not accepted. Try the current one.")
 
     return render(
@@ -61,10 +95,55 @@ def verify_code(request):
     )
 
 
+def _qr_data_uri(uri: str) -> str:
+    # Made here, as SVG: the secret never leaves the portal for a QR service.
+    return segno.make(uri, error="m").svg_data_uri(scale=5, border=2)
+
+
+@never_cache
+@csrf_protect
+@require_http_methods(["GET", "POST"])
+def enrol(request):
+    """First sign-in without an authenticator: scan, confirm with a code."""
+    if has_confirmed_device(request.user):
+        return redirect(f"{reverse('accounts:verify')}?{request.GET.urlencode()}")
+    if is_locked_out(request, request.user):
+        return _end_locked_session(request)
+
+    device = pending_authenticator(request.user)
+    form = EnrolmentCodeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        enrolment = confirm_enrolment(request, form.cleaned_data["token"])
+        if enrolment.confirmed:
+            return render(
+                request,
+                "accounts/backup_codes.html",
+                {
+                    "backup_codes": enrolment.backup_codes,
+                    "next": _safe_next(request, reverse("home")),
+                },
+            )
+        if getattr(request, "axes_locked_out", False):
+            return _end_locked_session(request)
+        form.add_error("token", "That code was not accepted. Try the current one.")
+
+    uri = device.provisioning_uri()
+    return render(
+        request,
+        "accounts/enrol.html",
+        {
+            "form": form,
+            "qr_data_uri": _qr_data_uri(uri),
+            "secret": device.base32_secret(),
+            "next": _safe_next(request, ""),
+        },
+    )
+
+
 @require_POST
 @csrf_protect
 def sign_out(request):
-    logout(request)
+    end_session(request, AuditAction.LOGOUT)
     messages.info(request, "You have signed out.")
     response = redirect("accounts:login")
     # Ask the browser to drop anything it kept from the session's pages.

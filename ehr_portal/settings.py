@@ -90,7 +90,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_otp",
-    "django_otp.plugins.otp_totp",
     "axes",
     "session_security",
     "django_filters",
@@ -203,6 +202,9 @@ CSRF_USE_SESSIONS = True
 CSRF_FAILURE_VIEW = "ehr_portal.views.csrf_failure"
 
 OTP_TOTP_ISSUER = "EHR Portal"
+# Wrong codes wait 1, 2, 4, 8... seconds before the next try (django-otp's
+# ThrottlingMixin), on top of the account lockout below.
+OTP_TOTP_THROTTLE_FACTOR = env.read_int("PORTAL_OTP_THROTTLE_FACTOR", 1)
 
 # Searches beyond this per user and minute get 429: a brake on harvesting.
 PATIENT_SEARCHES_PER_MINUTE = env.read_int("PORTAL_SEARCHES_PER_MINUTE", 60)
@@ -235,8 +237,14 @@ AXES_FAILURE_LIMIT = env.read_int("PORTAL_LOCKOUT_FAILURES", 5)
 AXES_COOLOFF_TIME = env.read_int("PORTAL_LOCKOUT_MINUTES", 30) / 60
 AXES_LOCKOUT_PARAMETERS = ["username"]
 AXES_USERNAME_CALLABLE = "accounts.services.fold_username"
-AXES_RESET_ON_SUCCESS = True
-AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
+# The count is cleared only when both factors succeed (accounts.services):
+# clearing it at the password step would let a thief holding the password
+# guess codes forever, four at a time.
+AXES_RESET_ON_SUCCESS = False
+# A refused attempt during the lock does not restart the 30 minutes, so the
+# locked page can say when the lock ends and a malicious lock lasts no longer.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "accounts.views.locked_out"
 AXES_IPWARE_PROXY_COUNT = env.read_int("PORTAL_TRUSTED_PROXY_COUNT", 0)
 AXES_IPWARE_META_PRECEDENCE_ORDER = (
     ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]

@@ -17,9 +17,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 from django.utils import timezone
-from django_otp.plugins.otp_totp.models import TOTPDevice
 from faker import Faker
 
+from accounts.models import TOTPAuthenticator
 from accounts.roles import Role
 from audit.models import AuditAction, AuditOutcome
 from audit.services import record_event
@@ -66,12 +66,6 @@ def credentials_path() -> Path:
     return Path(settings.PORTAL_DATA_DIR) / CREDENTIALS_FILE_NAME
 
 
-def _base32_secret(key_hex: str) -> str:
-    import base64
-
-    return base64.b32encode(bytes.fromhex(key_hex)).decode("ascii")
-
-
 def _ensure_user(username: str, role: Role, first: str, last: str) -> DemoCredential:
     user_model = get_user_model()
     user, _ = user_model.objects.get_or_create(username=username)
@@ -82,11 +76,11 @@ def _ensure_user(username: str, role: Role, first: str, last: str) -> DemoCreden
     user.save()
     user.groups.set([Group.objects.get_or_create(name=role.value)[0]])
 
-    TOTPDevice.objects.filter(user=user).delete()
-    device = TOTPDevice.objects.create(
+    TOTPAuthenticator.objects.filter(user=user).delete()
+    device = TOTPAuthenticator.objects.create(
         user=user, name="Demo authenticator", confirmed=True
     )
-    return DemoCredential(username, password, role.value, _base32_secret(device.key))
+    return DemoCredential(username, password, role.value, device.base32_secret())
 
 
 def _write_credentials(credentials: list[DemoCredential]) -> Path:

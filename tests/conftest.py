@@ -13,9 +13,8 @@ from django.db import connections
 from django.test import Client
 from django.utils import timezone
 from django_otp import DEVICE_ID_SESSION_KEY
-from django_otp.oath import totp
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accounts.models import TOTPAuthenticator
 from accounts.roles import Role
 from records.models import CareTeamMembership, CareTeamRole, PatientSource
 from records.services import register_patient
@@ -121,13 +120,12 @@ def synthea_bundles() -> list[Path]:
 def make_user(username: str, role: Role, password: str = "correct horse battery 9"):
     user = get_user_model().objects.create_user(username=username, password=password)
     user.groups.add(Group.objects.get_or_create(name=role.value)[0])
-    TOTPDevice.objects.create(user=user, name="test", confirmed=True)
+    TOTPAuthenticator.objects.create(user=user, name="test", confirmed=True)
     return get_user_model().objects.get(pk=user.pk)
 
 
 def current_code(user) -> str:
-    device = TOTPDevice.objects.get(user=user)
-    return f"{totp(device.bin_key, step=device.step, t0=device.t0):06d}"
+    return TOTPAuthenticator.objects.get(user=user).current_code()
 
 
 def verified_client(user) -> Client:
@@ -135,7 +133,9 @@ def verified_client(user) -> Client:
     client = Client()
     client.force_login(user)
     session = client.session
-    session[DEVICE_ID_SESSION_KEY] = TOTPDevice.objects.get(user=user).persistent_id
+    session[DEVICE_ID_SESSION_KEY] = TOTPAuthenticator.objects.get(
+        user=user
+    ).persistent_id
     session.save()
     return client
 

@@ -42,7 +42,7 @@ def test_credentials_file_lists_every_role_with_a_working_secret(credentials):
         user = get_user_model().objects.get(username=entry["username"])
         assert user.check_password(entry["password"])
         assert user.has_role(Role(entry["role"]))
-        device = user.totpdevice_set.get(confirmed=True)
+        device = user.totpauthenticator_set.get(confirmed=True)
         code_from_secret = TOTP(base64.b32decode(entry["totp_secret"])).token()
         assert device.verify_token(f"{code_from_secret:06d}"), entry["username"]
 
