@@ -252,6 +252,9 @@ AXES_IPWARE_META_PRECEDENCE_ORDER = (
     else ["REMOTE_ADDR"]
 )
 AXES_VERBOSE = False
+# axes' own admin would let a staff member delete lock records unaudited;
+# unlocking goes through the audited user-admin action instead.
+AXES_ENABLE_ADMIN = False
 # axes warns when the lock is not per address. Locking per account is the
 # decision here: an address is shared by a whole ward, and an attacker can
 # rotate addresses but not the account being attacked.

@@ -13,6 +13,7 @@ from freezegun import freeze_time
 from accounts.models import BackupCode, TOTPAuthenticator
 from accounts.roles import Role
 from audit.models import AuditAction, AuditEvent
+from tests.conftest import make_user, verified_client
 from tests.test_mfa import PASSWORD, START, sign_in_with_password, submit_code
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -133,3 +134,22 @@ def test_a_backup_code_signs_in_once(client, newcomer):
     assert client.get("/patients/").status_code == 302
     last = AuditEvent.objects.filter(actor_id=newcomer.pk).order_by("-id").first()
     assert (last.action, last.purpose) == (AuditAction.OTP_REPLAYED, "backup_code")
+
+
+def test_only_an_administrator_resets_a_device_and_it_is_audited(client, nurse):
+    admin_user = make_user("admin.ross", Role.ADMIN)
+    get_user_model().objects.filter(pk=admin_user.pk).update(
+        is_staff=True, is_superuser=True
+    )
+    nurse_session = verified_client(nurse)
+    assert nurse_session.get("/patients/").status_code == 200
+
+    verified_client(admin_user).post(
+        "/admin/accounts/user/",
+        {"action": "reset_authenticator", "_selected_action": [nurse.pk]},
+    )
+
+    assert not TOTPAuthenticator.objects.filter(user=nurse).exists()
+    assert nurse_session.get("/patients/").status_code == 302
+    event = AuditEvent.objects.get(action=AuditAction.MFA_RESET)
+    assert (event.actor_id, event.reason) == (admin_user.pk, f"user {nurse.pk}")
