@@ -1,17 +1,36 @@
-"""Deny by default: every page past sign-in needs a second factor.
+"""Deny by default, and end sessions that sit idle or run too long.
 
 A view that forgets a decorator still cannot be reached with a password
 alone, because the check runs here for every path but the few listed.
 """
 
+import datetime
+import logging
 from urllib.parse import quote
 
+from django.conf import settings
 from django.shortcuts import redirect
-from django.urls import reverse
+from django.urls import Resolver404, resolve, reverse
+from django.utils import timezone
+from session_security.middleware import SessionSecurityMiddleware
 
 from accounts.decorators import refuse
+from accounts.services import (
+    SIGNED_IN_AT_SESSION_KEY,
+    end_session,
+    last_activity,
+    record_activity,
+)
+from audit.models import AuditAction
 
-OPEN_PATH_PREFIXES = ("/static/", "/accounts/login/", "/favicon.ico")
+logger = logging.getLogger(__name__)
+
+OPEN_PATH_PREFIXES = (
+    "/static/",
+    "/accounts/login/",
+    "/favicon.ico",
+    "/session_security/ping/",
+)
 # The API answers for itself (401/403 as JSON, from DRF's default permission
 # class, which demands the same verified second factor), never a redirect.
 API_PREFIX = "/api/"
@@ -41,3 +60,54 @@ class VerifiedSessionMiddleware:
             # form; a plain, audited refusal is what the rule says.
             refuse(request, record_type="Admin", reason="requires staff status")
         return self.get_response(request)
+
+
+class SessionTimeoutMiddleware(SessionSecurityMiddleware):
+    """Idle sign-out and an absolute lifetime, decided on the server.
+
+    45 CFR 164.312(a)(2)(iii), automatic logoff. django-session-security's
+    script only warns and reloads the page; this middleware is what ends the
+    session, so it holds with JavaScript off and against scripts. Unlike the
+    library's own middleware it reads its settings on each request and uses
+    aware UTC times, and it ends a session 12 hours after sign-in however
+    active it is (saving the session on each request slides Django's own
+    expiry, so that cannot do it).
+    """
+
+    def process_request(self, request):
+        if not request.user.is_authenticated:
+            return
+
+        now = timezone.now()
+        if self._past_lifetime(request.session, now):
+            end_session(request, AuditAction.SESSION_EXPIRED)
+            return
+
+        idle_limit = datetime.timedelta(seconds=settings.SESSION_SECURITY_EXPIRE_AFTER)
+        last = last_activity(request.session)
+        if last is not None and now - last >= idle_limit:
+            end_session(request, AuditAction.IDLE_LOGOUT)
+            return
+
+        if last is None or not self.is_passive_request(request):
+            record_activity(request.session, now)
+
+    def _past_lifetime(self, session, now) -> bool:
+        signed_in_at = session.get(SIGNED_IN_AT_SESSION_KEY)
+        if signed_in_at is None:
+            # A signed-in session without a start time predates this rule,
+            # or was tampered with: fail closed.
+            return True
+        age = now.timestamp() - float(signed_in_at)
+        return age >= settings.SESSION_ABSOLUTE_LIFETIME_SECONDS
+
+    def is_passive_request(self, request) -> bool:
+        # Background requests (the idle ping, alert counters) are not the
+        # user at the keyboard and must not keep the session alive.
+        if request.path in getattr(settings, "SESSION_SECURITY_PASSIVE_URLS", ()):
+            return True
+        try:
+            match = resolve(request.path)
+        except Resolver404:
+            return False
+        return match.url_name in settings.SESSION_SECURITY_PASSIVE_URL_NAMES

@@ -1,5 +1,6 @@
 """Account state changes and their audit events."""
 
+import datetime
 import logging
 import secrets
 from base64 import b32encode
@@ -61,7 +62,9 @@ def is_locked_out(request, user) -> bool:
 
 def start_session_clock(request) -> None:
     """Remember when the password step succeeded: the 12-hour limit counts from it."""
-    request.session[SIGNED_IN_AT_SESSION_KEY] = timezone.now().timestamp()
+    now = timezone.now()
+    request.session[SIGNED_IN_AT_SESSION_KEY] = now.timestamp()
+    record_activity(request.session, now)
 
 
 def end_session(request, action: AuditAction | None) -> None:
@@ -257,3 +260,42 @@ def lockout_ends_at(username: str):
     if latest is None or cool_off is None:
         return None
     return latest + cool_off
+
+
+# django-session-security's key and format (naive UTC), so its script and
+# ours read the same value.
+ACTIVITY_SESSION_KEY = "_session_security"
+ACTIVITY_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+
+
+def last_activity(session) -> datetime.datetime | None:
+    text = session.get(ACTIVITY_SESSION_KEY)
+    try:
+        naive = datetime.datetime.strptime(text, ACTIVITY_FORMAT)
+    except (TypeError, ValueError):
+        return None
+    return naive.replace(tzinfo=datetime.UTC)
+
+
+def record_activity(session, when: datetime.datetime) -> None:
+    utc = when.astimezone(datetime.UTC).replace(tzinfo=None)
+    session[ACTIVITY_SESSION_KEY] = utc.strftime(ACTIVITY_FORMAT)
+
+
+def idle_seconds(session) -> int | None:
+    last = last_activity(session)
+    if last is None:
+        return None
+    return max(0, int((timezone.now() - last).total_seconds()))
+
+
+def report_client_activity(session, idle_for: int) -> None:
+    """A page reports the user moved or typed ``idle_for`` seconds ago.
+
+    Only ever moves the last activity forward to what the page saw, never
+    past now, so a tab left alone keeps nothing alive.
+    """
+    last = last_activity(session)
+    reported = timezone.now() - datetime.timedelta(seconds=max(0, idle_for))
+    if last is None or reported > last:
+        record_activity(session, reported)

@@ -7,12 +7,17 @@ import segno
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.views import LoginView
+from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import (
+    require_GET,
+    require_http_methods,
+    require_POST,
+)
 
 from accounts.forms import EnrolmentCodeForm, OneTimeCodeForm, SignInForm
 from accounts.services import (
@@ -20,9 +25,11 @@ from accounts.services import (
     end_session,
     fold_username,
     has_confirmed_device,
+    idle_seconds,
     is_locked_out,
     lockout_ends_at,
     pending_authenticator,
+    report_client_activity,
     verify_second_factor,
 )
 from audit.models import AuditAction
@@ -149,3 +156,20 @@ def sign_out(request):
     # Ask the browser to drop anything it kept from the session's pages.
     response["Clear-Site-Data"] = '"cache", "storage"'
     return response
+
+
+@never_cache
+@require_GET
+def idle_ping(request):
+    """How long the session has been idle, for django-session-security's script.
+
+    ``idleFor`` is the page's own count since the user last moved or typed:
+    it is how "Stay signed in" and activity in another tab reach the server.
+    The ping itself is passive and counts as no activity.
+    """
+    if not request.user.is_authenticated:
+        return JsonResponse("logout", safe=False)
+    idle_for = request.GET.get("idleFor", "")
+    if idle_for.isdigit():
+        report_client_activity(request.session, int(idle_for))
+    return JsonResponse(idle_seconds(request.session) or 0, safe=False)

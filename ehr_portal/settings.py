@@ -111,7 +111,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
-    "session_security.middleware.SessionSecurityMiddleware",
+    "accounts.middleware.SessionTimeoutMiddleware",
     "accounts.middleware.VerifiedSessionMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -137,6 +137,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "accounts.context_processors.roles",
                 "ehr_portal.context_processors.display_time_zone",
+                "accounts.context_processors.idle_timeout",
             ],
         },
     },
@@ -195,6 +196,9 @@ SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_AGE = env.read_int("PORTAL_SESSION_MAX_AGE", 12 * 3600)
+# Counted from the password step by accounts.middleware, however active the
+# session is (NIST SP 800-63B AAL2: 12 hours).
+SESSION_ABSOLUTE_LIFETIME_SECONDS = SESSION_COOKIE_AGE
 SESSION_SECURITY_EXPIRE_AFTER = env.read_int("PORTAL_IDLE_LOGOFF_SECONDS", 15 * 60)
 SESSION_SECURITY_WARN_AFTER = env.read_int("PORTAL_IDLE_WARNING_SECONDS", 13 * 60)
 SESSION_SECURITY_PASSIVE_URL_NAMES = ["session_security_ping"]

@@ -1,0 +1,145 @@
+"""Idle sign-out at 15 minutes and a 12-hour limit, both decided on the server."""
+
+import datetime
+
+import pytest
+from django.contrib.sessions.models import Session
+from freezegun import freeze_time
+
+from audit.models import AuditAction, AuditEvent
+from tests.conftest import current_code, verified_client
+from tests.test_mfa import START, sign_in_with_password, submit_code
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+MINUTE = datetime.timedelta(minutes=1)
+
+
+def is_sign_in_page(response) -> bool:
+    return response.status_code == 302 and response.url.startswith("/accounts/login/")
+
+
+def events(action):
+    return AuditEvent.objects.filter(action=action)
+
+
+def test_a_request_before_15_idle_minutes_is_served(nurse):
+    with freeze_time(START) as clock:
+        client = verified_client(nurse)
+        clock.tick(14 * MINUTE + datetime.timedelta(seconds=59))
+
+        assert client.get("/patients/").status_code == 200
+
+
+def test_a_request_after_15_idle_minutes_gets_the_sign_in_page(nurse):
+    with freeze_time(START) as clock:
+        client = verified_client(nurse)
+        session_key = client.cookies["sessionid"].value
+        clock.tick(15 * MINUTE)
+        response = client.get("/patients/")
+
+    assert is_sign_in_page(response)
+    assert events(AuditAction.IDLE_LOGOUT).get().actor_id == nurse.pk
+    assert not events(AuditAction.LOGOUT).exists()
+    assert not Session.objects.filter(session_key=session_key).exists()
+    assert not events("PATIENT_LIST").exists()
+
+
+def test_activity_restarts_the_idle_clock(nurse):
+    with freeze_time(START) as clock:
+        client = verified_client(nurse)
+        for _ in range(3):
+            clock.tick(10 * MINUTE)
+            assert client.get("/patients/").status_code == 200
+
+
+def test_polling_the_ping_url_does_not_keep_the_session_alive(nurse):
+    answers = []
+    with freeze_time(START) as clock:
+        client = verified_client(nurse)
+        for _ in range(20):
+            clock.tick(MINUTE)
+            answers.append(client.get("/session_security/ping/").json())
+        after = client.get("/patients/")
+
+    assert answers[:14] == [60 * minute for minute in range(1, 15)]
+    assert answers[14:] == ["logout"] * 6
+    assert is_sign_in_page(after)
+    assert events(AuditAction.IDLE_LOGOUT).count() == 1
+
+
+def test_activity_reported_by_the_page_keeps_the_session(nurse):
+    with freeze_time(START) as clock:
+        client = verified_client(nurse)
+        clock.tick(14 * MINUTE)
+        assert client.get("/session_security/ping/?idleFor=0").json() == 0
+        clock.tick(14 * MINUTE)
+
+        assert client.get("/patients/").status_code == 200
+
+
+def test_a_page_cannot_report_activity_in_the_future(nurse):
+    with freeze_time(START) as clock:
+        client = verified_client(nurse)
+        clock.tick(14 * MINUTE)
+        client.get("/session_security/ping/?idleFor=-900")
+        clock.tick(MINUTE)
+
+        assert is_sign_in_page(client.get("/patients/"))
+
+
+def test_an_active_session_ends_12_hours_after_sign_in(nurse):
+    with freeze_time(START) as clock:
+        client = verified_client(nurse)
+        for _ in range(12 * 12 - 1):
+            clock.tick(5 * MINUTE)
+            assert client.get("/").status_code == 302
+        assert client.get("/patients/").status_code == 200
+
+        clock.tick(5 * MINUTE + datetime.timedelta(seconds=1))
+        response = client.get("/patients/")
+
+    assert is_sign_in_page(response)
+    assert events(AuditAction.SESSION_EXPIRED).get().actor_id == nurse.pk
+
+
+def test_sign_out_is_post_only(nurse):
+    client = verified_client(nurse)
+
+    assert client.get("/accounts/logout/").status_code == 405
+    assert client.get("/patients/").status_code == 200
+
+
+def test_a_signed_out_session_id_is_useless(nurse):
+    client = verified_client(nurse)
+    session_key = client.cookies["sessionid"].value
+
+    client.post("/accounts/logout/")
+    replay = type(client)()
+    replay.cookies["sessionid"] = session_key
+
+    assert is_sign_in_page(replay.get("/patients/"))
+    assert not Session.objects.filter(session_key=session_key).exists()
+    assert events(AuditAction.LOGOUT).get().actor_id == nurse.pk
+
+
+def test_an_idled_out_session_id_is_useless(nurse):
+    with freeze_time(START) as clock:
+        client = verified_client(nurse)
+        session_key = client.cookies["sessionid"].value
+        clock.tick(16 * MINUTE)
+        client.get("/patients/")
+        replay = type(client)()
+        replay.cookies["sessionid"] = session_key
+
+        assert is_sign_in_page(replay.get("/patients/"))
+
+
+def test_the_session_key_changes_at_each_step(client, nurse):
+    client.get("/accounts/login/")
+    keys = [client.cookies["sessionid"].value]
+    sign_in_with_password(client, "nurse.jones")
+    keys.append(client.cookies["sessionid"].value)
+    submit_code(client, current_code(nurse))
+    keys.append(client.cookies["sessionid"].value)
+
+    assert len(set(keys)) == 3
