@@ -1,9 +1,13 @@
-"""Role gates for pages that are not about one patient (audit screens, exports)."""
+"""Gates for pages that are not about one patient: roles, and a fresh code."""
 
 from functools import wraps
+from urllib.parse import urlencode
 
 from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
+from django.urls import reverse
 
+from accounts.services import seconds_since_otp
 from audit.models import AuditAction, AuditOutcome
 from audit.services import record_event
 
@@ -50,3 +54,28 @@ def clinician_required(*, record_type: str):
         return wrapped
 
     return decorator
+
+
+STEP_UP_WINDOW_SECONDS = 5 * 60
+
+
+def step_up_required(view=None, *, within: int = STEP_UP_WINDOW_SECONDS):
+    """Require a one-time code entered in the last ``within`` seconds.
+
+    For exports and break-the-glass: a session left open on a ward computer
+    is not enough to take records away. Anyone else is sent to
+    ``/accounts/step-up/`` and back to this page (as a GET) afterwards.
+    """
+
+    def decorator(view_function):
+        @wraps(view_function)
+        def wrapped(request, *args, **kwargs):
+            age = seconds_since_otp(request.session)
+            if age is not None and 0 <= age <= within:
+                return view_function(request, *args, **kwargs)
+            query = urlencode({"next": request.get_full_path()})
+            return redirect(f"{reverse('accounts:step_up')}?{query}")
+
+        return wrapped
+
+    return decorator(view) if view is not None else decorator

@@ -99,12 +99,13 @@ def _mark_verified(request, device) -> None:
     request.session[OTP_AT_SESSION_KEY] = timezone.now().timestamp()
 
 
-def verify_second_factor(request, token: str) -> bool:
+def verify_second_factor(request, token: str, *, step_up: bool = False) -> bool:
     """Check a one-time or backup code for the signed-in user.
 
     On success the session is marked verified under a new key and the
     lockout counter is cleared; on failure the refusal is audited and
-    counted toward the account lockout.
+    counted toward the account lockout. ``step_up`` records a repeated
+    check before a sensitive action (STEP_UP) rather than a sign-in.
     """
     user = request.user
     token = token.strip()
@@ -119,7 +120,7 @@ def verify_second_factor(request, token: str) -> bool:
             action=REFUSAL_ACTIONS[refusal],
             outcome=AuditOutcome.FAILURE,
             purpose=_factor_name(device),
-            reason=refusal.value,
+            reason=f"{refusal.value} (step-up)" if step_up else refusal.value,
         )
         _count_failure_toward_lockout(request, user)
         return False
@@ -128,11 +129,18 @@ def verify_second_factor(request, token: str) -> bool:
     AxesProxyHandler.reset_attempts(username=user.get_username())
     record_event(
         actor=user,
-        action=AuditAction.OTP_VERIFIED,
+        action=AuditAction.STEP_UP if step_up else AuditAction.OTP_VERIFIED,
         outcome=AuditOutcome.SUCCESS,
         purpose=_factor_name(device),
     )
     return True
+
+
+def seconds_since_otp(session) -> float | None:
+    verified_at = session.get(OTP_AT_SESSION_KEY)
+    if verified_at is None:
+        return None
+    return timezone.now().timestamp() - float(verified_at)
 
 
 def _factor_name(device) -> str:

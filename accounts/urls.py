@@ -8,5 +8,6 @@ urlpatterns = [
     path("login/", views.SignInView.as_view(), name="login"),
     path("verify/", views.verify_code, name="verify"),
     path("enrol/", views.enrol, name="enrol"),
+    path("step-up/", views.step_up, name="step_up"),
     path("logout/", views.sign_out, name="logout"),
 ]

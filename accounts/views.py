@@ -147,6 +147,29 @@ def enrol(request):
     )
 
 
+@never_cache
+@csrf_protect
+@require_http_methods(["GET", "POST"])
+def step_up(request):
+    """Enter a current code again before a sensitive action (exports, break-glass)."""
+    if is_locked_out(request, request.user):
+        return _end_locked_session(request)
+
+    form = OneTimeCodeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        if verify_second_factor(request, form.cleaned_data["token"], step_up=True):
+            return redirect(_safe_next(request, reverse("home")))
+        if getattr(request, "axes_locked_out", False):
+            return _end_locked_session(request)
+        form.add_error("token", "That code was not accepted. Try the current one.")
+
+    return render(
+        request,
+        "accounts/step_up.html",
+        {"form": form, "next": _safe_next(request, "")},
+    )
+
+
 @require_POST
 @csrf_protect
 def sign_out(request):
