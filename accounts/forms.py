@@ -1,5 +1,5 @@
 from django import forms
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
 
 BACKUP_CODE_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz234567-")
 
@@ -40,3 +40,20 @@ class OneTimeCodeForm(forms.Form):
 
 class EnrolmentCodeForm(OneTimeCodeForm):
     allow_backup_code = False
+
+
+class PasswordChangeWithCodeForm(PasswordChangeForm):
+    """The current password, the new one twice, and a current one-time code."""
+
+    token = forms.CharField(
+        label="One-time code",
+        min_length=6,
+        max_length=6,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code"}),
+    )
+
+    def clean_token(self):
+        token = self.cleaned_data["token"].strip()
+        if not token.isdigit():
+            raise forms.ValidationError("Enter the six digits from your authenticator.")
+        return token

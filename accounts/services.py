@@ -10,7 +10,7 @@ import django_otp
 from axes.handlers.proxy import AxesProxyHandler
 from axes.helpers import get_cool_off
 from axes.models import AccessAttempt
-from django.contrib.auth import get_user_model, logout
+from django.contrib.auth import get_user_model, logout, update_session_auth_hash
 from django.contrib.auth.signals import user_login_failed
 from django.db import transaction
 from django.db.models import Max
@@ -307,3 +307,28 @@ def report_client_activity(session, idle_for: int) -> None:
     reported = timezone.now() - datetime.timedelta(seconds=max(0, idle_for))
     if last is None or reported > last:
         record_activity(session, reported)
+
+
+def change_password(request, form, token: str) -> bool:
+    """Save a password change that carries the current password and a code.
+
+    ``form`` is a bound, valid PasswordChangeForm (it checked the current
+    password and the validators). Other sessions of the user end at their
+    next request (Django's session hash); this one continues.
+    """
+    if not verify_second_factor(request, token, step_up=True):
+        record_event(
+            actor=request.user,
+            action=AuditAction.PASSWORD_CHANGE_FAILED,
+            outcome=AuditOutcome.FAILURE,
+            reason="one-time code refused",
+        )
+        return False
+
+    user = form.save()
+    update_session_auth_hash(request, user)
+    record_event(
+        actor=user, action=AuditAction.PASSWORD_CHANGED, outcome=AuditOutcome.SUCCESS
+    )
+    logger.info("Password changed for user %s", user.pk)
+    return True

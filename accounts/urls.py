@@ -9,5 +9,6 @@ urlpatterns = [
     path("verify/", views.verify_code, name="verify"),
     path("enrol/", views.enrol, name="enrol"),
     path("step-up/", views.step_up, name="step_up"),
+    path("password/", views.password_change, name="password_change"),
     path("logout/", views.sign_out, name="logout"),
 ]

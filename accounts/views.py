@@ -19,8 +19,14 @@ from django.views.decorators.http import (
     require_POST,
 )
 
-from accounts.forms import EnrolmentCodeForm, OneTimeCodeForm, SignInForm
+from accounts.forms import (
+    EnrolmentCodeForm,
+    OneTimeCodeForm,
+    PasswordChangeWithCodeForm,
+    SignInForm,
+)
 from accounts.services import (
+    change_password,
     confirm_enrolment,
     end_session,
     fold_username,
@@ -168,6 +174,23 @@ def step_up(request):
         "accounts/step_up.html",
         {"form": form, "next": _safe_next(request, "")},
     )
+
+
+@never_cache
+@csrf_protect
+@require_http_methods(["GET", "POST"])
+def password_change(request):
+    """Change the password: needs the current one and a current code."""
+    form = PasswordChangeWithCodeForm(request.user, request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        if change_password(request, form, form.cleaned_data["token"]):
+            messages.success(request, "Your password has been changed.")
+            return redirect("home")
+        if getattr(request, "axes_locked_out", False):
+            return _end_locked_session(request)
+        form.add_error("token", "That code was not accepted. Try the current one.")
+
+    return render(request, "accounts/password_change.html", {"form": form})
 
 
 @require_POST

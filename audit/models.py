@@ -22,6 +22,8 @@ class AuditAction(models.TextChoices):
     MFA_ENROLLED = "MFA_ENROLLED", "Authenticator enrolled"
     MFA_RESET = "MFA_RESET", "Authenticator reset by an administrator"
     STEP_UP = "STEP_UP", "Identity confirmed again (step-up)"
+    PASSWORD_CHANGED = "PASSWORD_CHANGED", "Password changed"
+    PASSWORD_CHANGE_FAILED = "PASSWORD_CHANGE_FAILED", "Password change refused"
     LOGOUT = "LOGOUT", "Signed out"
     IDLE_LOGOUT = "IDLE_LOGOUT", "Signed out after inactivity"
     SESSION_EXPIRED = "SESSION_EXPIRED", "Signed out at the session's time limit"

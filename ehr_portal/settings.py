@@ -183,7 +183,17 @@ AUTH_PASSWORD_VALIDATORS = [
         "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
         "OPTIONS": {"min_length": 12},
     },
-    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {
+        # Django's own list has only 190 entries long enough to matter here;
+        # accounts.common_passwords derives 27,000 from it (README).
+        "NAME": "django.contrib.auth.password_validation.CommonPasswordValidator",
+        "OPTIONS": {
+            "password_list_path": BASE_DIR
+            / "accounts"
+            / "data"
+            / "common-passwords-12.txt.gz"
+        },
+    },
 ]
 PASSWORD_RESET_TIMEOUT = 3600
 LOGIN_URL = "accounts:login"
