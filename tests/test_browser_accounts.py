@@ -1,0 +1,154 @@
+"""Sign-in safeguards in headless Chromium: enrolment, codes, idle sign-out, lockout."""
+
+import base64
+import os
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django_otp.oath import TOTP
+from playwright.sync_api import Page, expect
+
+from accounts.roles import Role
+from audit.models import AuditAction, AuditEvent
+from tests.conftest import CHROMIUM, current_code
+
+# The live server listens on the loopback address only, never on a name to resolve.
+os.environ.setdefault("DJANGO_LIVE_TEST_SERVER_ADDRESS", "127.0.0.1")
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True, databases="__all__"),
+]
+
+PASSWORD = "correct horse battery 9"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    # Without these Chromium keeps calling hosts this machine cannot reach.
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(tmp_path_factory) -> dict:
+    profile_home = tmp_path_factory.mktemp("chromium-home-accounts")
+    return {
+        "executable_path": CHROMIUM,
+        "headless": True,
+        "args": CHROMIUM_ARGS,
+        "env": {
+            "XDG_CONFIG_HOME": str(profile_home / "config"),
+            "XDG_CACHE_HOME": str(profile_home / "cache"),
+        },
+    }
+
+
+@pytest.fixture
+def short_idle_limits(settings):
+    # Read per request by the portal's middleware and template, so the live
+    # server thread sees them at once.
+    settings.SESSION_SECURITY_WARN_AFTER = 3
+    settings.SESSION_SECURITY_EXPIRE_AFTER = 6
+
+
+def enter_password(page: Page, base_url: str, username: str, password=PASSWORD):
+    page.goto(f"{base_url}/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+
+
+def sign_in(page: Page, base_url: str, user):
+    enter_password(page, base_url, user.get_username())
+    expect(page.locator("h1")).to_have_text("Enter your one-time code")
+    page.fill("#id_token", current_code(user))
+    page.click("button[type=submit]")
+
+
+def test_first_sign_in_enrols_with_the_qr_page(page: Page, live_server):
+    user = get_user_model().objects.create_user(username="nurse.new", password=PASSWORD)
+    user.groups.add(Group.objects.get_or_create(name=Role.NURSE.value)[0])
+
+    enter_password(page, live_server.url, "nurse.new")
+
+    expect(page.locator("h1")).to_have_text("Set up your authenticator")
+    qr_width = page.locator("img.qr").evaluate("image => image.naturalWidth")
+    assert qr_width > 0, "the QR code image renders"
+    secret = page.locator("#totp-secret").inner_text()
+    code = TOTP(base64.b32decode(secret)).token()
+    page.fill("#id_token", f"{code:06d}")
+    page.click("button[type=submit]")
+
+    expect(page.locator("h1")).to_have_text("Your authenticator is set up")
+    expect(page.locator("#backup-codes li")).to_have_count(10)
+    page.click("text=I have saved them: continue")
+    expect(page).to_have_url(f"{live_server.url}/patients/")
+    assert AuditEvent.objects.filter(action=AuditAction.MFA_ENROLLED).count() == 1
+
+
+def test_sign_in_with_password_and_authenticator_code(page: Page, live_server, nurse):
+    sign_in(page, live_server.url, nurse)
+
+    expect(page).to_have_url(f"{live_server.url}/patients/")
+    expect(page.locator(".whoami")).to_contain_text("nurse.jones")
+
+
+def test_a_wrong_code_is_refused_in_the_page(page: Page, live_server, nurse):
+    enter_password(page, live_server.url, "nurse.jones")
+    wrong = "000000" if current_code(nurse) != "000000" else "111111"
+    page.fill("#id_token", wrong)
+    page.click("button[type=submit]")
+
+    expect(page.locator(".error-box")).to_contain_text("not accepted")
+    assert AuditEvent.objects.filter(action=AuditAction.OTP_FAILED).count() == 1
+
+
+def test_the_idle_warning_offers_to_stay_signed_in(
+    page: Page, live_server, nurse, short_idle_limits
+):
+    sign_in(page, live_server.url, nurse)
+    expect(page).to_have_url(f"{live_server.url}/patients/")
+
+    # The dialog's box is its fixed-position content, so look at that.
+    stay = page.locator("#idle-stay-signed-in")
+    expect(stay).to_be_visible(timeout=10_000)
+    expect(page.locator("#idle-warning-title")).to_contain_text("signed out in")
+    # A real pointer would count as activity on its way to the button (any
+    # movement does), so the click is dispatched on the button itself.
+    stay.dispatch_event("click")
+
+    expect(stay).to_be_hidden()
+    idle = page.evaluate("() => fetch('/session_security/ping/').then(r => r.json())")
+    assert idle < 3
+
+
+def test_an_idle_page_signs_itself_out(
+    page: Page, live_server, nurse, short_idle_limits
+):
+    sign_in(page, live_server.url, nurse)
+    expect(page).to_have_url(f"{live_server.url}/patients/")
+
+    expect(page.locator("h1")).to_have_text("Sign in", timeout=15_000)
+    assert "/accounts/login/" in page.url
+    assert AuditEvent.objects.filter(action=AuditAction.IDLE_LOGOUT).count() == 1
+    page.goto(f"{live_server.url}/patients/")
+    expect(page.locator("h1")).to_have_text("Sign in")
+
+
+def test_five_failures_show_the_lockout_page(page: Page, live_server, nurse):
+    for spelling in ["Nurse.Jones", "nurse.jones", " nurse.jones ", "NURSE.JONES"]:
+        enter_password(page, live_server.url, spelling, password="wrong password 12")
+        expect(page.locator(".error-box")).to_be_visible()
+
+    enter_password(page, live_server.url, "nurse.jones", password="wrong password 12")
+
+    expect(page.locator("h1")).to_have_text("Account temporarily locked")
+    expect(page.locator("#unlocks-at")).to_contain_text("UTC")
+    enter_password(page, live_server.url, "nurse.jones")
+    expect(page.locator("h1")).to_have_text("Account temporarily locked")
