@@ -16,6 +16,7 @@ from session_security.middleware import SessionSecurityMiddleware
 
 from accounts.decorators import refuse
 from accounts.services import (
+    SESSION_END_ATTRIBUTE,
     SIGNED_IN_AT_SESSION_KEY,
     end_session,
     last_activity,
@@ -91,6 +92,14 @@ class SessionTimeoutMiddleware(SessionSecurityMiddleware):
 
         if last is None or not self.is_passive_request(request):
             record_activity(request.session, now)
+
+    def process_response(self, request, response):
+        ended_by = getattr(request, SESSION_END_ATTRIBUTE, None)
+        if ended_by in (AuditAction.IDLE_LOGOUT, AuditAction.SESSION_EXPIRED):
+            # As at sign-out: the browser drops what it kept from the pages
+            # of a session that has just ended.
+            response["Clear-Site-Data"] = '"cache", "storage"'
+        return response
 
     def _past_lifetime(self, session, now) -> bool:
         signed_in_at = session.get(SIGNED_IN_AT_SESSION_KEY)

@@ -61,7 +61,10 @@ def locked_out(request, original_response=None, credentials=None):
     return render(
         request,
         "accounts/locked_out.html",
-        {"unlocks_at": lockout_ends_at(username) if username else None},
+        {
+            "unlocks_at": lockout_ends_at(username) if username else None,
+            "lock_minutes": settings.PORTAL_LOCKOUT_MINUTES,
+        },
         status=settings.AXES_HTTP_RESPONSE_CODE,
     )
 

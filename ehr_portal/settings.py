@@ -248,7 +248,8 @@ DEFAULT_FROM_EMAIL = env.read("PORTAL_FROM_EMAIL", "ehr-portal@localhost")
 # rotate), 30 minutes of cool-off, usernames folded so case and spaces do not
 # give an attacker fresh counters.
 AXES_FAILURE_LIMIT = env.read_int("PORTAL_LOCKOUT_FAILURES", 5)
-AXES_COOLOFF_TIME = env.read_int("PORTAL_LOCKOUT_MINUTES", 30) / 60
+PORTAL_LOCKOUT_MINUTES = env.read_int("PORTAL_LOCKOUT_MINUTES", 30)
+AXES_COOLOFF_TIME = PORTAL_LOCKOUT_MINUTES / 60
 AXES_LOCKOUT_PARAMETERS = ["username"]
 AXES_USERNAME_CALLABLE = "accounts.services.fold_username"
 # The count is cleared only when both factors succeed (accounts.services):

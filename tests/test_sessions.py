@@ -38,6 +38,7 @@ def test_a_request_after_15_idle_minutes_gets_the_sign_in_page(nurse):
         response = client.get("/patients/")
 
     assert is_sign_in_page(response)
+    assert response["Clear-Site-Data"] == '"cache", "storage"'
     assert events(AuditAction.IDLE_LOGOUT).get().actor_id == nurse.pk
     assert not events(AuditAction.LOGOUT).exists()
     assert not Session.objects.filter(session_key=session_key).exists()
