@@ -35,7 +35,14 @@ OPEN_PATH_PREFIXES = (
 # The API answers for itself (401/403 as JSON, from DRF's default permission
 # class, which demands the same verified second factor), never a redirect.
 API_PREFIX = "/api/"
-PASSWORD_STEP_PATHS = ("/accounts/verify/", "/accounts/enrol/", "/accounts/logout/")
+PASSWORD_STEP_PATHS = (
+    "/accounts/verify/",
+    "/accounts/enrol/",
+    "/accounts/logout/",
+    # A passkey can stand in for the code, so its ceremony sits at this step.
+    "/webauthn/authentication/",
+    "/webauthn/jsi18n/",
+)
 ADMIN_PREFIX = "/admin/"
 
 

@@ -332,3 +332,39 @@ def change_password(request, form, token: str) -> bool:
     )
     logger.info("Password changed for user %s", user.pk)
     return True
+
+
+def record_passkey_verified(request, device) -> None:
+    """A passkey stood in for the one-time code: the same state as a code."""
+    user = request.user
+    _mark_verified(request, device)
+    AxesProxyHandler.reset_attempts(username=user.get_username())
+    record_event(
+        actor=user,
+        action=AuditAction.OTP_VERIFIED,
+        outcome=AuditOutcome.SUCCESS,
+        purpose="passkey",
+    )
+
+
+def record_passkey_refused(request, code: str) -> None:
+    user = request.user
+    if not user.is_authenticated:
+        return
+    record_event(
+        actor=user,
+        action=AuditAction.OTP_FAILED,
+        outcome=AuditOutcome.FAILURE,
+        purpose="passkey",
+        reason=code[:64],
+    )
+    _count_failure_toward_lockout(request, user)
+
+
+def record_passkey_added(request) -> None:
+    record_event(
+        actor=request.user,
+        action=AuditAction.MFA_ENROLLED,
+        outcome=AuditOutcome.SUCCESS,
+        purpose="passkey",
+    )

@@ -10,5 +10,6 @@ urlpatterns = [
     path("enrol/", views.enrol, name="enrol"),
     path("step-up/", views.step_up, name="step_up"),
     path("password/", views.password_change, name="password_change"),
+    path("passkeys/", views.passkeys, name="passkeys"),
     path("logout/", views.sign_out, name="logout"),
 ]

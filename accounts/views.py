@@ -19,6 +19,7 @@ from django.views.decorators.http import (
     require_POST,
 )
 
+from accounts.decorators import step_up_required
 from accounts.forms import (
     EnrolmentCodeForm,
     OneTimeCodeForm,
@@ -194,6 +195,14 @@ def password_change(request):
         form.add_error("token", "That code was not accepted. Try the current one.")
 
     return render(request, "accounts/password_change.html", {"form": form})
+
+
+@never_cache
+@require_GET
+@step_up_required
+def passkeys(request):
+    """Add a passkey; the page needs a code from the last five minutes."""
+    return render(request, "accounts/passkeys.html")
 
 
 @require_POST

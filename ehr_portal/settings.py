@@ -90,6 +90,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_otp",
+    "django_otp_webauthn",
     "axes",
     "session_security",
     "django_filters",
@@ -216,6 +217,20 @@ CSRF_USE_SESSIONS = True
 CSRF_FAILURE_VIEW = "ehr_portal.views.csrf_failure"
 
 OTP_TOTP_ISSUER = "EHR Portal"
+# Passkeys are a second factor after the password, never a way around it.
+OTP_WEBAUTHN_ALLOW_PASSWORDLESS_LOGIN = False
+OTP_WEBAUTHN_RP_NAME = "EHR Portal"
+OTP_WEBAUTHN_RP_ID_CALLABLE = "accounts.passkeys.relying_party_id"
+OTP_WEBAUTHN_HELPER_CLASS = "accounts.passkeys.PortalWebAuthnHelper"
+# The origins a passkey may be used from: by default the allowed hosts over
+# HTTPS (production) or the demo server at http://localhost:8000 (WebAuthn
+# takes no IP address as a relying party).
+OTP_WEBAUTHN_ALLOWED_ORIGINS = env.read_list(
+    "PORTAL_PASSKEY_ORIGINS",
+    ["http://localhost:8000"]
+    if DEVELOPMENT
+    else [f"https://{host}" for host in ALLOWED_HOSTS],
+)
 # Wrong codes wait 1, 2, 4, 8... seconds before the next try (django-otp's
 # ThrottlingMixin), on top of the account lockout below.
 OTP_TOTP_THROTTLE_FACTOR = env.read_int("PORTAL_OTP_THROTTLE_FACTOR", 1)

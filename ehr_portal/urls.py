@@ -13,6 +13,7 @@ admin.site.__class__ = OTPAdminSite
 urlpatterns = [
     path("", views.home, name="home"),
     path("accounts/", include("accounts.urls")),
+    path("webauthn/", include("accounts.passkey_urls")),
     path("patients/", include("records.urls")),
     path("compliance/", include("audit.urls")),
     path("compliance/", include((compliance_urlpatterns, "review"))),

@@ -199,6 +199,7 @@ def test_global_routes_follow_the_rule_book(world, role):
         "session_security_ping": reverse("session_security_ping"),
         "accounts:step_up": reverse("accounts:step_up"),
         "accounts:password_change": reverse("accounts:password_change"),
+        "accounts:passkeys": reverse("accounts:passkeys"),
         "records:patient_list": reverse("records:patient_list"),
         "audit:events": reverse("audit:events"),
         "audit:export": reverse("audit:export"),

@@ -152,3 +152,43 @@ def test_five_failures_show_the_lockout_page(page: Page, live_server, nurse):
     expect(page.locator("#unlocks-at")).to_contain_text("UTC")
     enter_password(page, live_server.url, "nurse.jones")
     expect(page.locator("h1")).to_have_text("Account temporarily locked")
+
+
+def test_a_passkey_is_added_and_then_stands_in_for_the_code(
+    page: Page, live_server, nurse
+):
+    # WebAuthn takes a host name, not an address, as its relying party.
+    base_url = live_server.url.replace("127.0.0.1", "localhost")
+    devtools = page.context.new_cdp_session(page)
+    devtools.send("WebAuthn.enable")
+    devtools.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+                "automaticPresenceSimulation": True,
+            }
+        },
+    )
+    sign_in(page, base_url, nurse)
+    expect(page).to_have_url(f"{base_url}/patients/")
+
+    page.goto(f"{base_url}/accounts/passkeys/")
+    page.click("#passkey-register-button")
+    expect(page.locator("#passkey-register-status-message")).to_contain_text(
+        "success", ignore_case=True
+    )
+    page.click("text=Sign out")
+    enter_password(page, base_url, "nurse.jones")
+    page.click("#passkey-verification-button")
+
+    expect(page).to_have_url(f"{base_url}/patients/")
+    purposes = set(
+        AuditEvent.objects.filter(actor_id=nurse.pk).values_list("action", "purpose")
+    )
+    assert (AuditAction.MFA_ENROLLED, "passkey") in purposes
+    assert (AuditAction.OTP_VERIFIED, "passkey") in purposes
