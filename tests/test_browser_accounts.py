@@ -121,7 +121,8 @@ def test_the_idle_warning_offers_to_stay_signed_in(
     expect(page.locator("#idle-warning-title")).to_contain_text("signed out in")
     # A real pointer would count as activity on its way to the button (any
     # movement does), so the click is dispatched on the button itself.
-    stay.dispatch_event("click")
+    with page.expect_response("**/session_security/ping/?idleFor=*"):
+        stay.dispatch_event("click")
 
     expect(stay).to_be_hidden()
     idle = page.evaluate("() => fetch('/session_security/ping/').then(r => r.json())")
@@ -178,15 +179,18 @@ def test_a_passkey_is_added_and_then_stands_in_for_the_code(
     expect(page).to_have_url(f"{base_url}/patients/")
 
     page.goto(f"{base_url}/accounts/passkeys/")
+    # The passkey script's messages load separately; its handlers need them.
+    page.wait_for_function("() => typeof gettext === 'function'")
     page.click("#passkey-register-button")
     expect(page.locator("#passkey-register-status-message")).to_contain_text(
-        "success", ignore_case=True
+        "success", ignore_case=True, timeout=20_000
     )
     page.click("text=Sign out")
     enter_password(page, base_url, "nurse.jones")
+    page.wait_for_function("() => typeof gettext === 'function'")
     page.click("#passkey-verification-button")
 
-    expect(page).to_have_url(f"{base_url}/patients/")
+    expect(page).to_have_url(f"{base_url}/patients/", timeout=20_000)
     purposes = set(
         AuditEvent.objects.filter(actor_id=nurse.pk).values_list("action", "purpose")
     )
