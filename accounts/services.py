@@ -15,6 +15,7 @@ from django.contrib.auth.signals import user_login_failed
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
+from django_otp_webauthn.models import WebAuthnCredential
 
 from accounts.models import (
     BackupCode,
@@ -227,15 +228,23 @@ def confirm_enrolment(request, token: str) -> Enrolment:
     return Enrolment(confirmed=True, backup_codes=tuple(codes))
 
 
-def reset_second_factor(*, actor, user) -> None:
-    """An administrator removes a user's authenticator and backup codes.
+def renew_factor_stamp(user) -> None:
+    """End every session of ``user`` but the current one (see User.factor_stamp)."""
+    user.factor_stamp = secrets.token_hex(16)
+    user.save(update_fields=["factor_stamp"])
 
-    The user enrols again at the next sign-in; sessions already verified
-    with the old device stop being verified (OTPMiddleware finds no device).
+
+def reset_second_factor(*, actor, user) -> None:
+    """An administrator removes a user's authenticator, backup codes and passkeys.
+
+    The user enrols again at the next sign-in; every session of the user
+    ends at its next request.
     """
     with transaction.atomic():
         TOTPAuthenticator.objects.filter(user=user).delete()
         BackupCodeDevice.objects.filter(user=user).delete()
+        WebAuthnCredential.objects.filter(user=user).delete()
+        renew_factor_stamp(user)
     record_event(
         actor=actor,
         action=AuditAction.MFA_RESET,
@@ -362,6 +371,9 @@ def record_passkey_refused(request, code: str) -> None:
 
 
 def record_passkey_added(request) -> None:
+    """A new passkey ends the user's other sessions; this one continues."""
+    renew_factor_stamp(request.user)
+    update_session_auth_hash(request, request.user)
     record_event(
         actor=request.user,
         action=AuditAction.MFA_ENROLLED,

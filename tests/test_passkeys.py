@@ -4,8 +4,10 @@ import json
 
 import pytest
 from axes.models import AccessAttempt
+from django.test import RequestFactory
 from freezegun import freeze_time
 
+from accounts.services import record_passkey_added
 from audit.models import AuditAction, AuditEvent
 from tests.conftest import verified_client
 from tests.test_mfa import START, sign_in_with_password
@@ -67,3 +69,18 @@ def test_a_locked_account_cannot_start_a_passkey_check(client, nurse):
     assert response.status_code == 429
     assert response.json()["code"] == "account_locked"
     assert AuditEvent.objects.filter(action=AuditAction.LOCKOUT).exists()
+
+
+def test_adding_a_passkey_ends_the_other_sessions_only(nurse):
+    this_one, other = verified_client(nurse), verified_client(nurse)
+    request = RequestFactory().post(BEGIN_REGISTRATION)
+    request.user, request.session = nurse, this_one.session
+
+    record_passkey_added(request)
+    request.session.save()
+    this_one.cookies["sessionid"] = request.session.session_key
+
+    assert this_one.get("/patients/").status_code == 200
+    assert other.get("/patients/").url.startswith("/accounts/login/")
+    event = AuditEvent.objects.get(action=AuditAction.MFA_ENROLLED)
+    assert event.purpose == "passkey"
