@@ -173,12 +173,14 @@ def normalise_backup_code(token: str) -> str:
 
 
 def backup_code_digest(token: str) -> str:
-    """HMAC-SHA-256 of a normalised code under the keyring's index key.
+    """HMAC-SHA-256 of a normalised code under the keyring's non-rotating tag key.
 
     Codes carry 120 bits, so a keyed fast hash is enough (ASVS V6.5.2) and
-    a code can be found by its digest without trying each stored one.
+    a code can be found by its digest without trying each stored one. The
+    plaintext is never kept, so the digest could not be rebuilt under a new
+    index key: it uses the key that does not rotate.
     """
-    return crypto.blind_index(BACKUP_CODE_PURPOSE, normalise_backup_code(token))
+    return crypto.dedupe_tag(BACKUP_CODE_PURPOSE, normalise_backup_code(token))
 
 
 class BackupCodeDevice(ThrottlingMixin, Device):
