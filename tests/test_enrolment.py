@@ -13,6 +13,7 @@ from freezegun import freeze_time
 from accounts.models import BackupCode, TOTPAuthenticator
 from accounts.roles import Role
 from audit.models import AuditAction, AuditEvent
+from records.key_rotation import rotate_keys
 from tests.conftest import make_user, verified_client
 from tests.test_mfa import PASSWORD, START, sign_in_with_password, submit_code
 
@@ -153,3 +154,18 @@ def test_only_an_administrator_resets_a_device_and_it_is_audited(client, nurse):
     assert nurse_session.get("/patients/").url.startswith("/accounts/login/")
     event = AuditEvent.objects.get(action=AuditAction.MFA_RESET)
     assert (event.actor_id, event.reason) == (admin_user.pk, f"user {nurse.pk}")
+
+
+def test_seeds_and_backup_codes_survive_a_key_rotation(client, newcomer, isolated_keys):
+    with freeze_time(START) as clock:
+        _, codes = enrol(client, newcomer)
+        client.post("/accounts/logout/")
+        rotate_keys(index_key=True)
+
+        clock.tick(datetime.timedelta(seconds=31))
+        sign_in_with_password(client, "nurse.new")
+        device = TOTPAuthenticator.objects.get(user=newcomer)
+        assert submit_code(client, device.current_code()).status_code == 302
+        client.post("/accounts/logout/")
+        sign_in_with_password(client, "nurse.new")
+        assert submit_code(client, codes[0]).status_code == 302
