@@ -9,13 +9,13 @@ review queue until a compliance officer records the outcome.
 import datetime
 import logging
 
-import django_otp
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
 from accounts.roles import Role
+from accounts.services import verify_second_factor
 from audit.models import AuditAction, AuditOutcome
 from audit.services import record_event
 from records.access import ChartAction, Purpose, decide
@@ -40,9 +40,14 @@ def _refuse(user, patient_ref, reason: str):
 
 
 def request_access(
-    *, clinician, patient_id, reason: str, justification: str, one_time_code: str
+    request, *, patient_id, reason: str, justification: str, one_time_code: str
 ) -> BreakGlassAccess:
-    """Grant emergency access when every rule holds; audit either way."""
+    """Grant the signed-in clinician emergency access when every rule holds.
+
+    Takes the request because the fresh code is checked like any other: a
+    wrong one is audited and counts toward the account lockout.
+    """
+    clinician = request.user
     patient = Patient.objects.filter(pk=patient_id).first()
     if patient is None:
         _refuse(clinician, str(patient_id), "unknown patient")
@@ -63,7 +68,7 @@ def request_access(
         _refuse(clinician, patient.pk, "justification shorter than 20 characters")
     # A fresh code proves the person at the keyboard is the signed-in user,
     # not someone at a workstation left unlocked.
-    if django_otp.match_token(clinician, one_time_code.strip()) is None:
+    if not verify_second_factor(request, one_time_code, step_up=True):
         _refuse(clinician, patient.pk, "one-time code not accepted")
 
     return _grant(clinician, patient, reason, justification.strip())

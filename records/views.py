@@ -166,7 +166,7 @@ def break_glass_request(request, patient_id):
     if request.method == "POST" and form.is_valid():
         try:
             break_glass.request_access(
-                clinician=request.user,
+                request,
                 patient_id=patient_id,
                 reason=form.cleaned_data["reason"],
                 justification=form.cleaned_data["justification"],

@@ -182,3 +182,12 @@ def test_chart_shows_who_accessed_it_and_how(physician, nurse, marker_patient):
     panel = body[body.index("Recent access to this chart") :]
     assert "nurse.jones" in panel and "break-the-glass" in panel
     assert "dr.house" in panel and "care team member" in panel
+
+
+def test_a_wrong_code_counts_toward_the_lockout(nurse, marker_patient):
+    from axes.models import AccessAttempt
+
+    _request(verified_client(nurse), marker_patient, one_time_code="000000")
+
+    assert AuditEvent.objects.filter(action=AuditAction.OTP_FAILED).count() == 1
+    assert AccessAttempt.objects.filter(username="nurse.jones").exists()
