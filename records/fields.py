@@ -39,17 +39,33 @@ class StoredCiphertext:
 
 
 class EncryptedAttribute(DeferredAttribute):
+    # Every field a chart shows passes through here, so the common case (the
+    # value already loaded) avoids the deferred-loading machinery.
     def __get__(self, instance, cls=None):
         if instance is None:
             return self
-        value = super().__get__(instance, cls)
-        if isinstance(value, StoredCiphertext):
-            value = self.field.open_for(instance, value.token)
-            instance.__dict__[self.field.attname] = value
+        data = instance.__dict__
+        attname = self.field.attname
+        value = data[attname] if attname in data else super().__get__(instance, cls)
+        if type(value) is StoredCiphertext:
+            value = self.field.open_token(_pk_text(instance), value.token)
+            data[attname] = value
         return value
 
     def __set__(self, instance, value):
         instance.__dict__[self.field.attname] = value
+
+
+def _pk_text(instance) -> str | None:
+    """The row id as it appears in the associated data, computed once per row."""
+    pk = instance.pk
+    if pk is None:
+        return None
+    cached = instance.__dict__.get("_sealed_pk_text")
+    if cached is None or cached[0] is not pk:
+        cached = (pk, str(pk))
+        instance.__dict__["_sealed_pk_text"] = cached
+    return cached[1]
 
 
 class SealedExact(Exact):
