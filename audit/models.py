@@ -40,6 +40,7 @@ class AuditAction(models.TextChoices):
     BREAK_GLASS_REVIEWED = "BREAK_GLASS_REVIEWED", "Break-the-glass reviewed"
     IDENTITY_REVIEWED = "IDENTITY_REVIEWED", "Patient identity reviewed"
     RECORD_CREATED = "RECORD_CREATED", "Clinical record created"
+    KEYS_ROTATED = "KEYS_ROTATED", "Encryption keys rotated"
 
 
 class AuditOutcome(models.TextChoices):

@@ -110,6 +110,18 @@ def test_interrupted_rotation_resumes_with_nothing_lost_or_sealed_twice(
         assert Patient.objects.get(pk=patient.pk).given_name == f"Rotagiven{number}"
 
 
+def test_a_finished_rotation_is_audited_by_a_named_operator(isolated_keys):
+    from audit.models import AuditAction, AuditEvent
+
+    _seed(2)
+
+    call_command("rotate_keys")
+
+    event = AuditEvent.objects.get(action=AuditAction.KEYS_ROTATED)
+    assert event.actor_username.startswith("system:rotate_keys (")
+    assert "data key v2" in event.reason
+
+
 def test_charts_stay_readable_in_the_middle_of_a_rotation(isolated_keys):
     patients = _seed(4)
 

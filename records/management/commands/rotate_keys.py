@@ -1,7 +1,11 @@
 """python manage.py rotate_keys — new data key, every sealed row re-encrypted."""
 
+import getpass
+
 from django.core.management.base import BaseCommand, CommandError
 
+from audit.models import AuditAction, AuditOutcome
+from audit.services import record_event
 from records import crypto
 from records.key_rotation import (
     BATCH_SIZE,
@@ -67,6 +71,16 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from error
 
         version = crypto.keyring().current_version
+        # Key changes are security events (45 CFR 164.312(b)); the event names
+        # the operator's account on this machine, never any key material.
+        record_event(
+            actor=f"system:rotate_keys ({getpass.getuser()})",
+            action=AuditAction.KEYS_ROTATED,
+            outcome=AuditOutcome.SUCCESS,
+            record_type="Keyring",
+            reason=f"data key v{version}; {progress.rows_resealed} re-encrypted"
+            + ("; index key rotated" if index_key else ""),
+        )
         self.stdout.write(
             f"Rotation finished at data key version {version}: "
             f"{progress.rows_resealed} row(s) re-encrypted, "
