@@ -94,22 +94,24 @@ def verify_code(request):
         return redirect(_safe_next(request, reverse("home")))
     if not has_confirmed_device(request.user):
         return redirect(f"{reverse('accounts:enrol')}?{request.GET.urlencode()}")
+    return _code_page(request, "accounts/verify.html", step_up=False)
+
+
+def _code_page(request, template: str, *, step_up: bool):
+    """Ask for a one-time code; on success go on, on a lock end the session."""
     if is_locked_out(request, request.user):
         return _end_locked_session(request)
 
     form = OneTimeCodeForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        if verify_second_factor(request, form.cleaned_data["token"]):
+        token = form.cleaned_data["token"]
+        if verify_second_factor(request, token, step_up=step_up):
             return redirect(_safe_next(request, reverse("home")))
         if getattr(request, "axes_locked_out", False):
             return _end_locked_session(request)
         form.add_error("token", "That code was not accepted. Try the current one.")
 
-    return render(
-        request,
-        "accounts/verify.html",
-        {"form": form, "next": _safe_next(request, "")},
-    )
+    return render(request, template, {"form": form, "next": _safe_next(request, "")})
 
 
 def _qr_data_uri(uri: str) -> str:
@@ -162,22 +164,7 @@ def enrol(request):
 @require_http_methods(["GET", "POST"])
 def step_up(request):
     """Enter a current code again before a sensitive action (exports, break-glass)."""
-    if is_locked_out(request, request.user):
-        return _end_locked_session(request)
-
-    form = OneTimeCodeForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        if verify_second_factor(request, form.cleaned_data["token"], step_up=True):
-            return redirect(_safe_next(request, reverse("home")))
-        if getattr(request, "axes_locked_out", False):
-            return _end_locked_session(request)
-        form.add_error("token", "That code was not accepted. Try the current one.")
-
-    return render(
-        request,
-        "accounts/step_up.html",
-        {"form": form, "next": _safe_next(request, "")},
-    )
+    return _code_page(request, "accounts/step_up.html", step_up=True)
 
 
 @never_cache

@@ -27,9 +27,40 @@ SHARED_DATA = Path(
 SYNTHEA_DIR = SHARED_DATA / "synthea"
 CHROMIUM = os.environ.get("EHR_CHROMIUM", "/usr/bin/chromium")
 
+# The live server listens on the loopback address only, never on a name to resolve.
+os.environ.setdefault("DJANGO_LIVE_TEST_SERVER_ADDRESS", "127.0.0.1")
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    # Without these Chromium keeps calling hosts this machine cannot reach.
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
 # Playwright's sync API runs an event loop in the test thread; Django's
 # async-safety guard would otherwise refuse the ORM calls the tests make.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(tmp_path_factory) -> dict:
+    """Debian's Chromium (Playwright never downloads a browser here), with a
+    throwaway profile so nothing is left in the home directory."""
+    profile_home = tmp_path_factory.mktemp("chromium-home")
+    return {
+        "executable_path": CHROMIUM,
+        "headless": True,
+        "args": CHROMIUM_ARGS,
+        "env": {
+            "XDG_CONFIG_HOME": str(profile_home / "config"),
+            "XDG_CACHE_HOME": str(profile_home / "cache"),
+        },
+    }
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,6 @@ audit trail. Nothing the browser asks for may leave the live server.
 """
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -21,10 +20,7 @@ from records.fhir_import import FHIR_ID_SYSTEM
 from records.models import Patient
 from records.services import find_patient_by_identifier
 from records.views import PAGE_SIZE
-from tests.conftest import CHROMIUM, add_to_care_team, current_code
-
-# The live server listens on the loopback address only, never on a name to resolve.
-os.environ.setdefault("DJANGO_LIVE_TEST_SERVER_ADDRESS", "127.0.0.1")
+from tests.conftest import add_to_care_team, current_code
 
 pytestmark = [
     pytest.mark.browser,
@@ -33,31 +29,6 @@ pytestmark = [
 
 PASSWORD = "correct horse battery 9"
 BUNDLE_PREFIX = "Bennie663_Raynor401_"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    # Without these Chromium keeps calling hosts this machine cannot reach.
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(tmp_path_factory) -> dict:
-    profile_home = tmp_path_factory.mktemp("chromium-home")
-    return {
-        "executable_path": CHROMIUM,
-        "headless": True,
-        "args": CHROMIUM_ARGS,
-        "env": {
-            "XDG_CONFIG_HOME": str(profile_home / "config"),
-            "XDG_CACHE_HOME": str(profile_home / "cache"),
-        },
-    }
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,6 @@
 """Sign-in safeguards in headless Chromium: enrolment, codes, idle sign-out, lockout."""
 
 import base64
-import os
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -11,10 +10,7 @@ from playwright.sync_api import Page, expect
 
 from accounts.roles import Role
 from audit.models import AuditAction, AuditEvent
-from tests.conftest import CHROMIUM, current_code
-
-# The live server listens on the loopback address only, never on a name to resolve.
-os.environ.setdefault("DJANGO_LIVE_TEST_SERVER_ADDRESS", "127.0.0.1")
+from tests.conftest import current_code
 
 pytestmark = [
     pytest.mark.browser,
@@ -22,31 +18,6 @@ pytestmark = [
 ]
 
 PASSWORD = "correct horse battery 9"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    # Without these Chromium keeps calling hosts this machine cannot reach.
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(tmp_path_factory) -> dict:
-    profile_home = tmp_path_factory.mktemp("chromium-home-accounts")
-    return {
-        "executable_path": CHROMIUM,
-        "headless": True,
-        "args": CHROMIUM_ARGS,
-        "env": {
-            "XDG_CONFIG_HOME": str(profile_home / "config"),
-            "XDG_CACHE_HOME": str(profile_home / "cache"),
-        },
-    }
 
 
 @pytest.fixture
