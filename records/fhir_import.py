@@ -34,7 +34,7 @@ from records.models import (
     PatientSource,
     Procedure,
 )
-from records.sensitivity import sensitivity_of
+from records.sensitivity import sensitivity_of_resource
 from records.services import find_patient_by_identifier, register_patient
 
 logger = logging.getLogger(__name__)
@@ -415,7 +415,7 @@ def _store_records(
             raise BundleRejected(
                 path, f"cannot be read ({type(error).__name__})", entry
             ) from None
-        values["sensitivity"] = sensitivity_of(values.get("code", ""))
+        values["sensitivity"] = sensitivity_of_resource(entry.resource)
         records.append(model(patient=patient, source_key=key, **values))
     model.objects.bulk_create(records, batch_size=500, actor=actor)
     return len(records)

@@ -19,6 +19,9 @@ SENSITIVE_CODES: dict[str, Sensitivity] = {
     "351266": Sensitivity.SUBSTANCE_USE,  # buprenorphine / naloxone tablet
     "1010600": Sensitivity.SUBSTANCE_USE,  # buprenorphine / naloxone film
     "99999-0": Sensitivity.SUBSTANCE_USE,  # Synthea: DSM-5 opioid use disorder
+    "65750-2": Sensitivity.SUBSTANCE_USE,  # Drugs of abuse 5 panel, urine
+    "428211000124100": Sensitivity.SUBSTANCE_USE,  # Assessment of substance use
+    "713106006": Sensitivity.SUBSTANCE_USE,  # Screening for drug abuse
     # HIV diagnoses and results.
     "86406008": Sensitivity.HIV,  # Human immunodeficiency virus infection
     "165816005": Sensitivity.HIV,  # HIV positive
@@ -32,8 +35,43 @@ SENSITIVE_CODES: dict[str, Sensitivity] = {
 }
 
 
-def sensitivity_of(code: str) -> str:
-    return SENSITIVE_CODES.get(code, Sensitivity.ROUTINE).value
+# When one record touches two categories, the rarer grant decides.
+_PRECEDENCE = (
+    Sensitivity.PSYCHOTHERAPY,
+    Sensitivity.HIV,
+    Sensitivity.GENETIC,
+    Sensitivity.SUBSTANCE_USE,
+)
+
+
+def sensitivity_of_resource(resource: dict) -> str:
+    """The category of a FHIR resource, from every code anywhere in it.
+
+    Not only its main code: an encounter's reason, a result's value or a
+    component can say "opioid abuse" as plainly as a diagnosis does.
+    """
+    found = {
+        SENSITIVE_CODES[code] for code in _codes_in(resource) if code in SENSITIVE_CODES
+    }
+    for category in _PRECEDENCE:
+        if category in found:
+            return category.value
+    return Sensitivity.ROUTINE.value
+
+
+def _codes_in(node) -> set[str]:
+    codes: set[str] = set()
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for coding in item.get("coding") or ():
+                if isinstance(coding, dict) and coding.get("code"):
+                    codes.add(str(coding["code"]))
+            stack.extend(value for key, value in item.items() if key != "coding")
+        elif isinstance(item, list):
+            stack.extend(item)
+    return codes
 
 
 def categories_visible_to(user) -> set[str]:

@@ -149,3 +149,29 @@ def test_compliance_officer_sees_identity_and_history_but_no_clinical_content(
     assert sud_patient.family_name in body and sud_patient.mrn_display in body
     assert "dr.house" in body
     assert "Opioid" not in body and "Condition" in body
+
+
+def test_substance_use_in_reasons_results_and_procedures_is_withheld_too(
+    physician, sud_patient
+):
+    from records.models import Encounter, Procedure
+
+    add_to_care_team(physician, sud_patient)
+    client = verified_client(physician)
+
+    reasons = [e.reason for e in Encounter.objects.filter(patient=sud_patient)]
+    assert "Opioid abuse (disorder)" in reasons, "the bundle has such encounters"
+    pages = "".join(
+        client.get(
+            f"/patients/{sud_patient.pk}/{section}/?page={page}"
+        ).content.decode()
+        for section in ("encounters", "labs", "procedures")
+        for page in (1, 2, 3)
+    )
+    api = client.get(f"/api/v1/patients/{sud_patient.pk}/encounters/").content.decode()
+
+    for text in ("Opioid abuse", "Drugs of abuse", "Assessment of substance use"):
+        assert text not in pages and text not in api, text
+    assert Procedure.objects.filter(
+        patient=sud_patient, sensitivity="substance_use"
+    ).exists()
