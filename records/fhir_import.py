@@ -94,6 +94,10 @@ class Entry:
 
     @property
     def label(self) -> str:
+        # A Patient's id is the source system's patient identifier: name the
+        # type only. Other resources' ids identify a record, not a person.
+        if self.resource_type == "Patient":
+            return "Patient"
         return f"{self.resource_type}/{self.resource_id or '(no id)'}"
 
 
@@ -254,6 +258,7 @@ def _check_patient(path: Path, entry: Entry) -> None:
     if not entry.resource_id:
         raise BundleRejected(path, "Patient has no id", entry)
     _check_birth_date(path, entry)
+    _check_deceased_date(path, entry)
     if resource.get("gender", "unknown") not in GENDER_CODES:
         raise BundleRejected(
             path, f"field gender: not one of {', '.join(GENDER_CODES)}", entry
@@ -273,6 +278,15 @@ def _check_patient(path: Path, entry: Entry) -> None:
 
 GENDER_CODES = ("male", "female", "other", "unknown")
 EARLIEST_BIRTH = datetime.date(1880, 1, 1)
+
+
+def _check_deceased_date(path: Path, entry: Entry) -> None:
+    deceased = _date_of(entry.resource.get("deceasedDateTime"))
+    born = datetime.date.fromisoformat(entry.resource["birthDate"])
+    if deceased and not born <= deceased <= datetime.date.today():
+        raise BundleRejected(
+            path, "field deceasedDateTime: before birth or in the future", entry
+        )
 
 
 def _check_birth_date(path: Path, entry: Entry) -> None:
@@ -310,8 +324,8 @@ def _subject_of(
                 return patient_id
     raise BundleRejected(
         path,
-        f"field subject: refers to patient {reference!r}, which is neither in "
-        "this bundle nor already imported",
+        "field subject: refers to a patient who is neither in this bundle nor "
+        "already imported",
         entry,
     )
 
@@ -408,6 +422,7 @@ def _store_records(
             continue
         try:
             values = EXTRACTORS[resource_type](entry.resource)
+            _check_not_in_future(values)
         except EntryInvalid as error:
             raise BundleRejected(path, str(error), entry) from None
         except (KeyError, TypeError, ValueError) as error:
@@ -419,6 +434,18 @@ def _store_records(
         records.append(model(patient=patient, source_key=key, **values))
     model.objects.bulk_create(records, batch_size=500, actor=actor)
     return len(records)
+
+
+# Clocks differ and time zones run ahead; a day's grace, no more.
+FUTURE_GRACE = datetime.timedelta(days=1)
+
+
+def _check_not_in_future(values: dict) -> None:
+    latest = datetime.datetime.now(tz=datetime.UTC) + FUTURE_GRACE
+    for name in ("occurred_at", "ended_at", "abated_at"):
+        moment = values.get(name)
+        if moment is not None and moment > latest:
+            raise EntryInvalid(f"date {name.replace('_', ' ')} is in the future")
 
 
 def _source_key(entry: Entry) -> str:

@@ -107,7 +107,7 @@ def test_patient_without_id_changes_nothing(tmp_path, real_bundle, capsys):
     _import_fails(path)
 
     error = capsys.readouterr().err
-    assert "broken.json: entry 0 (Patient/(no id)): Patient has no id" in error
+    assert "broken.json: entry 0 (Patient): Patient has no id" in error
     assert _stored_nothing()
 
 
@@ -324,4 +324,53 @@ def test_an_unexpected_error_still_names_the_file_and_stores_nothing(
     _import_fails(path)
 
     assert "broken.json: bundle: could not be imported" in capsys.readouterr().err
+    assert _stored_nothing()
+
+
+def test_error_messages_never_repeat_a_patient_identifier(
+    tmp_path, real_bundle, capsys
+):
+    patient = next(
+        e for e in real_bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    patient_id = patient["resource"]["id"]
+    patient["resource"]["gender"] = "banana"
+    condition = next(
+        e for e in real_bundle["entry"] if e["resource"]["resourceType"] == "Condition"
+    )
+    condition["resource"]["subject"] = {"reference": "urn:uuid:patient-404-marker"}
+
+    _import_fails(_write(tmp_path, real_bundle))
+    patient["resource"]["gender"] = "female"
+    _import_fails(_write(tmp_path, real_bundle, name="second.json"))
+
+    error = capsys.readouterr().err
+    assert patient_id not in error and "patient-404-marker" not in error
+    assert "entry 0 (Patient): field gender" in error
+    assert "refers to a patient who is neither in this bundle" in error
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (("Encounter", "period", {"start": "3020-01-01T00:00:00+00:00"}),
+         "date occurred at is in the future"),
+        (("Patient", "deceasedDateTime", "1900-01-01T00:00:00+00:00"),
+         "field deceasedDateTime: before birth or in the future"),
+    ],
+)  # fmt: skip
+def test_impossible_clinical_dates_are_refused(
+    tmp_path, real_bundle, capsys, change, message
+):
+    resource_type, field, value = change
+    entry = next(
+        e
+        for e in real_bundle["entry"]
+        if e["resource"]["resourceType"] == resource_type
+    )
+    entry["resource"][field] = value
+
+    _import_fails(_write(tmp_path, real_bundle))
+
+    assert message in capsys.readouterr().err
     assert _stored_nothing()
