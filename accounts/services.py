@@ -343,6 +343,21 @@ def change_password(request, form, token: str) -> bool:
     return True
 
 
+def refuse_password_change(request) -> None:
+    """A wrong current password at the change form: audited and counted.
+
+    Otherwise anyone at an unattended, signed-in workstation could guess the
+    password there without limit and without a trace.
+    """
+    record_event(
+        actor=request.user,
+        action=AuditAction.PASSWORD_CHANGE_FAILED,
+        outcome=AuditOutcome.FAILURE,
+        reason="current password wrong",
+    )
+    _count_failure_toward_lockout(request, request.user)
+
+
 def record_passkey_verified(request, device) -> None:
     """A passkey stood in for the one-time code: the same state as a code."""
     user = request.user

@@ -36,6 +36,7 @@ from accounts.services import (
     is_locked_out,
     lockout_ends_at,
     pending_authenticator,
+    refuse_password_change,
     report_client_activity,
     verify_second_factor,
 )
@@ -173,7 +174,15 @@ def step_up(request):
 def password_change(request):
     """Change the password: needs the current one and a current code."""
     form = PasswordChangeWithCodeForm(request.user, request.POST or None)
-    if request.method == "POST" and form.is_valid():
+    if (
+        request.method == "POST"
+        and not form.is_valid()
+        and "old_password" in form.errors
+    ):
+        refuse_password_change(request)
+        if getattr(request, "axes_locked_out", False):
+            return _end_locked_session(request)
+    elif request.method == "POST" and form.is_valid():
         if change_password(request, form, form.cleaned_data["token"]):
             messages.success(request, "Your password has been changed.")
             return redirect("home")

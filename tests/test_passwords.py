@@ -110,6 +110,25 @@ class TestPasswordChange:
 
         assert response.status_code == 200
         assert get_user_model().objects.get(pk=nurse.pk).check_password(PASSWORD)
+        refusal = AuditEvent.objects.get(action=AuditAction.PASSWORD_CHANGE_FAILED)
+        assert refusal.reason == "current password wrong"
+
+    def test_guessing_the_current_password_meets_the_lockout(self, client, nurse):
+        with freeze_time(START) as clock:
+            self.signed_in(client, nurse)
+            clock.tick(31)
+            responses = [
+                self.post_change(client, old=f"guess number {n}", token="000000")
+                for n in range(5)
+            ]
+            after = client.get("/patients/")
+
+        assert responses[-1].status_code != 200
+        assert after.status_code == 302, "the locked session is ended"
+        assert (
+            AuditEvent.objects.filter(action=AuditAction.PASSWORD_CHANGE_FAILED).count()
+            == 5
+        )
 
     def test_other_sessions_end_when_the_password_changes(self, client, nurse):
         other = type(client)()
