@@ -17,7 +17,7 @@ from django.utils import timezone
 from accounts.roles import Role
 from accounts.services import verify_second_factor
 from audit.models import AuditAction, AuditOutcome
-from audit.services import record_event
+from audit.services import record_event, record_events
 from records.access import ChartAction, Purpose, decide
 from records.models import BreakGlassAccess, BreakGlassReason, BreakGlassReview, Patient
 
@@ -104,6 +104,33 @@ def _alert_compliance(access_id) -> None:
         # The review queue still lists the access; a stopped broker delays
         # the e-mail but loses nothing.
         logger.exception("Could not queue the break-the-glass alert %s", access_id)
+
+
+def review_queue(reviewer, reviewed_limit: int = 50):
+    """Accesses waiting for review and the latest reviewed, with patient identity.
+
+    A reviewer must know whose chart was opened to judge the justification;
+    showing that identity is itself recorded, one event per patient shown.
+    """
+    accesses = BreakGlassAccess.objects.select_related(
+        "clinician", "reviewed_by", "patient"
+    )
+    waiting = list(accesses.filter(reviewed_at__isnull=True).order_by("started_at"))
+    reviewed = list(
+        accesses.filter(reviewed_at__isnull=False).order_by("-reviewed_at")[
+            :reviewed_limit
+        ]
+    )
+    shown = {str(access.patient_id) for access in waiting + reviewed}
+    record_events(
+        actor=reviewer,
+        action=AuditAction.IDENTITY_REVIEWED,
+        outcome=AuditOutcome.SUCCESS,
+        records=[(ref, "PatientIdentity", ("name", "mrn")) for ref in sorted(shown)],
+        purpose=Purpose.COMPLIANCE_REVIEW,
+        reason="break-the-glass review queue",
+    )
+    return waiting, reviewed
 
 
 def review(*, reviewer, access_id, outcome: str, note: str) -> BreakGlassAccess:

@@ -73,7 +73,10 @@ class BreakGlassForm(forms.Form):
 
 
 class BreakGlassReviewForm(forms.Form):
-    outcome = forms.ChoiceField(choices=BreakGlassReview.choices)
+    # No outcome is preselected: one click must not approve an unread review.
+    outcome = forms.ChoiceField(
+        choices=[("", "Choose an outcome…"), *BreakGlassReview.choices]
+    )
     note = forms.CharField(
         required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2})
     )

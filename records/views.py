@@ -21,7 +21,6 @@ from records.forms import (
     PatientLookupForm,
     PatientSearchForm,
 )
-from records.models import BreakGlassAccess
 from records.services import (
     CHART_SECTIONS,
     SUMMARY_FIELDS,
@@ -187,17 +186,11 @@ def break_glass_request(request, patient_id):
 @role_required(Role.COMPLIANCE_OFFICER, record_type="BreakGlassAccess")
 @require_GET
 def break_glass_queue(request):
-    accesses = BreakGlassAccess.objects.select_related("clinician", "reviewed_by")
-    waiting = accesses.filter(reviewed_at__isnull=True).order_by("started_at")
-    reviewed = accesses.filter(reviewed_at__isnull=False).order_by("-reviewed_at")
+    waiting, reviewed = break_glass.review_queue(request.user)
     return render(
         request,
         "records/break_glass_queue.html",
-        {
-            "waiting": waiting,
-            "reviewed": reviewed[:50],
-            "form": BreakGlassReviewForm(),
-        },
+        {"waiting": waiting, "reviewed": reviewed, "form": BreakGlassReviewForm()},
     )
 
 

@@ -143,6 +143,14 @@ def test_compliance_reviews_the_access(nurse, compliance_officer, marker_patient
 
     queue = reviewer.get("/compliance/break-glass/").content.decode()
     assert "nurse.jones" in queue and JUSTIFICATION in queue
+    assert marker_patient.mrn_display in queue, "the reviewer sees whose chart"
+    assert '<option value="" selected>' in queue, "no outcome is preselected"
+    assert AuditEvent.objects.filter(
+        action=AuditAction.IDENTITY_REVIEWED, patient_ref=str(marker_patient.pk)
+    ).exists()
+    blank = reviewer.post(f"/compliance/break-glass/{access.pk}/review/", {"note": ""})
+    access.refresh_from_db()
+    assert blank.status_code == 302 and access.reviewed_at is None
 
     response = reviewer.post(
         f"/compliance/break-glass/{access.pk}/review/",
