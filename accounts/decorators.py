@@ -59,12 +59,15 @@ def clinician_required(*, record_type: str):
 STEP_UP_WINDOW_SECONDS = 5 * 60
 
 
-def step_up_required(view=None, *, within: int = STEP_UP_WINDOW_SECONDS):
+def step_up_required(
+    view=None, *, within: int = STEP_UP_WINDOW_SECONDS, return_to: str | None = None
+):
     """Require a one-time code entered in the last ``within`` seconds.
 
     For exports and break-the-glass: a session left open on a ward computer
     is not enough to take records away. Anyone else is sent to
-    ``/accounts/step-up/`` and back to this page (as a GET) afterwards.
+    ``/accounts/step-up/`` and back to this page (as a GET) afterwards, or to
+    the page named ``return_to`` when this one only takes POSTs.
     """
 
     def decorator(view_function):
@@ -73,7 +76,8 @@ def step_up_required(view=None, *, within: int = STEP_UP_WINDOW_SECONDS):
             age = seconds_since_otp(request.session)
             if age is not None and 0 <= age <= within:
                 return view_function(request, *args, **kwargs)
-            query = urlencode({"next": request.get_full_path()})
+            target = reverse(return_to) if return_to else request.get_full_path()
+            query = urlencode({"next": target})
             return redirect(f"{reverse('accounts:step_up')}?{query}")
 
         return wrapped

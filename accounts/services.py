@@ -249,7 +249,7 @@ def reset_second_factor(*, actor, user) -> None:
         actor=actor,
         action=AuditAction.MFA_RESET,
         outcome=AuditOutcome.SUCCESS,
-        reason=f"user {user.pk}",
+        reason=f"account {user.get_username()}",
     )
     logger.info("Second factor reset for user %s by user %s", user.pk, actor.pk)
 

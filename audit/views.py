@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from django.views.decorators.http import require_http_methods
 
-from accounts.decorators import role_required
+from accounts.decorators import role_required, step_up_required
 from accounts.roles import Role
 from audit.fhir import EXPORT_LIMIT, audit_bundle
 from audit.filters import AuditEventFilter
@@ -54,6 +54,7 @@ def audit_events(request):
 
 @role_required(Role.COMPLIANCE_OFFICER, record_type="AuditTrail")
 @require_http_methods(["POST"])
+@step_up_required(return_to="audit:events")
 def audit_export(request):
     """The current filter's events, newest first, as a FHIR R4 Bundle download."""
     event_filter = AuditEventFilter(request.POST, queryset=AuditEvent.objects.all())

@@ -159,14 +159,22 @@ def current_code(user) -> str:
     return TOTPAuthenticator.objects.get(user=user).current_code()
 
 
-def verified_client(user) -> Client:
-    """A client whose session has passed both factors, without the form round trip."""
+def verified_client(user, *, code_entered_at=None, fresh_code=True) -> Client:
+    """A client whose session has passed both factors, without the form round trip.
+
+    The code counts as entered now (so step-up pages let it through), or at
+    ``code_entered_at``; with ``fresh_code=False`` no time is recorded at all.
+    """
+    from accounts.services import OTP_AT_SESSION_KEY
+
     client = Client()
     client.force_login(user)
     session = client.session
     session[DEVICE_ID_SESSION_KEY] = TOTPAuthenticator.objects.get(
         user=user
     ).persistent_id
+    if fresh_code:
+        session[OTP_AT_SESSION_KEY] = (code_entered_at or timezone.now()).timestamp()
     session.save()
     return client
 

@@ -71,3 +71,20 @@ def test_the_audit_screen_offers_the_export(compliance_officer):
     body = verified_client(compliance_officer).get("/compliance/audit/").content
 
     assert b'formaction="/compliance/audit/export/"' in body
+
+
+def test_export_asks_for_a_fresh_code_after_five_minutes(compliance_officer):
+    import datetime
+
+    from django.utils import timezone
+
+    from tests.conftest import verified_client
+
+    stale = timezone.now() - datetime.timedelta(minutes=6)
+    client = verified_client(compliance_officer, code_entered_at=stale)
+
+    response = client.post("/compliance/audit/export/", {})
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/step-up/")
+    assert "next=%2Fcompliance%2Faudit%2F" in response["Location"]

@@ -153,7 +153,7 @@ def test_only_an_administrator_resets_a_device_and_it_is_audited(client, nurse):
     assert not TOTPAuthenticator.objects.filter(user=nurse).exists()
     assert nurse_session.get("/patients/").url.startswith("/accounts/login/")
     event = AuditEvent.objects.get(action=AuditAction.MFA_RESET)
-    assert (event.actor_id, event.reason) == (admin_user.pk, f"user {nurse.pk}")
+    assert (event.actor_id, event.reason) == (admin_user.pk, "account nurse.jones")
 
 
 def test_seeds_and_backup_codes_survive_a_key_rotation(client, newcomer, isolated_keys):

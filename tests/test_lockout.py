@@ -52,6 +52,7 @@ def test_the_locked_page_says_when_to_try_again(client, nurse):
         page = sign_in_with_password(client, "nurse.jones").content.decode()
 
     assert "Try again after" in page
+    assert "(UTC time)" in page, "the unlock time names its zone"
     assert 'datetime="2026-03-02T09:30:05+00:00"' in page
 
 

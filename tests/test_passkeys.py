@@ -30,7 +30,7 @@ def test_nobody_signs_in_with_a_passkey_alone(client, nurse):
 
 
 def test_adding_a_passkey_needs_a_fresh_code(nurse):
-    response = post_json(verified_client(nurse), BEGIN_REGISTRATION)
+    response = post_json(verified_client(nurse, fresh_code=False), BEGIN_REGISTRATION)
 
     assert response.status_code == 403
     assert response.json()["code"] == "step_up_required"

@@ -41,7 +41,7 @@ def test_an_older_code_sends_the_user_to_step_up(client, nurse):
 
 
 def test_a_session_verified_without_a_recorded_time_must_step_up(nurse):
-    response = verified_client(nurse).get("/guarded-export/")
+    response = verified_client(nurse, fresh_code=False).get("/guarded-export/")
 
     assert response.url.startswith("/accounts/step-up/")
 
