@@ -2,6 +2,7 @@
 
 import logging
 
+from django.http import JsonResponse
 from django.shortcuts import render
 
 from audit.services import AuditUnavailable
@@ -19,5 +20,11 @@ class AuditFailClosedMiddleware:
     def process_exception(self, request, exception):
         if isinstance(exception, AuditUnavailable):
             logger.error("Request refused: the audit trail is unavailable")
+            if request.path.startswith("/api/"):
+                return JsonResponse(
+                    {"detail": "Records are unavailable: the audit trail cannot "
+                     "be written. Try again shortly."},
+                    status=503,
+                )  # fmt: skip
             return render(request, "audit_unavailable.html", status=503)
         return None

@@ -39,6 +39,14 @@ def _refuse(user, patient_ref, reason: str):
     raise BreakGlassRefused(reason)
 
 
+def already_has_access(clinician, patient_id) -> bool:
+    """True when the chart is open to the clinician without breaking the glass."""
+    patient = Patient.objects.filter(pk=patient_id).first()
+    return patient is not None and bool(
+        decide(clinician, patient, ChartAction.VIEW, Purpose.TREATMENT)
+    )
+
+
 def request_access(
     request, *, patient_id, reason: str, justification: str, one_time_code: str
 ) -> BreakGlassAccess:

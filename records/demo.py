@@ -71,6 +71,8 @@ def _ensure_user(username: str, role: Role, first: str, last: str) -> DemoCreden
     user, _ = user_model.objects.get_or_create(username=username)
     password = secrets.token_urlsafe(15)
     user.first_name, user.last_name = first, last
+    # Break-the-glass alerts go to compliance by e-mail (the demo's console).
+    user.email = f"{username}@demo.ehr-portal.test"
     user.is_staff = role == Role.ADMIN
     user.set_password(password)
     user.save()

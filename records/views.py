@@ -161,6 +161,10 @@ def note_create(request, patient_id):
 @clinician_required(record_type="BreakGlassAccess")
 @require_http_methods(["GET", "POST"])
 def break_glass_request(request, patient_id):
+    if break_glass.already_has_access(request.user, patient_id):
+        messages.info(request, "You already have access to this chart.")
+        return redirect("records:chart", patient_id=patient_id)
+
     form = BreakGlassForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:

@@ -144,3 +144,22 @@ def test_unknown_search_fields_are_refused(nurse):
 
     assert response.status_code == 400
     assert "surname" in response.json()
+
+
+def test_an_audit_outage_is_a_json_503_with_no_phi(
+    physician, marker_patient, monkeypatch
+):
+    from audit import services as audit_services
+
+    add_to_care_team(physician, marker_patient)
+    client = verified_client(physician)
+
+    def unreachable(*args, **kwargs):
+        raise audit_services.AuditUnavailable("audit database unreachable")
+
+    monkeypatch.setattr(audit_services, "_append", unreachable)
+    response = client.get(f"/api/v1/patients/{marker_patient.pk}/")
+
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/json"
+    assert marker_patient.family_name not in response.content.decode()

@@ -199,3 +199,17 @@ def test_a_wrong_code_counts_toward_the_lockout(nurse, marker_patient):
 
     assert AuditEvent.objects.filter(action=AuditAction.OTP_FAILED).count() == 1
     assert AccessAttempt.objects.filter(username="nurse.jones").exists()
+
+
+def test_a_clinician_who_already_has_the_chart_is_sent_to_it(physician, marker_patient):
+    from tests.conftest import add_to_care_team
+
+    add_to_care_team(physician, marker_patient)
+
+    response = verified_client(physician).get(
+        f"/patients/{marker_patient.pk}/emergency-access/"
+    )
+
+    assert response.status_code == 302
+    assert response["Location"] == f"/patients/{marker_patient.pk}/"
+    assert not BreakGlassAccess.objects.exists()
