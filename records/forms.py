@@ -3,7 +3,7 @@ import datetime
 from django import forms
 
 from records import mrn as mrn_rules
-from records.models import BreakGlassReason, BreakGlassReview, NoteKind
+from records.models import BreakGlassReason, BreakGlassReview, NoteKind, Sensitivity
 
 NAME_MAX = 100
 
@@ -49,6 +49,19 @@ class NoteForm(forms.Form):
     kind = forms.ChoiceField(choices=NoteKind.choices, initial=NoteKind.PROGRESS)
     title = forms.CharField(max_length=200)
     body = forms.CharField(max_length=20_000, widget=forms.Textarea(attrs={"rows": 6}))
+
+    def __init__(self, *args, writer=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Offer psychotherapy notes only to those who hold that grant; the
+        # service refuses them to anyone else in any case.
+        if writer is not None and not writer.has_perm(
+            Sensitivity.PSYCHOTHERAPY.permission
+        ):
+            self.fields["kind"].choices = [
+                choice
+                for choice in NoteKind.choices
+                if choice[0] != NoteKind.PSYCHOTHERAPY
+            ]
 
 
 class BreakGlassForm(forms.Form):

@@ -107,6 +107,10 @@ def chart_summary_page(request, patient_id):
 
 @require_GET
 def chart_section_page(request, patient_id, section):
+    return _section_response(request, patient_id, section)
+
+
+def _section_response(request, patient_id, section, note_form=None, status=200):
     chart_section = CHART_SECTIONS.get(section)
     if chart_section is None:
         raise Http404("No such chart section")
@@ -120,6 +124,8 @@ def chart_section_page(request, patient_id, section):
     if refusal:
         return refusal
 
+    if chart_section.slug == "notes" and note_form is None:
+        note_form = NoteForm(writer=request.user)
     page = Paginator(chart_section.records_for(chart), PAGE_SIZE).get_page(
         request.GET.get("page")
     )
@@ -131,17 +137,19 @@ def chart_section_page(request, patient_id, section):
             "section": chart_section,
             "page": page,
             "withheld_count": chart_section.withheld_count(chart),
-            "note_form": NoteForm() if chart_section.slug == "notes" else None,
+            "note_form": note_form,
         },
+        status=status,
     )
 
 
 @require_POST
 def note_create(request, patient_id):
-    form = NoteForm(request.POST)
+    form = NoteForm(request.POST, writer=request.user)
     if not form.is_valid():
-        messages.error(request, "The note was not saved: " + form.errors.as_text())
-        return redirect("records:chart_section", patient_id=patient_id, section="notes")
+        # Show the form again with what was typed: a clinician's note is not
+        # thrown away for one field too long.
+        return _section_response(request, patient_id, "notes", form, status=400)
 
     try:
         add_note(
@@ -152,9 +160,9 @@ def note_create(request, patient_id):
             body=form.cleaned_data["body"],
         )
     except NoteRefused as refusal:
-        messages.error(request, f"The note was not saved: {refusal}.")
-    else:
-        messages.success(request, "Note saved.")
+        form.add_error("kind", str(refusal).capitalize() + ".")
+        return _section_response(request, patient_id, "notes", form, status=403)
+    messages.success(request, "Note saved.")
     return redirect("records:chart_section", patient_id=patient_id, section="notes")
 
 

@@ -175,3 +175,32 @@ def test_substance_use_in_reasons_results_and_procedures_is_withheld_too(
     assert Procedure.objects.filter(
         patient=sud_patient, sensitivity="substance_use"
     ).exists()
+
+
+def test_a_note_that_cannot_be_saved_keeps_what_was_typed(nurse, marker_patient):
+    add_to_care_team(nurse, marker_patient)
+    client = verified_client(nurse)
+    typed = "Wound dressing changed at 06:00. " + "x" * 20_000
+
+    response = client.post(
+        f"/patients/{marker_patient.pk}/notes/new/",
+        {"kind": "nursing", "title": "Night round", "body": typed},
+    )
+
+    body = response.content.decode()
+    assert response.status_code == 400
+    assert "Wound dressing changed at 06:00." in body
+    assert "at most 20000 characters" in body
+    assert not ClinicalNote.objects.exists()
+
+
+def test_psychotherapy_notes_are_offered_only_with_the_grant(physician, marker_patient):
+    add_to_care_team(physician, marker_patient)
+    url = f"/patients/{marker_patient.pk}/notes/"
+
+    without = verified_client(physician).get(url).content.decode()
+    therapist = _grant(physician, "view_psychotherapy")
+    with_grant = verified_client(therapist).get(url).content.decode()
+
+    assert 'value="psychotherapy"' not in without
+    assert 'value="psychotherapy"' in with_grant
