@@ -116,6 +116,8 @@ def verify_second_factor(request, token: str, *, step_up: bool = False) -> bool:
 
     if not accepted:
         refusal = device.last_refusal if device is not None else Refusal.WRONG
+        # The page tells a throttled user to wait rather than to retype.
+        request.otp_refusal = refusal
         record_event(
             actor=user,
             action=REFUSAL_ACTIONS[refusal],

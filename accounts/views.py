@@ -26,6 +26,7 @@ from accounts.forms import (
     PasswordChangeWithCodeForm,
     SignInForm,
 )
+from accounts.models import Refusal
 from accounts.services import (
     change_password,
     confirm_enrolment,
@@ -110,9 +111,18 @@ def _code_page(request, template: str, *, step_up: bool):
             return redirect(_safe_next(request, reverse("home")))
         if getattr(request, "axes_locked_out", False):
             return _end_locked_session(request)
-        form.add_error("token", "That code was not accepted. Try the current one.")
+        form.add_error("token", _refusal_message(request))
 
     return render(request, template, {"form": form, "next": _safe_next(request, "")})
+
+
+def _refusal_message(request) -> str:
+    if getattr(request, "otp_refusal", None) == Refusal.THROTTLED:
+        return (
+            "Too many wrong codes in a row: wait a few seconds, then enter the "
+            "code your app shows. Each try counts toward the account lock."
+        )
+    return "That code was not accepted. Try the current one."
 
 
 def _qr_data_uri(uri: str) -> str:

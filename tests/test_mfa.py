@@ -106,8 +106,9 @@ def test_a_throttled_attempt_is_audited_as_a_failure(client, nurse):
         sign_in_with_password(client, "nurse.jones")
         wrong = "000000" if current_code(nurse) != "000000" else "111111"
         submit_code(client, wrong)
-        submit_code(client, current_code(nurse))
+        throttled = submit_code(client, current_code(nurse))
 
+    assert "wait a few seconds" in throttled.content.decode()
     failures = AuditEvent.objects.filter(
         actor_id=nurse.pk, action=AuditAction.OTP_FAILED
     ).values_list("reason", flat=True)
