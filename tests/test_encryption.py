@@ -252,3 +252,56 @@ def test_unknown_algorithm_has_its_own_error_type(marker_patient):
 
     with pytest.raises(crypto.UnknownAlgorithm, match="'b7'"):
         _ = Patient.objects.get(pk=marker_patient.pk).family_name
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ["", "AAAA", "not base64!", "QUJD\nREVG"],
+    ids=["empty", "shorter-than-a-nonce", "not-base64", "line-break"],
+)
+def test_a_malformed_payload_is_an_integrity_error(marker_patient, payload):
+    _write_raw(marker_patient, "family_name", f"a1.1.{payload}")
+
+    with pytest.raises(crypto.IntegrityError, match="not a sealed value"):
+        _ = Patient.objects.get(pk=marker_patient.pk).family_name
+
+
+def test_a_version_written_another_way_opens_through_the_careful_path(
+    marker_patient,
+):
+    algorithm, version, payload = _raw_column(marker_patient, "family_name").split(
+        ".", 2
+    )
+    _write_raw(marker_patient, "family_name", f"{algorithm}.0{version}.{payload}")
+
+    assert Patient.objects.get(pk=marker_patient.pk).family_name == "Zyxwvutmarker"
+
+
+def test_a_version_no_key_has_is_an_integrity_error(marker_patient):
+    _algorithm, _version, payload = _raw_column(marker_patient, "family_name").split(
+        ".", 2
+    )
+    _write_raw(marker_patient, "family_name", f"a1.99.{payload}")
+
+    with pytest.raises(crypto.IntegrityError, match="no data key with version 99"):
+        _ = Patient.objects.get(pk=marker_patient.pk).family_name
+
+
+def test_a_row_given_another_key_does_not_reuse_the_old_row_id(marker_patient):
+    import uuid
+
+    patient = Patient.objects.get(pk=marker_patient.pk)
+    assert patient.family_name == "Zyxwvutmarker"
+
+    # The given name is still sealed for the old id: it must not open as if
+    # it belonged to the new one, nor with the id cached for the first read.
+    patient.pk = uuid.uuid4()
+    with pytest.raises(crypto.IntegrityError, match="integrity check"):
+        _ = patient.given_name
+
+
+def test_only_field_types_that_parse_their_text_pay_for_it():
+    assert not EncryptedTextField.parses
+    assert EncryptedDateField.parses
+    assert EncryptedIntegerField.parses
+    assert EncryptedDecimalField.parses
