@@ -25,8 +25,8 @@ from django.db import connections  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from django_otp import DEVICE_ID_SESSION_KEY  # noqa: E402
-from django_otp.plugins.otp_totp.models import TOTPDevice  # noqa: E402
 
+from accounts.models import TOTPAuthenticator  # noqa: E402
 from accounts.roles import Role  # noqa: E402
 from audit import chain  # noqa: E402
 from audit.models import AuditAction, AuditEvent  # noqa: E402
@@ -55,7 +55,9 @@ def seed() -> None:
         username="dr.bench", password=uuid.uuid4().hex
     )
     physician.groups.add(Group.objects.get_or_create(name=Role.PHYSICIAN.value)[0])
-    device = TOTPDevice.objects.create(user=physician, name="bench", confirmed=True)
+    device = TOTPAuthenticator.objects.create(
+        user=physician, name="bench", confirmed=True
+    )
     CareTeamMembership.objects.create(
         member=physician, patient=patient, role=CareTeamRole.ATTENDING,
         starts_on=timezone.localdate() - datetime.timedelta(days=1),
