@@ -14,6 +14,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.models import Refusal
 from accounts.roles import Role
 from accounts.services import verify_second_factor
 from audit.models import AuditAction, AuditOutcome
@@ -77,6 +78,12 @@ def request_access(
     # A fresh code proves the person at the keyboard is the signed-in user,
     # not someone at a workstation left unlocked.
     if not verify_second_factor(request, one_time_code, step_up=True):
+        if getattr(request, "otp_refusal", None) == Refusal.REPLAYED:
+            # The code that just signed them in cannot be used twice.
+            _refuse(
+                clinician, patient.pk,
+                "one-time code already used; wait for the next code in your app",
+            )  # fmt: skip
         _refuse(clinician, patient.pk, "one-time code not accepted")
 
     return _grant(clinician, patient, reason, justification.strip())

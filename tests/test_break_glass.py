@@ -213,3 +213,20 @@ def test_a_clinician_who_already_has_the_chart_is_sent_to_it(physician, marker_p
     assert response.status_code == 302
     assert response["Location"] == f"/patients/{marker_patient.pk}/"
     assert not BreakGlassAccess.objects.exists()
+
+
+def test_reusing_the_sign_in_code_says_to_wait_for_the_next(nurse, marker_patient):
+    from django.test import Client
+
+    client = Client()
+    client.post(
+        "/accounts/login/",
+        {"username": "nurse.jones", "password": "correct horse battery 9"},
+    )
+    code = current_code(nurse)
+    client.post("/accounts/verify/", {"token": code})
+
+    response = _request(client, marker_patient, one_time_code=code)
+
+    assert "already used; wait for the next code" in response.content.decode()
+    assert not BreakGlassAccess.objects.exists()
