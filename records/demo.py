@@ -126,10 +126,7 @@ VITALS = (
     (
         "85354-9",
         "Blood pressure panel",
-        lambda r: (
-            f"Systolic: {r.randint(105, 150)} mm[Hg]; "
-            f"Diastolic: {r.randint(65, 95)} mm[Hg]"
-        ),
+        lambda r: f"{r.randint(105, 150)}/{r.randint(65, 95)} mm[Hg]",
     ),
 )
 
