@@ -47,15 +47,25 @@ from records.models import (  # noqa: E402
 from records.services import register_patient  # noqa: E402
 
 
+# The plain twins carry every column the real models carry (indexes, source
+# keys, sensitivity, category...), in clear, so that the ratio measures the
+# encryption and nothing else.
 class PlainPatient(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4)
     mrn = models.TextField()
+    mrn_index = models.CharField(max_length=64, default="")
     given_name = models.TextField()
+    given_name_index = models.CharField(max_length=64, default="")
     family_name = models.TextField(db_index=True)
+    family_name_index = models.CharField(max_length=64, default="")
     birth_date = models.DateField()
+    birth_date_index = models.CharField(max_length=64, default="")
     sex = models.TextField()
+    deceased_on = models.DateField(null=True)
     address = models.TextField()
     telecom = models.TextField()
+    source = models.CharField(max_length=8, default="demo")
+    created_at = models.DateTimeField(null=True)
 
     class Meta:
         app_label = "records"
@@ -70,10 +80,12 @@ def _plain_record(name: str, extra: dict):
         "__module__": __name__,
         "id": models.UUIDField(primary_key=True, default=uuid.uuid4),
         "patient": models.ForeignKey(PlainPatient, models.CASCADE, related_name="+"),
+        "source_key": models.CharField(max_length=64, default=""),
         "occurred_at": models.DateTimeField(null=True),
         "status": models.CharField(max_length=32, default=""),
         "code": models.TextField(default=""),
         "description": models.TextField(default=""),
+        "sensitivity": models.CharField(max_length=16, default=""),
         "Meta": type("Meta", (), {"app_label": "records", "db_table": f"bench_{name}"}),
         "__str__": lambda self: f"{name} {self.pk}",
         **extra,
@@ -81,9 +93,24 @@ def _plain_record(name: str, extra: dict):
     return type(f"Plain{name.title()}", (models.Model,), attributes)
 
 
-PlainEncounter = _plain_record("encounter", {"reason": models.TextField(default="")})
-PlainCondition = _plain_record("condition", {})
-PlainObservation = _plain_record("observation", {"value": models.TextField(default="")})
+PlainEncounter = _plain_record(
+    "encounter",
+    {
+        "ended_at": models.DateTimeField(null=True),
+        "encounter_class": models.CharField(max_length=16, default=""),
+        "reason": models.TextField(default=""),
+    },
+)
+PlainCondition = _plain_record(
+    "condition", {"abated_at": models.DateTimeField(null=True)}
+)
+PlainObservation = _plain_record(
+    "observation",
+    {
+        "category": models.CharField(max_length=16, default="other"),
+        "value": models.TextField(default=""),
+    },
+)
 
 CHART_SHAPE = {"encounters": 40, "conditions": 20, "observations": 240}
 
