@@ -100,6 +100,16 @@ def _mark_verified(request, device) -> None:
     request.session[OTP_AT_SESSION_KEY] = timezone.now().timestamp()
 
 
+def _accept_second_factor(request, device, *, action, purpose: str) -> None:
+    """The session is verified, the lockout count cleared, and the event written."""
+    user = request.user
+    _mark_verified(request, device)
+    AxesProxyHandler.reset_attempts(username=user.get_username())
+    record_event(
+        actor=user, action=action, outcome=AuditOutcome.SUCCESS, purpose=purpose
+    )
+
+
 def verify_second_factor(request, token: str, *, step_up: bool = False) -> bool:
     """Check a one-time or backup code for the signed-in user.
 
@@ -128,12 +138,10 @@ def verify_second_factor(request, token: str, *, step_up: bool = False) -> bool:
         _count_failure_toward_lockout(request, user)
         return False
 
-    _mark_verified(request, device)
-    AxesProxyHandler.reset_attempts(username=user.get_username())
-    record_event(
-        actor=user,
+    _accept_second_factor(
+        request,
+        device,
         action=AuditAction.STEP_UP if step_up else AuditAction.OTP_VERIFIED,
-        outcome=AuditOutcome.SUCCESS,
         purpose=_factor_name(device),
     )
     return True
@@ -219,13 +227,8 @@ def confirm_enrolment(request, token: str) -> Enrolment:
         _count_failure_toward_lockout(request, user)
         return Enrolment(confirmed=False)
 
-    _mark_verified(request, device)
-    AxesProxyHandler.reset_attempts(username=user.get_username())
-    record_event(
-        actor=user,
-        action=AuditAction.MFA_ENROLLED,
-        outcome=AuditOutcome.SUCCESS,
-        purpose="totp",
+    _accept_second_factor(
+        request, device, action=AuditAction.MFA_ENROLLED, purpose="totp"
     )
     return Enrolment(confirmed=True, backup_codes=tuple(codes))
 
@@ -362,14 +365,8 @@ def refuse_password_change(request) -> None:
 
 def record_passkey_verified(request, device) -> None:
     """A passkey stood in for the one-time code: the same state as a code."""
-    user = request.user
-    _mark_verified(request, device)
-    AxesProxyHandler.reset_attempts(username=user.get_username())
-    record_event(
-        actor=user,
-        action=AuditAction.OTP_VERIFIED,
-        outcome=AuditOutcome.SUCCESS,
-        purpose="passkey",
+    _accept_second_factor(
+        request, device, action=AuditAction.OTP_VERIFIED, purpose="passkey"
     )
 
 
