@@ -68,6 +68,25 @@ class Refusal(enum.Enum):
     THROTTLED = "throttled"
 
 
+class RefusingThrottleMixin(ThrottlingMixin):
+    """django-otp's growing delays, remembering why the last code was refused."""
+
+    last_refusal: Refusal | None = None
+
+    class Meta:
+        abstract = True
+
+    def get_throttle_factor(self) -> int:
+        return getattr(settings, "OTP_TOTP_THROTTLE_FACTOR", 1)
+
+    def _throttled(self) -> bool:
+        self.last_refusal = None
+        allowed, _ = self.verify_is_allowed()
+        if not allowed:
+            self.last_refusal = Refusal.THROTTLED
+        return not allowed
+
+
 def new_device_id() -> int:
     """A random 62-bit key, known before the first save.
 
@@ -87,7 +106,7 @@ def current_unix_time() -> float:
     return timezone.now().timestamp()
 
 
-class TOTPAuthenticator(TimestampMixin, ThrottlingMixin, Device):
+class TOTPAuthenticator(TimestampMixin, RefusingThrottleMixin, Device):
     """An authenticator app (RFC 6238), its seed sealed with the field keyring.
 
     django-otp's own TOTPDevice keeps the seed in clear, so a database dump
@@ -99,8 +118,6 @@ class TOTPAuthenticator(TimestampMixin, ThrottlingMixin, Device):
     key = EncryptedTextField(default=new_seed_hex)
     tolerance = models.PositiveSmallIntegerField(default=1)
     last_t = models.BigIntegerField(default=-1)
-
-    last_refusal: Refusal | None = None
 
     class Meta(Device.Meta):
         verbose_name = "authenticator app"
@@ -118,9 +135,6 @@ class TOTPAuthenticator(TimestampMixin, ThrottlingMixin, Device):
     def current_code(self) -> str:
         return self.code_at(self.current_step())
 
-    def get_throttle_factor(self) -> int:
-        return getattr(settings, "OTP_TOTP_THROTTLE_FACTOR", 1)
-
     def _matching_step(self, token: str) -> int | None:
         now = self.current_step()
         # The current step first, then one step either side at most.
@@ -130,10 +144,7 @@ class TOTPAuthenticator(TimestampMixin, ThrottlingMixin, Device):
         return None
 
     def verify_token(self, token) -> bool:
-        self.last_refusal = None
-        allowed, _ = self.verify_is_allowed()
-        if not allowed:
-            self.last_refusal = Refusal.THROTTLED
+        if self._throttled():
             return False
 
         token = str(token).strip()
@@ -183,22 +194,14 @@ def backup_code_digest(token: str) -> str:
     return crypto.dedupe_tag(BACKUP_CODE_PURPOSE, normalise_backup_code(token))
 
 
-class BackupCodeDevice(ThrottlingMixin, Device):
+class BackupCodeDevice(RefusingThrottleMixin, Device):
     """A user's set of single-use backup codes, stored as keyed digests only."""
 
     class Meta(Device.Meta):
         verbose_name = "backup code set"
 
-    last_refusal: Refusal | None = None
-
-    def get_throttle_factor(self) -> int:
-        return getattr(settings, "OTP_TOTP_THROTTLE_FACTOR", 1)
-
     def verify_token(self, token) -> bool:
-        self.last_refusal = None
-        allowed, _ = self.verify_is_allowed()
-        if not allowed:
-            self.last_refusal = Refusal.THROTTLED
+        if self._throttled():
             return False
 
         digest = backup_code_digest(token)
