@@ -1,11 +1,18 @@
 """Sensitive categories stay hidden from the care team without a matching grant."""
 
 import pytest
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
 from django.core.management import call_command
 
 from records.fhir_import import FHIR_ID_SYSTEM
-from records.models import ClinicalNote, Condition, MedicationRequest, Observation
+from records.models import (
+    ClinicalNote,
+    Condition,
+    MedicationRequest,
+    Observation,
+    Sensitivity,
+)
+from records.sensitivity import categories_visible_to
 from records.services import find_patient_by_identifier
 from tests.conftest import SYNTHEA_DIR, add_to_care_team, verified_client
 
@@ -65,6 +72,39 @@ def test_the_grant_reveals_the_record(physician, sud_patient):
     body = verified_client(physician).get(f"/patients/{sud_patient.pk}/conditions/")
 
     assert "Opioid abuse (disorder)" in body.content.decode()
+
+
+def test_a_grant_held_by_a_group_reveals_the_record_to_its_members(
+    physician, sud_patient
+):
+    add_to_care_team(physician, sud_patient)
+    addiction_service = Group.objects.create(name="Addiction medicine")
+    addiction_service.permissions.add(
+        Permission.objects.get(codename="view_substance_use")
+    )
+    url = f"/patients/{sud_patient.pk}/conditions/"
+
+    before = verified_client(physician).get(url).content.decode()
+    physician.groups.add(addiction_service)
+    after = verified_client(physician).get(url).content.decode()
+
+    assert "Opioid abuse (disorder)" not in before
+    assert "Opioid abuse (disorder)" in after
+
+
+def test_another_grant_reveals_nothing_and_an_inactive_user_holds_none(
+    physician, sud_patient
+):
+    add_to_care_team(physician, sud_patient)
+    hiv_only = _grant(physician, "view_hiv")
+    url = f"/patients/{sud_patient.pk}/conditions/"
+
+    body = verified_client(hiv_only).get(url).content.decode()
+
+    assert "Opioid abuse (disorder)" not in body and "withheld" in body
+    granted = _grant(physician, "view_substance_use")
+    granted.is_active = False
+    assert categories_visible_to(granted) == {Sensitivity.ROUTINE.value}
 
 
 def test_hiv_status_is_withheld_without_grant(physician, synthea_bundles):
