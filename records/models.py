@@ -10,8 +10,9 @@ import uuid
 
 from django.conf import settings
 from django.core.exceptions import FieldError
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
+from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from audit.models import AuditAction, AuditOutcome
@@ -62,6 +63,10 @@ class ClinicalQuerySet(SealedQuerySet):
                 "named system actor), for the audit trail"
             )
         created = super().bulk_create(objs, *args, **kwargs)
+        if issubclass(self.model, ClinicalRecord):
+            recount_sensitive_records(
+                {record.patient_id for record in created if record.sensitivity}
+            )
         record_type = self.model.__name__
         fields = [
             field.name
@@ -347,6 +352,85 @@ class ClinicalNote(ClinicalRecord):
     )
 
     Meta = _clinical_meta("clinicalnote")
+
+
+def clinical_record_models() -> list[type[ClinicalRecord]]:
+    """Every kind of clinical record a chart holds."""
+    return [
+        model for model in ClinicalRecord.__subclasses__() if not model._meta.abstract
+    ]
+
+
+class SensitiveRecordTally(models.Model):
+    """How many records of one sensitive category a patient's chart holds.
+
+    Every chart open tells the reader how many records are withheld from
+    them; counting across every clinical table on each open cost more than
+    the rest of the summary. The tally is kept by every path that creates or
+    removes a sensitive record (bulk_create, save, delete); a write that
+    could change a record without loading it is refused by ClinicalQuerySet.
+    """
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="+")
+    sensitivity = models.CharField(max_length=16, choices=Sensitivity.choices)
+    records = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["patient", "sensitivity"], name="unique_sensitive_tally"
+            ),
+        ]
+
+    def __str__(self):
+        return f"Sensitive record tally {self.pk}"
+
+
+def recount_sensitive_records(patient_ids) -> None:
+    """Count again, from the records themselves, the tallies of these patients."""
+    patient_ids = set(patient_ids)
+    if not patient_ids:
+        return
+
+    counts: dict[tuple, int] = {}
+    for model in clinical_record_models():
+        rows = (
+            model.objects.filter(patient_id__in=patient_ids)
+            .exclude(sensitivity=Sensitivity.ROUTINE)
+            .order_by()
+            .values_list("patient_id", "sensitivity")
+            .annotate(records=models.Count("pk"))
+        )
+        for patient_id, sensitivity, records in rows:
+            key = (patient_id, sensitivity)
+            counts[key] = counts.get(key, 0) + records
+
+    tallies = SensitiveRecordTally.objects
+    with transaction.atomic():
+        tallies.filter(patient_id__in=patient_ids).delete()
+        tallies.bulk_create(
+            SensitiveRecordTally(patient_id=patient_id, sensitivity=sensitivity,
+                                 records=records)
+            for (patient_id, sensitivity), records in counts.items()
+        )  # fmt: skip
+
+
+def _recount_after_save(sender, instance, created, raw=False, **kwargs):
+    # A new routine record changes no tally; any other save may have changed
+    # the record's category, so its patient is counted again.
+    if raw or (created and not instance.sensitivity):
+        return
+    recount_sensitive_records({instance.patient_id})
+
+
+def _recount_after_delete(sender, instance, **kwargs):
+    if instance.sensitivity:
+        recount_sensitive_records({instance.patient_id})
+
+
+for _model in clinical_record_models():
+    post_save.connect(_recount_after_save, sender=_model)
+    post_delete.connect(_recount_after_delete, sender=_model)
 
 
 class Unit(models.Model):
