@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -162,17 +163,53 @@ def _drive(env: dict, application: str, seeded: dict, options) -> tuple[dict, in
         path = f"/patients/{seeded['patient']}/"
         _open_charts(port, path, seeded["cookie"], 20, 1, 10)  # warm-up
         before = int(_phase(env, "count"))
+        cpu_before = _cpu_seconds(server.pid)
         started = time.perf_counter()
         counts = _open_charts(
             port, path, seeded["cookie"], options.requests, options.clients,
             options.seconds,
         )  # fmt: skip
         elapsed = time.perf_counter() - started
+        cpu_after = _cpu_seconds(server.pid)
         written = int(_phase(env, "count")) - before
     finally:
         server.terminate()
         server.wait(timeout=30)
-    return {**counts, "seconds": elapsed, "rate": counts["ok"] / elapsed}, written
+    cpu = {
+        side: (cpu_after[side] - cpu_before[side]) / max(counts["ok"], 1)
+        for side in cpu_before
+    }
+    return {
+        **counts, "seconds": elapsed, "rate": counts["ok"] / elapsed, "cpu": cpu,
+    }, written  # fmt: skip
+
+
+def _cpu_seconds(server_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by the gunicorn processes and by PostgreSQL.
+
+    Read from /proc (Linux): per open, it says whether the portal's Python or
+    the database is the side to make cheaper. Elsewhere both read zero.
+    """
+    totals = {"portal": 0.0, "database": 0.0}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return totals
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            name = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        # Fields 3 and 13-14 of stat (after the name): parent, user and system time.
+        parent, used = int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks
+        if int(entry.name) == server_pid or parent == server_pid:
+            totals["portal"] += used
+        elif name.startswith("postgres"):
+            totals["database"] += used
+    return totals
 
 
 def _combined(results: list[tuple[dict, int]]) -> tuple[dict, int]:
@@ -182,6 +219,10 @@ def _combined(results: list[tuple[dict, int]]) -> tuple[dict, int]:
         for key in ("ok", "failed", "seconds")
     }
     total["rate"] = rates[len(rates) // 2]
+    total["cpu"] = {
+        side: statistics.median(result["cpu"][side] for result, _written in results)
+        for side in ("portal", "database")
+    }
     return total, sum(written for _result, written in results)
 
 
@@ -236,12 +277,16 @@ def _report(rows, verified: str, verify_rate: str, options) -> None:
         f"{options.clients} clients, {os.cpu_count()} cores), PostgreSQL"
     )
     print(f"{'run':<10} {'opens':>7} {'failed':>7} {'seconds':>8} "
-          f"{'median opens/s':>15} {'events':>7}")  # fmt: skip
+          f"{'median opens/s':>15} {'events':>7} {'portal CPU':>11} "
+          f"{'database CPU':>13}")  # fmt: skip
     for label, result, written in rows:
         print(
             f"{label:<10} {result['ok']:>7} {result['failed']:>7} "
-            f"{result['seconds']:>8.2f} {result['rate']:>15.1f} {written:>7}"
+            f"{result['seconds']:>8.2f} {result['rate']:>15.1f} {written:>7} "
+            f"{result['cpu']['portal'] * 1e3:>8.2f} ms "
+            f"{result['cpu']['database'] * 1e3:>10.2f} ms"
         )
+    print("(CPU: median per successful open, gunicorn processes and PostgreSQL)")
     audited, unaudited = rows[0][1], rows[1][1]
     print(
         f"audited/unaudited rate: {audited['rate'] / unaudited['rate']:.2f} "
