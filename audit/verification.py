@@ -23,17 +23,37 @@ logger = logging.getLogger(__name__)
 
 FETCH_SIZE = 20_000
 
-COLUMNS = (
-    "actor_id, actor_username, actor_role, action, outcome, patient_ref, "
-    "record_type, fields, {ip}, device_fingerprint, purpose, reason, request_id, "
-    "chain_hash"
-)
-# Each engine is asked for the time in the writer's canonical spelling.
-TIME_COLUMN = {
-    "postgresql": "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
-    "sqlite": "CAST(occurred_at AS TEXT)",
-}
-IP_COLUMN = {"postgresql": "host(ip_address)", "sqlite": "ip_address"}
+# The statements are written out whole, with the range as bound parameters
+# (SECURITY V1.2.4: no SQL built from strings). Each engine is asked for the
+# time and the address in the writer's canonical spelling.
+SQLITE_EVENTS = """
+    SELECT sequence, CAST(occurred_at AS TEXT), actor_id, actor_username,
+           actor_role, action, outcome, patient_ref, record_type, fields,
+           ip_address, device_fingerprint, purpose, reason, request_id, chain_hash
+    FROM audit_auditevent
+    WHERE sequence BETWEEN %s AND %s
+    ORDER BY sequence
+"""
+# COPY takes no parameters, so the range travels in two session settings,
+# set by a parameterised query just before.
+POSTGRESQL_EVENTS_COPY = """
+    COPY (
+        SELECT sequence,
+               to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'),
+               actor_id, actor_username, actor_role, action, outcome, patient_ref,
+               record_type, fields, host(ip_address), device_fingerprint, purpose,
+               reason, request_id, chain_hash
+        FROM audit_auditevent
+        WHERE sequence BETWEEN current_setting('portal.verify_first')::bigint
+                           AND current_setting('portal.verify_last')::bigint
+        ORDER BY sequence
+    ) TO STDOUT
+"""
+SET_RANGE = """
+    SELECT set_config('portal.verify_first', %s, false),
+           set_config('portal.verify_last', %s, false)
+"""
+NEWEST_POSSIBLE = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -119,19 +139,6 @@ def _hash_before(
     return None
 
 
-def _select(vendor: str, first: int, last: int | None) -> tuple[str, list]:
-    columns = COLUMNS.format(ip=IP_COLUMN[vendor])
-    query = (
-        f"SELECT sequence, {TIME_COLUMN[vendor]}, {columns} "  # noqa: S608 (constants)
-        "FROM audit_auditevent WHERE sequence >= %s"
-    )
-    params = [first]
-    if last is not None:
-        query += " AND sequence <= %s"
-        params.append(last)
-    return query + " ORDER BY sequence", params
-
-
 def _lines(connection, first: int, last: int | None) -> Iterator[bytes]:
     """Each event as its canonical form, a tab, and its stored hash."""
     if connection.vendor == "postgresql":
@@ -146,11 +153,10 @@ def _copy_lines(connection, first, last) -> Iterator[bytes]:
     microseconds per row in Python, more than the HMAC, because PostgreSQL
     sends each row as a message of its own.
     """
-    query, params = _select("postgresql", first, last)
-    statement = f"COPY ({query}) TO STDOUT" % tuple(int(value) for value in params)
-    connection.ensure_connection()
+    with connection.cursor() as cursor:
+        cursor.execute(SET_RANGE, [str(first), str(_last_or_newest(last))])
     pgconn = connection.connection.pgconn
-    pgconn.send_query(statement.encode())
+    pgconn.send_query(POSTGRESQL_EVENTS_COPY.encode())
     result = pgconn.get_result()
     if result.status != pq.ExecStatus.COPY_OUT:
         message = result.error_message.decode(errors="replace")
@@ -180,10 +186,9 @@ def _drain_results(pgconn) -> None:
 
 
 def _sqlite_lines(connection, first, last) -> Iterator[bytes]:
-    query, params = _select("sqlite", first, last)
     canonical_form = chain.canonical_form
     with connection.chunked_cursor() as cursor:
-        cursor.execute(query, params)
+        cursor.execute(SQLITE_EVENTS, [first, _last_or_newest(last)])
         while rows := cursor.fetchmany(FETCH_SIZE):
             for sequence, moment, *values, stored_hash in rows:
                 if len(moment) != len("2026-01-01 00:00:00.000000"):
@@ -193,6 +198,10 @@ def _sqlite_lines(connection, first, last) -> Iterator[bytes]:
                 values[7] = json.loads(values[7])
                 canonical = canonical_form(sequence, moment, *values)
                 yield canonical + b"\t" + stored_hash.encode()
+
+
+def _last_or_newest(last: int | None) -> int:
+    return NEWEST_POSSIBLE if last is None else last
 
 
 def _sqlite_time(text: str) -> str:

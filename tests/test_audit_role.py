@@ -63,7 +63,7 @@ def test_the_command_prints_the_sql_for_review(capsys):
     call_command("audit_writer_role", "ehr_audit_writer")
 
     sql = capsys.readouterr().out
-    assert 'GRANT SELECT, INSERT ON audit_auditevent TO "ehr_audit_writer"' in sql
+    assert 'GRANT SELECT, INSERT ON "audit_auditevent" TO "ehr_audit_writer"' in sql
     grants = [line for line in sql.splitlines() if line.startswith("GRANT")]
     assert not any(
         word in line for line in grants for word in ("UPDATE", "DELETE", "TRUNCATE")

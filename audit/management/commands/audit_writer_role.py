@@ -30,7 +30,7 @@ class Command(BaseCommand):
 
         if not apply:
             for statement in statements:
-                self.stdout.write(f"{statement};")
+                self.stdout.write(f"{statement.as_string(None)};")
             return
         with connection.cursor() as cursor:
             for statement in statements:
