@@ -41,6 +41,10 @@ class AuditAction(models.TextChoices):
     IDENTITY_REVIEWED = "IDENTITY_REVIEWED", "Patient identity reviewed"
     RECORD_CREATED = "RECORD_CREATED", "Clinical record created"
     KEYS_ROTATED = "KEYS_ROTATED", "Encryption keys rotated"
+    MASTER_KEY_REPLACED = (
+        "MASTER_KEY_REPLACED",
+        "Keyring re-wrapped by a new master key",
+    )
 
 
 class AuditOutcome(models.TextChoices):

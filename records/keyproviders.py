@@ -146,6 +146,15 @@ class Pkcs11MasterKey:
                 "manage.py create_master_key"
             ) from None
 
+    def has_key(self) -> bool:
+        """Whether the token holds an AES key with this provider's label."""
+        with self._lock:
+            try:
+                self._key()
+            except MasterKeyUnavailable:
+                return False
+        return True
+
     def create_key(self) -> None:
         """Generate the master key in the token: sensitive and never extractable."""
         import pkcs11

@@ -239,6 +239,25 @@ def isolated_keys(settings, tmp_path):
     crypto.reset_keyring_cache()
 
 
+@pytest.fixture
+def hsm_keys(isolated_keys, softhsm_token, monkeypatch, tmp_path):
+    """isolated_keys, with the master key generated in the SoftHSM2 token."""
+    from django.core.management import call_command
+
+    from records import crypto
+
+    library, token, pin = softhsm_token
+    isolated_keys.PORTAL_MASTER_KEY_PROVIDER = "pkcs11"
+    isolated_keys.PORTAL_PKCS11_LIBRARY = library
+    isolated_keys.PORTAL_PKCS11_TOKEN = token
+    isolated_keys.PORTAL_PKCS11_KEY_LABEL = f"master-{tmp_path.name}"
+    isolated_keys.PORTAL_KEYRING_FILE = tmp_path / "hsm-keyring.json"
+    monkeypatch.setenv("PORTAL_PKCS11_PIN", pin)
+    crypto.reset_keyring_cache()
+    call_command("create_master_key")
+    return isolated_keys
+
+
 SOFTHSM_LIBRARIES = [
     os.environ.get("EHR_SOFTHSM2_LIBRARY", ""),
     "/usr/lib/softhsm/libsofthsm2.so",

@@ -5,7 +5,6 @@ import datetime
 import json
 
 import pytest
-from django.core.management import call_command
 
 from records import crypto, keyproviders
 from records.models import Patient, PatientSource
@@ -103,20 +102,6 @@ def test_values_sealed_under_the_first_keyring_format_stay_readable(
     assert legacy["data_keys"]["1"] not in stored
     assert legacy["index_key"] not in stored
     assert Patient.objects.get(pk=patient.pk).family_name == "Keytestfamily"
-
-
-@pytest.fixture
-def hsm_keys(isolated_keys, softhsm_token, monkeypatch, tmp_path):
-    library, token, pin = softhsm_token
-    isolated_keys.PORTAL_MASTER_KEY_PROVIDER = "pkcs11"
-    isolated_keys.PORTAL_PKCS11_LIBRARY = library
-    isolated_keys.PORTAL_PKCS11_TOKEN = token
-    isolated_keys.PORTAL_PKCS11_KEY_LABEL = f"master-{tmp_path.name}"
-    isolated_keys.PORTAL_KEYRING_FILE = tmp_path / "hsm-keyring.json"
-    monkeypatch.setenv("PORTAL_PKCS11_PIN", pin)
-    crypto.reset_keyring_cache()
-    call_command("create_master_key")
-    return isolated_keys
 
 
 def test_softhsm_master_key_wraps_the_keyring_and_seals_records(hsm_keys):
