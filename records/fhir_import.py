@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from audit.models import AuditAction, AuditOutcome
 from audit.services import record_event
+from ehr_portal import request_context
 from records import crypto
 from records.models import (
     AllergyIntolerance,
@@ -132,7 +133,27 @@ def bundle_files(paths) -> list[Path]:
 
 
 def import_bundle_file(path: Path, *, actor: str | None = None) -> ImportSummary:
-    """Check and store one bundle file in one transaction, or raise BundleRejected."""
+    """Check and store one bundle file in one transaction, or raise BundleRejected.
+
+    Outside a web request (the command, a task), each bundle gets a request id
+    of its own, so that every audit event of one import can be told apart.
+    """
+    if request_context.current() is not None:
+        return _import_bundle_file(path, actor=actor)
+
+    context = request_context.RequestContext(
+        request_id=request_context.new_request_id(),
+        ip_address=None,
+        device_fingerprint="",
+    )
+    token = request_context.activate(context)
+    try:
+        return _import_bundle_file(path, actor=actor)
+    finally:
+        request_context.deactivate(token)
+
+
+def _import_bundle_file(path: Path, *, actor: str | None) -> ImportSummary:
     actor = actor or f"system:import_fhir ({getpass.getuser()})"
     try:
         entries = _read_entries(path)
@@ -159,12 +180,18 @@ def import_bundle_file(path: Path, *, actor: str | None = None) -> ImportSummary
 
 
 def _record_rejection(actor: str) -> None:
+    # The trail is written outside the import's transaction, so events about
+    # records created before the failure stay in it; they share this event's
+    # request id, and this event says they were undone.
     record_event(
         actor=actor,
         action=AuditAction.FHIR_IMPORT_FAILED,
         outcome=AuditOutcome.FAILURE,
         record_type="Bundle",
-        reason="bundle rejected; nothing stored",
+        reason=(
+            "bundle rejected; nothing stored: events of this request id "
+            "about created records were rolled back"
+        ),
     )
 
 

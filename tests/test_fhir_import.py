@@ -327,6 +327,33 @@ def test_an_unexpected_error_still_names_the_file_and_stores_nothing(
     assert _stored_nothing()
 
 
+def test_events_of_records_undone_by_a_failed_import_are_marked_as_rolled_back(
+    tmp_path, real_bundle, monkeypatch
+):
+    from audit.models import AuditAction, AuditEvent
+    from records import fhir_import
+
+    stored = fhir_import._store_records
+    calls = []
+
+    def fails_on_the_second_kind(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise ZeroDivisionError
+        return stored(*args, **kwargs)
+
+    monkeypatch.setattr(fhir_import, "_store_records", fails_on_the_second_kind)
+
+    _import_fails(_write(tmp_path, real_bundle))
+
+    created = AuditEvent.objects.filter(action=AuditAction.RECORD_CREATED)
+    failure = AuditEvent.objects.get(action=AuditAction.FHIR_IMPORT_FAILED)
+    assert created.exists() and _stored_nothing()
+    assert {event.request_id for event in created} == {failure.request_id}
+    assert len(failure.request_id) == 32
+    assert "rolled back" in failure.reason
+
+
 def test_error_messages_never_repeat_a_patient_identifier(
     tmp_path, real_bundle, capsys
 ):
