@@ -387,26 +387,34 @@ class SensitiveRecordTally(models.Model):
 
 
 def recount_sensitive_records(patient_ids) -> None:
-    """Count again, from the records themselves, the tallies of these patients."""
+    """Count again, from the records themselves, the tallies of these patients.
+
+    The patients' rows are locked first: two notes written at once on one
+    chart then recount one after the other, the second seeing the first's
+    record, instead of both replacing the same tallies.
+    """
     patient_ids = set(patient_ids)
     if not patient_ids:
         return
 
-    counts: dict[tuple, int] = {}
-    for model in clinical_record_models():
-        rows = (
-            model.objects.filter(patient_id__in=patient_ids)
-            .exclude(sensitivity=Sensitivity.ROUTINE)
-            .order_by()
-            .values_list("patient_id", "sensitivity")
-            .annotate(records=models.Count("pk"))
-        )
-        for patient_id, sensitivity, records in rows:
-            key = (patient_id, sensitivity)
-            counts[key] = counts.get(key, 0) + records
-
-    tallies = SensitiveRecordTally.objects
     with transaction.atomic():
+        locked = Patient.objects.select_for_update().filter(pk__in=patient_ids)
+        list(locked.order_by("pk").values_list("pk", flat=True))
+
+        counts: dict[tuple, int] = {}
+        for model in clinical_record_models():
+            rows = (
+                model.objects.filter(patient_id__in=patient_ids)
+                .exclude(sensitivity=Sensitivity.ROUTINE)
+                .order_by()
+                .values_list("patient_id", "sensitivity")
+                .annotate(records=models.Count("pk"))
+            )
+            for patient_id, sensitivity, records in rows:
+                key = (patient_id, sensitivity)
+                counts[key] = counts.get(key, 0) + records
+
+        tallies = SensitiveRecordTally.objects
         tallies.filter(patient_id__in=patient_ids).delete()
         tallies.bulk_create(
             SensitiveRecordTally(patient_id=patient_id, sensitivity=sensitivity,

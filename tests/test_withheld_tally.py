@@ -1,12 +1,17 @@
 """The withheld notice counts every sensitive record, however it was written."""
 
+import threading
+import time
+
 import pytest
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
+from django.db import connections, transaction
 
 from records.models import (
     ClinicalNote,
     Patient,
+    SensitiveRecordTally,
     Sensitivity,
     clinical_record_models,
 )
@@ -70,3 +75,40 @@ def test_a_note_written_and_removed_moves_the_withheld_count(
     after_removal = _withheld_on_the_summary(colleague, marker_patient)
 
     assert (before, after_note, after_removal) == (0, 1, 0)
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_two_sensitive_notes_written_at_once_are_both_counted(
+    physician, marker_patient
+):
+    first_written = threading.Event()
+    failures = []
+
+    def write_note(title, hold_open):
+        try:
+            with transaction.atomic():
+                ClinicalNote.objects.create(
+                    patient=marker_patient, author=physician, kind="psychotherapy",
+                    description=title, body="Session notes.", status="final",
+                    sensitivity=Sensitivity.PSYCHOTHERAPY, source_key=title,
+                )  # fmt: skip
+                if hold_open:
+                    # The second note is written while this one is uncommitted.
+                    first_written.set()
+                    time.sleep(0.5)
+        except Exception as error:  # reported below, with its type
+            failures.append(type(error).__name__)
+        finally:
+            connections.close_all()
+
+    first = threading.Thread(target=write_note, args=("first", True))
+    second = threading.Thread(target=write_note, args=("second", False))
+    first.start()
+    assert first_written.wait(10)
+    second.start()
+    first.join(20)
+    second.join(20)
+
+    assert failures == []
+    tally = SensitiveRecordTally.objects.get(patient=marker_patient)
+    assert tally.records == 2
