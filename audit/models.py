@@ -41,6 +41,8 @@ class AuditAction(models.TextChoices):
     IDENTITY_REVIEWED = "IDENTITY_REVIEWED", "Patient identity reviewed"
     RECORD_CREATED = "RECORD_CREATED", "Clinical record created"
     KEYS_ROTATED = "KEYS_ROTATED", "Encryption keys rotated"
+    INTEGRITY_FAILURE = "INTEGRITY_FAILURE", "Stored value failed its integrity check"
+    KEYS_UNAVAILABLE = "KEYS_UNAVAILABLE", "Encryption keys could not be loaded"
     MASTER_KEY_REPLACED = (
         "MASTER_KEY_REPLACED",
         "Keyring re-wrapped by a new master key",

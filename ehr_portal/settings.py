@@ -121,6 +121,7 @@ MIDDLEWARE = [
     "ehr_portal.middleware.DisplayTimeZoneMiddleware",
     "ehr_portal.middleware.MethodNotAllowedPageMiddleware",
     "audit.middleware.AuditFailClosedMiddleware",
+    "records.middleware.SealedDataFailureMiddleware",
     "axes.middleware.AxesMiddleware",
 ]
 

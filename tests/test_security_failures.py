@@ -1,0 +1,87 @@
+"""A failed integrity check or missing keys: a clear refusal, a log line, an event.
+
+ASVS V16.3.4: failures of a security control are logged with the request id
+and recorded in the audit trail, and the reader sees no patient data.
+"""
+
+import logging
+
+import pytest
+from django.db import connection
+
+from audit.models import AuditAction, AuditEvent, AuditOutcome
+from records import crypto, keyproviders
+from records.models import Patient
+from tests.conftest import add_to_care_team, verified_client
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+
+@pytest.fixture
+def tampered_chart(physician, marker_patient):
+    from records.models import PatientSource
+    from records.services import register_patient
+
+    other = register_patient(
+        given_name="Othergiven", family_name="Otherfamilymarker",
+        birth_date=marker_patient.birth_date, source=PatientSource.DEMO,
+    )  # fmt: skip
+    add_to_care_team(physician, marker_patient)
+    # What someone with database access might do: copy another row's ciphertext.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE records_patient SET family_name = "
+            "(SELECT family_name FROM records_patient WHERE id = %s) WHERE id = %s",
+            [
+                Patient._meta.pk.get_db_prep_value(other.pk, connection),
+                Patient._meta.pk.get_db_prep_value(marker_patient.pk, connection),
+            ],
+        )
+    return marker_patient
+
+
+@pytest.mark.parametrize(
+    "url, content_type",
+    [("/patients/{pk}/", "text/html"), ("/api/v1/patients/{pk}/", "application/json")],
+)
+def test_a_tampered_value_stops_the_page_and_is_recorded(
+    physician, tampered_chart, caplog, url, content_type
+):
+    caplog.set_level(logging.ERROR, logger="records.middleware")
+
+    response = verified_client(physician).get(url.format(pk=tampered_chart.pk))
+
+    body = response.content.decode()
+    assert response.status_code == 500
+    assert response["Content-Type"].startswith(content_type)
+    assert "integrity check" in body
+    assert "Otherfamilymarker" not in body and "Zyxwvutmarker" not in body
+    event = AuditEvent.objects.get(action=AuditAction.INTEGRITY_FAILURE)
+    assert event.outcome == AuditOutcome.FAILURE
+    assert event.patient_ref == str(tampered_chart.pk)
+    assert event.actor_username == physician.username
+    assert event.request_id and event.request_id in body
+    logged = [r for r in caplog.records if r.name == "records.middleware"]
+    assert [record.getMessage() for record in logged] == [
+        "Request stopped: IntegrityError"
+    ]
+
+
+def test_keys_that_cannot_be_loaded_refuse_with_503_and_are_recorded(
+    physician, marker_patient, isolated_keys, tmp_path, caplog
+):
+    add_to_care_team(physician, marker_patient)
+    client = verified_client(physician)
+    keyproviders.create_master_key_file(tmp_path / "wrong.key")
+    isolated_keys.PORTAL_MASTER_KEY_FILE = tmp_path / "wrong.key"
+    crypto.reset_keyring_cache()
+    caplog.set_level(logging.ERROR, logger="records.middleware")
+
+    response = client.get(f"/patients/{marker_patient.pk}/")
+
+    body = response.content.decode()
+    assert response.status_code == 503
+    assert "encryption keys" in body and "Zyxwvutmarker" not in body
+    event = AuditEvent.objects.get(action=AuditAction.KEYS_UNAVAILABLE)
+    assert event.patient_ref == str(marker_patient.pk)
+    assert "Request stopped: KeyringUnavailable" in caplog.text
