@@ -10,21 +10,22 @@ from django.db import migrations, models
 
 
 class AddIndexWithoutBlockingWrites(AddIndexConcurrently):
+    """CONCURRENTLY on PostgreSQL, a plain CREATE INDEX elsewhere."""
+
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-        else:
-            migrations.AddIndex.database_forwards(
-                self, app_label, schema_editor, from_state, to_state
-            )
+        self._on(schema_editor, "database_forwards")(
+            app_label, schema_editor, from_state, to_state
+        )
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        self._on(schema_editor, "database_backwards")(
+            app_label, schema_editor, from_state, to_state
+        )
+
+    def _on(self, schema_editor, step: str):
         if schema_editor.connection.vendor == "postgresql":
-            super().database_backwards(app_label, schema_editor, from_state, to_state)
-        else:
-            migrations.AddIndex.database_backwards(
-                self, app_label, schema_editor, from_state, to_state
-            )
+            return getattr(super(), step)
+        return getattr(migrations.AddIndex, step).__get__(self)
 
 
 class Migration(migrations.Migration):
