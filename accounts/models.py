@@ -15,7 +15,7 @@ from django_otp.oath import hotp
 
 from accounts.roles import Role
 from records import crypto
-from records.fields import EncryptedTextField
+from records.fields import EncryptedTextField, SealedModel
 
 TOTP_STEP_SECONDS = 30
 TOTP_DIGITS = 6
@@ -106,7 +106,7 @@ def current_unix_time() -> float:
     return timezone.now().timestamp()
 
 
-class TOTPAuthenticator(TimestampMixin, RefusingThrottleMixin, Device):
+class TOTPAuthenticator(TimestampMixin, RefusingThrottleMixin, Device, SealedModel):
     """An authenticator app (RFC 6238), its seed sealed with the field keyring.
 
     django-otp's own TOTPDevice keeps the seed in clear, so a database dump

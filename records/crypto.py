@@ -398,6 +398,42 @@ def open_sealed(token: str, associated_data: bytes) -> str:
     return _decrypt(cipher, payload, associated_data)
 
 
+def open_sealed_column(
+    prefix: bytes, tokens: list[str], row_ids: list[bytes]
+) -> list[str | None]:
+    """The plaintexts of one column's sealed values, for many rows at once.
+
+    Each value is opened with its own associated data, ``prefix`` (the
+    table and column) followed by its row's id. For a page of rows: the
+    keyring is looked up once and the AES-GCM work runs in one tight loop,
+    which costs far less than the same openings spread among template
+    rendering. A value that does not open on this path (damaged, moved,
+    another algorithm, a key version written another way or not loaded yet)
+    gives None: the caller opens it with ``open_sealed``, which raises its
+    own error or takes the careful path.
+    """
+    ciphers = keyring().ciphers_by_label
+    decode = binascii.a2b_base64
+    algorithm_expected, nonce_bytes = ALGORITHM_AES_GCM, NONCE_BYTES
+    opened = []
+    keep = opened.append
+    for token, row_id in zip(tokens, row_ids, strict=True):
+        try:
+            algorithm, label, payload = token.split(".", 2)
+            cipher = ciphers[label]
+            raw = decode(payload, strict_mode=True)
+            if algorithm != algorithm_expected or len(raw) <= nonce_bytes:
+                raise ValueError
+            plaintext = cipher.decrypt(
+                raw[:nonce_bytes], raw[nonce_bytes:], prefix + row_id
+            )
+            keep(plaintext.decode())
+        except (ValueError, AttributeError, KeyError, InvalidTag):
+            # ValueError covers binascii.Error and UnicodeDecodeError.
+            keep(None)
+    return opened
+
+
 def _open_carefully(token: str, associated_data: bytes) -> str:
     _algorithm, version, payload = _split(token)
     ring = keyring()

@@ -2,7 +2,14 @@
 
 A value is sealed in ``pre_save``, when the row's primary key is known, so the
 associated data can bind it to table, column and row. It is opened lazily on
-first attribute access, so a list page pays only for the fields it shows.
+first attribute access, so a list page pays only for the fields it shows; the
+first read of a field opens it on every row the same query loaded, so a chart
+pays for its AES-GCM work in one tight loop per column rather than spread
+through template rendering.
+
+Models with sealed fields inherit from ``SealedModel``, which keeps a loaded
+row's ciphertexts beside its attributes (``values()`` and ``values_list()``
+give the ciphertext as stored). Key rotation reads them with ``loaded_token``.
 
 Ciphertext cannot be compared or ordered by the database: every lookup but
 ``isnull`` raises, ordering by a sealed field raises (through the models'
@@ -13,12 +20,15 @@ plaintext.
 
 import datetime
 import decimal
+from itertools import islice
 
-from django.core.exceptions import FieldDoesNotExist, FieldError
+from django.apps import apps as django_apps
+from django.core.exceptions import FieldDoesNotExist, FieldError, ImproperlyConfigured
 from django.db import models
-from django.db.models import F
+from django.db.models import DEFERRED, F
 from django.db.models.expressions import OrderBy
 from django.db.models.lookups import Exact
+from django.db.models.query import ModelIterable
 from django.db.models.query_utils import DeferredAttribute
 from django.db.models.sql import Query
 
@@ -29,55 +39,257 @@ class SealedText(str):
     """A value already sealed for its row, the only thing written to the column."""
 
 
-class StoredCiphertext:
-    """Ciphertext loaded from the database, not yet opened."""
+# Keys of ``instance.__dict__`` kept beside the fields: the ciphertext of each
+# sealed value as loaded, the row id encoded for the associated data, and the
+# rows loaded together with this one.
+_TOKENS = "_sealed_tokens"
+_ROW_ID = "_sealed_row_id"
+_BATCH = "_sealed_batch"
 
-    __slots__ = ("token",)
+# Rows opened together at most: bounds what one row keeps alive when a large
+# result is streamed with QuerySet.iterator().
+BATCH_ROWS = 500
 
-    def __init__(self, token: str):
-        self.token = token
+
+class SealedModel(models.Model):
+    """Base for every model with an encrypted field.
+
+    A loaded row keeps its ciphertexts in one dict, ``_sealed_tokens``; a
+    sealed value's attribute stays out of ``__dict__`` until it is read, so
+    the first read goes through ``EncryptedAttribute``, which opens it and
+    puts the plaintext there, and every later read is a plain attribute.
+    """
+
+    class Meta:
+        abstract = True
+
+    def __getstate__(self):
+        # A pickled or copied row stands alone: it must not carry the other
+        # rows of its page (their plaintext included) along with it.
+        state = super().__getstate__()
+        state.pop(_BATCH, None)
+        return state
+
+    def save(self, *args, **kwargs):
+        # Django takes an attribute missing from __dict__ for a deferred
+        # field and would leave it out of the UPDATE. pre_save would open
+        # these values anyway; opening them first keeps save() writing the
+        # whole row, as for any other model.
+        if kwargs.get("update_fields") is None:
+            attributes = self.__dict__
+            for attname in attributes.get(_TOKENS, ()):
+                if attname not in attributes:
+                    getattr(self, attname)
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        columns, sealed = _SEALED_COLUMNS.get(cls) or _sealed_columns(cls)
+        if len(values) == columns:
+            values = list(values)
+        else:
+            # Some columns were deferred: place the loaded ones as Django does.
+            loaded = iter(values)
+            values = [
+                next(loaded) if field.attname in field_names else DEFERRED
+                for field in cls._meta.concrete_fields
+            ]
+
+        # Each ciphertext goes to the row's token dict, and __init__ leaves
+        # its attribute unset. One loop per row: Django would otherwise call
+        # the field's converter for every value.
+        tokens = {}
+        for position, attname in sealed:
+            token = values[position]
+            if token is not None and token is not DEFERRED:
+                tokens[attname] = token
+                values[position] = DEFERRED
+
+        # As Model.from_db does, without a second look at the values.
+        instance = cls(*values)
+        instance._state.adding = False
+        instance._state.db = db
+        instance.__dict__[_TOKENS] = tokens
+        return instance
+
+    def get_deferred_fields(self):
+        # A value still sealed was loaded, not deferred: refresh_from_db()
+        # reloads it like any other.
+        deferred = super().get_deferred_fields()
+        tokens = self.__dict__.get(_TOKENS)
+        return deferred.difference(tokens) if tokens else deferred
+
+
+# Per model class: how many columns a full row has, and where its sealed
+# values sit. Keyed by the class itself, as a subclass has columns of its own.
+_SEALED_COLUMNS: dict[type, tuple[int, tuple[tuple[int, str], ...]]] = {}
+
+
+def _sealed_columns(model) -> tuple[int, tuple[tuple[int, str], ...]]:
+    fields = model._meta.concrete_fields
+    sealed = tuple(
+        (position, field.attname)
+        for position, field in enumerate(fields)
+        if isinstance(field, EncryptedField)
+    )
+    _SEALED_COLUMNS[model] = (len(fields), sealed)
+    return _SEALED_COLUMNS[model]
+
+
+def loaded_token(instance, field) -> str | None:
+    """The sealed value of ``field`` as loaded from the database; None if NULL.
+
+    For key rotation, which re-seals and compares ciphertext, never
+    plaintext: what has been read or assigned since loading does not change
+    it. Raises TypeError for a value that did not come from the database.
+    """
+    attributes = instance.__dict__
+    tokens = attributes.get(_TOKENS, {})
+    if field.attname in tokens:
+        return tokens[field.attname]
+    if attributes.get(field.attname) is None:
+        return None
+    raise TypeError("a freshly loaded row holds only ciphertext")
+
+
+def _row_id(attributes, pk_attname) -> bytes | None:
+    """The row's primary key as text for the associated data; None without one.
+
+    Encoded once per row, and again only if the instance has been given
+    another primary key since.
+    """
+    pk = attributes.get(pk_attname)
+    if pk is None:
+        return None
+    row = attributes.get(_ROW_ID)
+    if row is None or row[0] is not pk:
+        row = attributes[_ROW_ID] = (pk, str(pk).encode())
+    return row[1]
+
+
+class _LoadedTogether:
+    """The rows (their ``__dict__``) of one query, to open a column for all.
+
+    The first read of a sealed field on any of them opens that field on every
+    row still holding it sealed, in one call to the cipher; other fields stay
+    sealed until read. A row whose value does not open is left sealed, so
+    that its error is raised where that row is read, as if opened alone.
+    """
+
+    __slots__ = ("opened", "rows")
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+        self.opened = set()
+
+    def open_column(self, field) -> None:
+        attname = field.attname
+        self.opened.add(attname)
+        pk_attname, prefix = field._binding or field.binding()
+
+        # Each value is opened for its own row. The loop is written out
+        # rather than calling _row_id: it runs for every value of a page.
+        holders, tokens, row_ids = [], [], []
+        for attributes in self.rows:
+            token = None if attname in attributes else attributes[_TOKENS].get(attname)
+            if token is None:
+                continue
+            pk = attributes.get(pk_attname)
+            row = attributes.get(_ROW_ID)
+            if row is None or row[0] is not pk:
+                if pk is None:
+                    continue
+                row = attributes[_ROW_ID] = (pk, str(pk).encode())
+            holders.append(attributes)
+            tokens.append(token)
+            row_ids.append(row[1])
+
+        opened = crypto.open_sealed_column(prefix, tokens, row_ids)
+        if not field.parses:
+            for attributes, text in zip(holders, opened, strict=True):
+                if text is not None:
+                    attributes[attname] = text
+            return
+        for attributes, text in zip(holders, opened, strict=True):
+            if text is None:
+                continue
+            try:
+                attributes[attname] = field.opened(text)
+            except crypto.IntegrityError:
+                continue
+
+
+class SealedModelIterable(ModelIterable):
+    """Model rows that know the rows they were loaded with.
+
+    A result read whole (the usual case) is linked after it is read, at no
+    cost per row beyond the link itself; one streamed by
+    ``QuerySet.iterator()`` is linked a batch at a time.
+    """
+
+    def __iter__(self):
+        rows = super().__iter__()
+        if not issubclass(self.queryset.model, SealedModel):
+            return rows
+        if not self.chunked_fetch:
+            rows = list(rows)
+            _load_together(rows)
+            return iter(rows)
+        return self._in_batches(rows)
+
+    @staticmethod
+    def _in_batches(rows):
+        while batch := list(islice(rows, BATCH_ROWS)):
+            _load_together(batch)
+            yield from batch
+
+
+def _load_together(rows) -> None:
+    for start in range(0, len(rows), BATCH_ROWS):
+        batch = rows[start : start + BATCH_ROWS]
+        together = _LoadedTogether([row.__dict__ for row in batch])
+        for attributes in together.rows:
+            attributes[_BATCH] = together
 
 
 class EncryptedAttribute(DeferredAttribute):
-    """Opens a loaded value on first access and keeps the plaintext.
+    """Opens a sealed value on its first read; the plaintext then stays put.
 
-    Every field a chart shows passes through here, so the common case (the
-    value already loaded) avoids the deferred-loading machinery, and opening
-    is done in place rather than through the field's general methods: at a
-    few hundred fields a page, every extra call layer shows in the total.
+    Like Django's own, this descriptor is only consulted while the attribute
+    is missing from the instance's ``__dict__``: for a value still sealed,
+    or a deferred one. Once opened, reads cost what they cost on any model.
     """
 
     def __get__(self, instance, cls=None):
         if instance is None:
             return self
-        data = instance.__dict__
+        attributes = instance.__dict__
         field = self.field
         attname = field.attname
-        value = data[attname] if attname in data else super().__get__(instance, cls)
-        if type(value) is not StoredCiphertext:
-            return value
+        if attname in attributes:
+            return attributes[attname]
+        tokens = attributes.get(_TOKENS)
+        if tokens is None or attname not in tokens:
+            # Deferred: Django loads it, and it comes back opened.
+            return super().__get__(instance, cls)
 
-        # The row id is encoded once per row, and made again only if the
-        # instance has been given another primary key since.
+        together = attributes.get(_BATCH)
+        if together is not None and attname not in together.opened:
+            together.open_column(field)
+            if attname in attributes:
+                return attributes[attname]
+
+        # Alone, or left sealed by its column's opening: opened here, which
+        # raises the value's own error if it does not open.
         pk_attname, prefix = field._binding or field.binding()
-        pk = data.get(pk_attname)
-        row = data.get(_ROW_ID)
-        if row is None or row[0] is not pk:
-            if pk is None:
-                # Not a row from the database: the general path explains.
-                value = data[attname] = field.open_for(instance, value.token)
-                return value
-            row = data[_ROW_ID] = (pk, str(pk).encode())
-
-        text = crypto.open_sealed(value.token, prefix + row[1])
-        value = data[attname] = field.opened(text) if field.parses else text
+        row_id = _row_id(attributes, pk_attname)
+        if row_id is None:
+            # No primary key any more: the general path explains.
+            value = attributes[attname] = field.open_for(instance, tokens[attname])
+            return value
+        text = crypto.open_sealed(tokens[attname], prefix + row_id)
+        value = attributes[attname] = field.opened(text) if field.parses else text
         return value
-
-    def __set__(self, instance, value):
-        instance.__dict__[self.field.attname] = value
-
-
-_ROW_ID = "_sealed_row_id"
 
 
 class SealedExact(Exact):
@@ -166,10 +378,19 @@ class EncryptedField(models.TextField):
             return None
         return self.seal_for(model_instance.pk, value)
 
-    def from_db_value(self, value, expression, connection):
-        if value is None:
-            return None
-        return StoredCiphertext(value)
+    def contribute_to_class(self, cls, name, private_only=False):
+        super().contribute_to_class(cls, name, private_only=private_only)
+
+        # Without SealedModel's loading, ciphertext would be read as if it
+        # were the value. Models outside the app registry (migrations' and
+        # the schema editor's copies) are exempt: they never open values,
+        # and would show ciphertext, never plaintext.
+        registered = cls._meta.apps is django_apps
+        if registered and not issubclass(cls, SealedModel):
+            raise ImproperlyConfigured(
+                f"{cls.__name__}.{name} is encrypted: {cls.__name__} must "
+                "inherit from records.fields.SealedModel"
+            )
 
     def get_db_prep_value(self, value, connection, prepared=False):
         if value is None or isinstance(value, SealedText):
@@ -293,3 +514,4 @@ class SealedQuerySet(models.QuerySet):
 
     def __init__(self, model=None, query=None, using=None, hints=None):
         super().__init__(model, query or SealedQuery(model), using, hints)
+        self._iterable_class = SealedModelIterable

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import models, router, transaction
 
 from records import crypto
-from records.fields import EncryptedField, SealedText, StoredCiphertext
+from records.fields import EncryptedField, SealedText, loaded_token
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def _rotate_model(model, fields, reindex, batch_size, progress, on_batch) -> int
 
 def _row_update(model, fields, instance, reindex) -> tuple | None:
     """(pk, new column values, sealed values as read) for a row that needs work."""
-    tokens = {field: _token(instance.__dict__.get(field.attname)) for field in fields}
+    tokens = {field: loaded_token(instance, field) for field in fields}
     changes = {}
     for field, token in tokens.items():
         if token is not None:
@@ -166,24 +166,17 @@ def _stored(field, value):
     return SealedText(value) if isinstance(field, EncryptedField) else value
 
 
-def _token(value) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, StoredCiphertext):
-        return value.token
-    raise TypeError("a freshly loaded row holds only ciphertext")
-
-
 def key_version_counts() -> dict[str, dict[int, int]]:
     """Sealed values per key version for each model, for ``rotate_keys --status``."""
     counts: dict[str, dict[int, int]] = {}
     for model, fields in sealed_models():
         per_version: dict[int, int] = {}
         names = [field.attname for field in fields]
+        # values_list gives each sealed value as stored: ciphertext.
         for row in model._base_manager.values_list(*names).iterator(chunk_size=2000):
-            for value in row:
-                if value is not None:
-                    version = crypto.sealed_version(value.token)
+            for token in row:
+                if token is not None:
+                    version = crypto.sealed_version(token)
                     per_version[version] = per_version.get(version, 0) + 1
         counts[model._meta.label] = per_version
     return counts

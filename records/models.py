@@ -23,6 +23,7 @@ from records.fields import (
     EncryptedDateField,
     EncryptedField,
     EncryptedTextField,
+    SealedModel,
     SealedQuerySet,
 )
 
@@ -91,7 +92,7 @@ class PatientSource(models.TextChoices):
     DEMO = "demo", "Synthetic demo data"
 
 
-class Patient(models.Model):
+class Patient(SealedModel):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     mrn = EncryptedTextField()
     mrn_index = models.CharField(max_length=INDEX_LENGTH, unique=True)
@@ -153,7 +154,7 @@ class Patient(models.Model):
         return f"{self.family_name}, {self.given_name}"
 
 
-class PatientIdentifier(models.Model):
+class PatientIdentifier(SealedModel):
     """An identifier from another system (Synthea's id, SSN, licence...)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -244,7 +245,7 @@ class Sensitivity(models.TextChoices):
         return f"records.view_{self.value}"
 
 
-class ClinicalRecord(models.Model):
+class ClinicalRecord(SealedModel):
     """Fields every clinical record shares."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -512,7 +513,7 @@ class BreakGlassAccessQuerySet(models.QuerySet):
         return self.filter(reviewed_at__isnull=True)
 
 
-class BreakGlassAccess(models.Model):
+class BreakGlassAccess(SealedModel):
     """Emergency access to one patient off the care team, time-limited and reviewed."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

@@ -305,3 +305,169 @@ def test_only_field_types_that_parse_their_text_pay_for_it():
     assert EncryptedDateField.parses
     assert EncryptedIntegerField.parses
     assert EncryptedDecimalField.parses
+
+
+def _encounters(patient, count: int) -> dict[str, str]:
+    """Encounters with a description of their own; source key -> description."""
+    descriptions = {f"e{number}": f"Markvisit{number}" for number in range(count)}
+    for source_key, description in descriptions.items():
+        Encounter.objects.create(
+            patient=patient, source_key=source_key, description=description
+        )
+    return descriptions
+
+
+def _move_raw(table: str, column: str, from_pk, to_pk) -> None:
+    """Copy a sealed value onto another row, as an attacker with the database."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {column} = "  # noqa: S608
+            f"(SELECT {column} FROM {table} WHERE id = %s) WHERE id = %s",
+            [
+                Encounter._meta.pk.get_db_prep_value(from_pk, connection),
+                Encounter._meta.pk.get_db_prep_value(to_pk, connection),
+            ],
+        )
+
+
+def test_rows_loaded_together_each_open_their_own_values(marker_patient):
+    descriptions = _encounters(marker_patient, 7)
+
+    loaded = list(Encounter.objects.filter(patient=marker_patient))
+
+    assert {row.source_key: row.description for row in loaded} == descriptions
+    streamed = Encounter.objects.filter(patient=marker_patient).iterator(chunk_size=2)
+    assert {row.source_key: row.description for row in streamed} == descriptions
+
+
+@pytest.mark.parametrize("damaged_read_first", [True, False])
+def test_a_moved_value_fails_on_its_own_row_only(marker_patient, damaged_read_first):
+    descriptions = _encounters(marker_patient, 4)
+    first, second = Encounter.objects.filter(source_key__in=["e0", "e1"]).order_by(
+        "source_key"
+    )
+    _move_raw("records_encounter", "description", first.pk, second.pk)
+
+    loaded = list(Encounter.objects.filter(patient=marker_patient))
+    damaged = next(row for row in loaded if row.pk == second.pk)
+    if damaged_read_first:
+        with pytest.raises(crypto.IntegrityError, match="integrity check"):
+            _ = damaged.description
+
+    for row in loaded:
+        if row is not damaged:
+            assert row.description == descriptions[row.source_key]
+    # Read again, it fails again: the failure is not forgotten or skipped.
+    for _attempt in range(2):
+        with pytest.raises(crypto.IntegrityError, match="integrity check"):
+            _ = damaged.description
+
+
+def test_a_copied_or_pickled_row_opens_alone_and_carries_no_other_row(
+    marker_patient,
+):
+    import copy
+    import pickle
+
+    descriptions = _encounters(marker_patient, 3)
+    first, *others = Encounter.objects.filter(patient=marker_patient)
+
+    pickled = pickle.dumps(first)
+    restored = pickle.loads(pickled)  # noqa: S301
+    copied = copy.copy(first)
+
+    for other in others:
+        assert other.__dict__["_sealed_tokens"]["description"].encode() not in pickled
+    assert restored.description == descriptions[first.source_key]
+    assert copied.description == descriptions[first.source_key]
+    # Opened alone: the rows the original was loaded with are still sealed.
+    assert all("description" not in other.__dict__ for other in others)
+
+
+def test_a_row_saved_without_reading_its_values_keeps_them(marker_patient):
+    stored = Patient.objects.get(pk=marker_patient.pk)
+    assert stored.get_deferred_fields() == set()
+
+    stored.deceased_on = datetime.date(2021, 3, 4)
+    stored.save()
+
+    again = Patient.objects.get(pk=marker_patient.pk)
+    assert again.family_name == "Zyxwvutmarker"
+    assert again.given_name == "Quillonemarker"
+    assert again.address == "17 Markerstreet Way, Springfield MA"
+    assert again.deceased_on == datetime.date(2021, 3, 4)
+
+
+def test_refresh_from_db_reloads_values_not_read_yet(marker_patient):
+    stale = Patient.objects.get(pk=marker_patient.pk)
+    edited = Patient.objects.get(pk=marker_patient.pk)
+    edited.address = "2 Newaddress Road"
+    edited.save()
+
+    stale.refresh_from_db()
+
+    assert stale.address == "2 Newaddress Road"
+    assert stale.family_name == "Zyxwvutmarker"
+
+
+def test_deferred_values_are_loaded_and_opened_when_read(marker_patient):
+    deferred = Patient.objects.defer("address").get(pk=marker_patient.pk)
+    only = Patient.objects.only("given_name").get(pk=marker_patient.pk)
+
+    assert deferred.get_deferred_fields() == {"address"}
+    assert deferred.address == "17 Markerstreet Way, Springfield MA"
+    assert only.given_name == "Quillonemarker"
+    assert only.birth_date == datetime.date(1961, 2, 28)
+
+
+def test_values_list_gives_ciphertext_never_plaintext(marker_patient):
+    (stored,) = Patient.objects.values_list("family_name", flat=True)
+
+    assert stored.startswith("a1.")
+    assert "Zyxwvutmarker" not in stored
+
+
+def test_a_model_with_a_sealed_field_must_load_through_sealed_model():
+    from django.core.exceptions import ImproperlyConfigured
+    from django.db import models
+
+    attributes = {
+        "__module__": "records.models",
+        "note": EncryptedTextField(),
+        "Meta": type("Meta", (), {"app_label": "records"}),
+    }
+    with pytest.raises(ImproperlyConfigured, match="SealedModel"):
+        type("UnsealedNote", (models.Model,), attributes)
+
+
+def test_a_value_of_the_wrong_type_fails_on_its_own_row_only(marker_patient):
+    other = register_patient(
+        given_name="Second", family_name="Person", birth_date=datetime.date(1970, 1, 1),
+        source=PatientSource.DEMO,
+    )  # fmt: skip
+    birth_date = Patient._meta.get_field("birth_date")
+    # Authentic for its row and column, but not a date.
+    sealed = crypto.seal("Zyxwvutmarker", birth_date.associated_data_for(other.pk))
+    _write_raw(other, "birth_date", sealed)
+
+    first, second = Patient.objects.filter(pk__in=[marker_patient.pk, other.pk])
+    damaged = first if first.pk == other.pk else second
+    sound = second if damaged is first else first
+
+    assert sound.birth_date == datetime.date(1961, 2, 28)
+    with pytest.raises(crypto.IntegrityError, match="does not hold a date") as raised:
+        _ = damaged.birth_date
+    assert "Zyxwvutmarker" not in str(raised.value)
+
+
+def test_saving_a_loaded_row_seals_every_value_again(isolated_keys, marker_patient):
+    crypto.start_rotation(index_key=False)
+    stored = Patient.objects.get(pk=marker_patient.pk)
+
+    stored.address = "3 Rotated Lane"
+    stored.save()
+
+    # Values not read before the save are written under the new key too.
+    for column in ("family_name", "given_name", "mrn", "birth_date", "address"):
+        assert _raw_column(marker_patient, column).startswith("a1.2.")
+    assert Patient.objects.get(pk=marker_patient.pk).family_name == "Zyxwvutmarker"
