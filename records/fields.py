@@ -20,6 +20,7 @@ plaintext.
 
 import datetime
 import decimal
+import weakref
 from itertools import islice
 
 from django.apps import apps as django_apps
@@ -168,17 +169,22 @@ def _row_id(attributes, pk_attname) -> bytes | None:
 
 
 class _LoadedTogether:
-    """The rows (their ``__dict__``) of one query, to open a column for all.
+    """The rows of one query, to open a column for all of them at once.
 
     The first read of a sealed field on any of them opens that field on every
     row still holding it sealed, in one call to the cipher; other fields stay
     sealed until read. A row whose value does not open is left sealed, so
     that its error is raised where that row is read, as if opened alone.
+
+    The rows are held by weak reference: each row keeps the group alive, but
+    not the other rows, so a page's rows (and their plaintext) are freed as
+    soon as the page is done with them, without waiting for the cycle
+    collector, whose passes over them cost more than the links save.
     """
 
     __slots__ = ("opened", "rows")
 
-    def __init__(self, rows: list[dict]):
+    def __init__(self, rows: list[weakref.ref]):
         self.rows = rows
         self.opened = set()
 
@@ -190,7 +196,11 @@ class _LoadedTogether:
         # Each value is opened for its own row. The loop is written out
         # rather than calling _row_id: it runs for every value of a page.
         holders, tokens, row_ids = [], [], []
-        for attributes in self.rows:
+        for reference in self.rows:
+            instance = reference()
+            if instance is None:
+                continue
+            attributes = instance.__dict__
             token = None if attname in attributes else attributes[_TOKENS].get(attname)
             if token is None:
                 continue
@@ -247,9 +257,9 @@ class SealedModelIterable(ModelIterable):
 def _load_together(rows) -> None:
     for start in range(0, len(rows), BATCH_ROWS):
         batch = rows[start : start + BATCH_ROWS]
-        together = _LoadedTogether([row.__dict__ for row in batch])
-        for attributes in together.rows:
-            attributes[_BATCH] = together
+        together = _LoadedTogether([weakref.ref(row) for row in batch])
+        for row in batch:
+            row.__dict__[_BATCH] = together
 
 
 class EncryptedAttribute(DeferredAttribute):
