@@ -20,7 +20,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from audit.models import AuditAction, AuditOutcome
-from audit.services import record_event
+from audit.services import record_event, record_events
 from ehr_portal import request_context
 from records import crypto
 from records.models import (
@@ -35,7 +35,7 @@ from records.models import (
     PatientSource,
     Procedure,
 )
-from records.sensitivity import sensitivity_of_resource
+from records.sensitivity import sensitivities_of_bundle
 from records.services import find_patient_by_identifier, register_patient
 
 logger = logging.getLogger(__name__)
@@ -248,6 +248,9 @@ class CheckedBundle:
     patients: list[Entry]
     clinical: list[tuple[Entry, Entry | str]]
     skipped: Counter
+    # Entry index -> sensitive category, with references inside the bundle
+    # followed (see records.sensitivity).
+    sensitivities: dict[int, str]
 
 
 def _check_entries(path: Path, entries: list[Entry]) -> CheckedBundle:
@@ -270,7 +273,22 @@ def _check_entries(path: Path, entries: list[Entry]) -> CheckedBundle:
             clinical.append((entry, _subject_of(path, entry, patient_refs)))
         elif entry.resource_type != "Patient":
             skipped[entry.resource_type] += 1
-    return CheckedBundle(patients, clinical, skipped)
+
+    categories = sensitivities_of_bundle(
+        [(_names_of(entry), entry.resource) for entry in entries]
+    )
+    sensitivities = {
+        entry.index: category
+        for entry, category in zip(entries, categories, strict=True)
+    }
+    return CheckedBundle(patients, clinical, skipped, sensitivities)
+
+
+def _names_of(entry: Entry) -> set[str]:
+    names = {f"{entry.resource_type}/{entry.resource_id}"}
+    if entry.full_url:
+        names.add(entry.full_url)
+    return names
 
 
 def _refs_for(entry: Entry) -> set[str]:
@@ -378,7 +396,9 @@ def _store(path: Path, bundle: CheckedBundle, *, actor: str) -> ImportSummary:
 
     touched: Counter = Counter()
     for (patient, resource_type), entries in grouped.items():
-        created = _store_records(path, patient, resource_type, entries, actor=actor)
+        created = _store_records(
+            path, patient, resource_type, entries, bundle.sensitivities, actor=actor
+        )
         summary.created[resource_type] += created
         summary.unchanged[resource_type] += len(entries) - created
         touched[str(patient.pk)] += created
@@ -434,15 +454,23 @@ def _upsert_patient(path: Path, entry: Entry) -> tuple[Patient, bool]:
 
 
 def _store_records(
-    path: Path, patient: Patient, resource_type: str, entries, *, actor: str
+    path: Path,
+    patient: Patient,
+    resource_type: str,
+    entries,
+    sensitivities: dict[int, str],
+    *,
+    actor: str,
 ) -> int:
     model = CLINICAL_MODELS[resource_type]
     keys = {_source_key(entry): entry for entry in entries}
-    existing = set(
+    existing = dict(
         model.objects.filter(patient=patient, source_key__in=list(keys)).values_list(
-            "source_key", flat=True
+            "source_key", "sensitivity"
         )
     )
+    _reclassify(model, patient, keys, existing, sensitivities, actor=actor)
+
     records = []
     for key, entry in keys.items():
         if key in existing:
@@ -457,10 +485,36 @@ def _store_records(
             raise BundleRejected(
                 path, f"cannot be read ({type(error).__name__})", entry
             ) from None
-        values["sensitivity"] = sensitivity_of_resource(entry.resource)
+        values["sensitivity"] = sensitivities[entry.index]
         records.append(model(patient=patient, source_key=key, **values))
     model.objects.bulk_create(records, batch_size=500, actor=actor)
     return len(records)
+
+
+def _reclassify(model, patient, keys, existing, sensitivities, *, actor) -> None:
+    """Give records imported before their category was known the right one.
+
+    The code lists and the references followed grow over time; a bundle
+    imported again brings its records under today's rules, so a record
+    once left routine by mistake is withheld from then on.
+    """
+    changed = {
+        key: sensitivities[keys[key].index]
+        for key, stored in existing.items()
+        if stored != sensitivities[keys[key].index]
+    }
+    if not changed:
+        return
+    for record in model.objects.filter(patient=patient, source_key__in=list(changed)):
+        record.sensitivity = changed[record.source_key]
+        record.save()
+    record_events(
+        actor=actor,
+        action=AuditAction.RECORD_RECLASSIFIED,
+        outcome=AuditOutcome.SUCCESS,
+        records=[(str(patient.pk), model.__name__, ["sensitivity"])] * len(changed),
+        reason="sensitive category set again at re-import",
+    )
 
 
 # Clocks differ and time zones run ahead; a day's grace, no more.

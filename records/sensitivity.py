@@ -25,6 +25,16 @@ SENSITIVE_CODES: dict[str, Sensitivity] = {
     "65750-2": Sensitivity.SUBSTANCE_USE,  # Drugs of abuse 5 panel, urine
     "428211000124100": Sensitivity.SUBSTANCE_USE,  # Assessment of substance use
     "713106006": Sensitivity.SUBSTANCE_USE,  # Screening for drug abuse
+    "56876005": Sensitivity.SUBSTANCE_USE,  # Drug rehabilitation and detoxification
+    "61480009": Sensitivity.SUBSTANCE_USE,  # Drug detoxification
+    "266707007": Sensitivity.SUBSTANCE_USE,  # Drug addiction therapy
+    "60112009": Sensitivity.SUBSTANCE_USE,  # Drug addiction counseling
+    "10939881000119104": Sensitivity.SUBSTANCE_USE,  # Unhealthy alcohol drinking
+    "72109-2": Sensitivity.SUBSTANCE_USE,  # AUDIT-C panel
+    "75626-2": Sensitivity.SUBSTANCE_USE,  # Total score [AUDIT-C]
+    "763302001": Sensitivity.SUBSTANCE_USE,  # Assessment using AUDIT-C
+    "82666-9": Sensitivity.SUBSTANCE_USE,  # DAST-10 panel
+    "82667-7": Sensitivity.SUBSTANCE_USE,  # Total score [DAST-10]
     # HIV diagnoses and results.
     "86406008": Sensitivity.HIV,  # Human immunodeficiency virus infection
     "165816005": Sensitivity.HIV,  # HIV positive
@@ -53,13 +63,75 @@ def sensitivity_of_resource(resource: dict) -> str:
     Not only its main code: an encounter's reason, a result's value or a
     component can say "opioid abuse" as plainly as a diagnosis does.
     """
-    found = {
+    return _strictest(_categories_in(resource))
+
+
+# Where a resource points at another for its reason, its basis or its whole:
+# a procedure done for opioid abuse is as sensitive as the diagnosis, though
+# its own code ("psychosocial care") is not.
+REASON_REFERENCES = frozenset({
+    "reasonReference", "addresses", "basedOn", "partOf", "hasMember",
+    "derivedFrom", "diagnosis",
+})  # fmt: skip
+
+
+def sensitivities_of_bundle(resources: list[tuple[set[str], dict]]) -> list[str]:
+    """The category of each resource of a bundle, following its references.
+
+    ``resources`` pairs each resource with the names others use to point at
+    it (its fullUrl, ``Type/id``). A resource takes the categories of the
+    resources it names as its reason, basis or whole, and of theirs in turn.
+    """
+    found = [_categories_in(resource) for _names, resource in resources]
+    position_of = {
+        name: position
+        for position, (names, _resource) in enumerate(resources)
+        for name in names
+    }
+    targets = [
+        {position_of[name] for name in _references_in(resource) if name in position_of}
+        for _names, resource in resources
+    ]
+
+    # Each round carries categories one reference further; a chain is never
+    # longer than the bundle.
+    for _round in range(len(resources)):
+        changed = False
+        for position, pointed_at in enumerate(targets):
+            for target in pointed_at:
+                if not found[target] <= found[position]:
+                    found[position] = found[position] | found[target]
+                    changed = True
+        if not changed:
+            break
+    return [_strictest(categories) for categories in found]
+
+
+def _categories_in(resource: dict) -> set[Sensitivity]:
+    return {
         SENSITIVE_CODES[code] for code in _codes_in(resource) if code in SENSITIVE_CODES
     }
+
+
+def _strictest(categories: set[Sensitivity]) -> str:
     for category in _PRECEDENCE:
-        if category in found:
+        if category in categories:
             return category.value
     return Sensitivity.ROUTINE.value
+
+
+def _references_in(resource: dict) -> set[str]:
+    names: set[str] = set()
+    stack = [value for key, value in resource.items() if key in REASON_REFERENCES]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("reference"), str):
+                names.add(item["reference"])
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return names
 
 
 def _codes_in(node) -> set[str]:

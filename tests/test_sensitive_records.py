@@ -10,9 +10,11 @@ from records.models import (
     Condition,
     MedicationRequest,
     Observation,
+    Patient,
+    Procedure,
     Sensitivity,
 )
-from records.sensitivity import categories_visible_to
+from records.sensitivity import categories_visible_to, sensitivities_of_bundle
 from records.services import find_patient_by_identifier
 from tests.conftest import SYNTHEA_DIR, add_to_care_team, verified_client
 
@@ -244,3 +246,95 @@ def test_psychotherapy_notes_are_offered_only_with_the_grant(physician, marker_p
 
     assert 'value="psychotherapy"' not in without
     assert 'value="psychotherapy"' in with_grant
+
+
+def _import_and_open(physician, bundle: str, section: str) -> tuple[Patient, str]:
+    call_command("import_fhir", str(SYNTHEA_DIR / bundle))
+    patient_id = bundle.rsplit("_", 1)[1].removesuffix(".json")
+    patient = find_patient_by_identifier(FHIR_ID_SYSTEM, patient_id)
+    add_to_care_team(physician, patient)
+    client = verified_client(physician)
+    url = f"/patients/{patient.pk}/{section}/"
+    pages = [client.get(url).content.decode()]
+    for number in range(2, 10):
+        page = client.get(f"{url}?page={number}")
+        if f"Page {number} of" not in page.content.decode():
+            break
+        pages.append(page.content.decode())
+    return patient, "".join(pages)
+
+
+def test_drug_rehabilitation_encounters_are_withheld_without_grant(physician):
+    _patient, encounters = _import_and_open(
+        physician, "Yang129_Eichmann909_6b01025b-43b4-a9e4-525b-872995031987.json",
+        "encounters",
+    )  # fmt: skip
+
+    assert "Drug rehabilitation" not in encounters and "withheld" in encounters
+
+
+def test_care_given_for_a_withheld_diagnosis_is_withheld_with_it(physician):
+    # The psychosocial care procedures name no substance in their own code;
+    # their reasonReference points at the opioid abuse diagnosis.
+    _patient, procedures = _import_and_open(physician, SUD_BUNDLE, "procedures")
+
+    assert "Psychosocial care" not in procedures and "withheld" in procedures
+
+
+def test_alcohol_screening_results_are_withheld_with_the_screening(physician):
+    _patient, observations = _import_and_open(
+        physician, "Alfonzo975_Hickle134_cd3d3588-94fc-b980-9e94-0390d989d921.json",
+        "observations",
+    )  # fmt: skip
+    _patient, conditions = _import_and_open(
+        physician, "Alfonzo975_Hickle134_cd3d3588-94fc-b980-9e94-0390d989d921.json",
+        "conditions",
+    )  # fmt: skip
+
+    assert "AUDIT-C" not in observations and "DAST-10" not in observations
+    assert "Unhealthy alcohol drinking" not in conditions
+
+
+def test_references_carry_a_category_along_a_chain_but_not_through_the_encounter():
+    opioid = {"resourceType": "Condition", "code": {"coding": [{"code": "5602001"}]}}
+    care = {
+        "resourceType": "Procedure",
+        "code": {"coding": [{"code": "408919008"}]},
+        "reasonReference": [{"reference": "urn:uuid:opioid"}],
+    }
+    follow_up = {
+        "resourceType": "Procedure",
+        "partOf": [{"reference": "Procedure/care"}],
+    }
+    vitals = {
+        "resourceType": "Observation",
+        "encounter": {"reference": "urn:uuid:opioid"},
+    }
+
+    found = sensitivities_of_bundle([
+        ({"urn:uuid:opioid"}, opioid), ({"Procedure/care"}, care),
+        ({"Procedure/next"}, follow_up), ({"Observation/vitals"}, vitals),
+    ])  # fmt: skip
+
+    assert found == ["substance_use", "substance_use", "substance_use", ""]
+
+
+def test_a_record_imported_under_older_rules_is_reclassified_at_re_import(physician):
+    from audit.models import AuditAction, AuditEvent
+
+    call_command("import_fhir", str(SYNTHEA_DIR / SUD_BUNDLE))
+    procedures = [
+        p for p in Procedure.objects.all() if p.description.startswith("Psychosocial")
+    ]
+    for procedure in procedures:
+        procedure.sensitivity = ""
+        procedure.save()
+
+    call_command("import_fhir", str(SYNTHEA_DIR / SUD_BUNDLE))
+
+    assert procedures
+    assert {Procedure.objects.get(pk=p.pk).sensitivity for p in procedures} == {
+        "substance_use"
+    }
+    reclassified = AuditEvent.objects.filter(action=AuditAction.RECORD_RECLASSIFIED)
+    assert reclassified.count() == len(procedures)
