@@ -115,10 +115,21 @@ def _alert_compliance(access_id) -> None:
 
     try:
         alert_compliance_of_break_glass.delay(str(access_id))
+        return
+    except Exception as error:
+        logger.error(
+            "Could not queue the break-the-glass alert %s (%s): sending it now",
+            access_id,
+            type(error).__name__,
+        )
+
+    # With the broker down the alert is sent from this process instead: the
+    # e-mail needs no queue, and compliance must hear of the access now, not
+    # whenever the queue is back. The review queue lists it either way.
+    try:
+        alert_compliance_of_break_glass.apply(args=[str(access_id)], throw=True)
     except Exception:
-        # The review queue still lists the access; a stopped broker delays
-        # the e-mail but loses nothing.
-        logger.exception("Could not queue the break-the-glass alert %s", access_id)
+        logger.exception("Could not send the break-the-glass alert %s", access_id)
 
 
 def review_queue(reviewer, reviewed_limit: int = 50):

@@ -230,3 +230,29 @@ def test_reusing_the_sign_in_code_says_to_wait_for_the_next(nurse, marker_patien
 
     assert "already used; wait for the next code" in response.content.decode()
     assert not BreakGlassAccess.objects.exists()
+
+
+def test_the_alert_is_sent_from_the_web_process_when_the_broker_is_down(
+    nurse, compliance_officer, marker_patient, django_capture_on_commit_callbacks
+):
+    from kombu.exceptions import OperationalError
+
+    from records.tasks import alert_compliance_of_break_glass
+
+    compliance_officer.email = "privacy@hospital.test"
+    compliance_officer.save()
+    client = verified_client(nurse)
+    refused = OperationalError("Error 111 connecting to 127.0.0.1:6390")
+
+    with (
+        mock.patch.object(
+            alert_compliance_of_break_glass, "delay", side_effect=refused
+        ),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        response = _request(client, marker_patient, one_time_code=current_code(nurse))
+
+    assert response.status_code == 302
+    assert client.get(f"/patients/{marker_patient.pk}/").status_code == 200
+    assert len(mail.outbox) == 1
+    assert mail.outbox[0].to == ["privacy@hospital.test"]
