@@ -90,3 +90,57 @@ def _wait_for(found, seconds: float = 60):
             return result
         time.sleep(0.2)
     raise AssertionError("the worker wrote no checkpoint in time")
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_with_tasks_in_process_the_portal_writes_checkpoints_itself(
+    settings, tmp_path, monkeypatch
+):
+    from audit import services
+
+    settings.AUDIT_CHECKPOINT_DIR = tmp_path
+    settings.AUDIT_CHECKPOINT_SECONDS = 0
+    monkeypatch.setattr(services, "_next_checkpoint", None)
+
+    write_events(3)
+
+    assert settings.CELERY_TASK_ALWAYS_EAGER
+    assert [c.sequence for c in read_checkpoints()][-1] == 3
+
+
+@pytest.mark.django_db(databases="__all__")
+def test_verify_audit_warns_that_without_checkpoints_a_cut_tail_goes_unseen(
+    settings, tmp_path, capsys
+):
+    settings.AUDIT_CHECKPOINT_DIR = tmp_path / "none-yet"
+    write_events(2)
+
+    call_command("verify_audit")
+
+    captured = capsys.readouterr()
+    assert "intact" in captured.out
+    assert "no audit checkpoints found" in captured.err
+
+
+@pytest.mark.django_db(databases="__all__")
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (
+            ["--from", "99"],
+            "Nothing to verify from event 99: the trail ends at event 2",
+        ),
+        (["--from", "-5"], "event numbers start at 1"),
+        (["--to", "0"], "event numbers start at 1"),
+    ],
+)
+def test_verify_audit_tells_a_wrong_range_from_a_broken_chain(arguments, message):
+    from django.core.management import CommandError
+
+    write_events(2)
+
+    with pytest.raises(CommandError) as refused:
+        call_command("verify_audit", *arguments)
+
+    assert str(refused.value) == message
+    assert "broken" not in str(refused.value)

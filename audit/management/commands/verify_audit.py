@@ -4,8 +4,10 @@ import time
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Max
 
 from audit.checkpoints import CheckpointInvalid, read_checkpoints
+from audit.models import AuditEvent
 from audit.verification import verify_chain
 
 
@@ -27,10 +29,27 @@ class Command(BaseCommand):
     def handle(self, *args, first, last, checkpoint_dir, **options):
         if first is not None and last is not None and first > last:
             raise CommandError("--from must not be greater than --to")
+        if (first is not None and first < 1) or (last is not None and last < 1):
+            raise CommandError("event numbers start at 1")
+        newest = AuditEvent.objects.aggregate(newest=Max("sequence"))["newest"] or 0
+        if first is not None and first > newest:
+            # Not a broken chain: there is nothing there to check.
+            raise CommandError(
+                f"Nothing to verify from event {first}: the trail ends at event "
+                f"{newest}"
+            )
         try:
             checkpoints = read_checkpoints(checkpoint_dir)
         except CheckpointInvalid as error:
             raise CommandError(f"Audit checkpoint invalid: {error}") from None
+        if not checkpoints and newest:
+            self.stderr.write(
+                "Warning: no audit checkpoints found, so events cut from the end "
+                "of the trail cannot be detected. Checkpoints are written by "
+                "Celery beat (or, with tasks in-process, by the portal itself) "
+                "every PORTAL_AUDIT_CHECKPOINT_SECONDS; `manage.py "
+                "audit_checkpoint` writes one now."
+            )
 
         started = time.perf_counter()
         report = verify_chain(first=first, last=last, checkpoints=checkpoints)
