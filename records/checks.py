@@ -42,4 +42,14 @@ def check_encryption_keys(app_configs=None, **kwargs):
                 id="hipaa.W204",
             )
         )
+    if ring.superseded:
+        found.append(
+            checks.Warning(
+                "the keyring in use was re-wrapped under a new master key into "
+                f"{ring.superseded['keyring']}",
+                hint="point PORTAL_KEYRING_FILE and the master key settings at the "
+                "new pair and restart (README, Replacing the master key)",
+                id="hipaa.W205",
+            )
+        )
     return found

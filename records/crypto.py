@@ -51,6 +51,10 @@ class UnknownAlgorithm(IntegrityError):
     """A sealed value names an algorithm this portal does not implement."""
 
 
+class KeyringSuperseded(Exception):
+    """The keyring was re-wrapped under a new master key; the copy is in force."""
+
+
 class KeyringUnavailable(ImproperlyConfigured):
     """The keyring or its master key is missing; no PHI can be read or written."""
 
@@ -74,6 +78,9 @@ class Keyring:
     dedupe_key: bytes = field(repr=False)
     created: dict[int, datetime.datetime | None] = field(default_factory=dict)
     rotation: dict | None = None
+    # Set on a keyring copied by rewrap_keyring under a new master key: the
+    # copy is the one to use, and this one must not change any more.
+    superseded: dict | None = None
     wrapped: bool = True
     ciphers: dict[int, AESGCM] = field(init=False, repr=False, compare=False)
     ciphers_by_label: dict[str, AESGCM] = field(init=False, repr=False, compare=False)
@@ -144,6 +151,7 @@ def keyring_document(ring: Keyring, provider) -> dict:
         },
         "dedupe_key": _wrap_entry(provider, "dedupe", 1, ring.dedupe_key, None),
         "rotation": ring.rotation,
+        "superseded": ring.superseded,
     }
 
 
@@ -211,6 +219,7 @@ def _unwrap_all(document: dict, provider) -> Keyring:
         dedupe_key=unwrap("dedupe", 1, document["dedupe_key"]),
         created=created,
         rotation=document.get("rotation"),
+        superseded=document.get("superseded"),
     )
 
 
@@ -519,6 +528,15 @@ def start_rotation(*, index_key: bool) -> dict:
     ring = keyring()
     if ring.rotation:
         return ring.rotation
+    if ring.superseded:
+        # A key added here would be missing from the re-wrapped copy, and
+        # every value sealed under it unreadable once the portal switches.
+        raise KeyringSuperseded(
+            f"this keyring was re-wrapped into {ring.superseded['keyring']} "
+            f"under master key {ring.superseded['master_key']}: point "
+            "PORTAL_KEYRING_FILE and the master key settings at that pair "
+            "(README, Replacing the master key) before rotating keys"
+        )
 
     version = max(ring.data_keys) + 1
     index_keys = dict(ring.index_keys)

@@ -7,6 +7,8 @@ points the portal at the new one, and the old master key is destroyed only
 after that (README, "Replacing the master key").
 """
 
+import dataclasses
+import datetime
 import json
 import logging
 from pathlib import Path
@@ -44,13 +46,11 @@ def new_token_master_key(key_label: str) -> keyproviders.Pkcs11MasterKey:
     return provider
 
 
-def rewrap_keyring(target: Path, new_master_key) -> crypto.Keyring:
-    """Write the keyring in force to ``target``, wrapped by ``new_master_key``.
+def check_rewrap_possible(target: Path) -> crypto.Keyring:
+    """The keyring in force, if it may be re-wrapped into ``target`` now.
 
-    Refuses to overwrite a file, to re-wrap under the key already in use and
-    to run while a key rotation is unfinished (a data key added after the
-    copy would be missing from it). The new file is read back with the new
-    master key alone before this returns.
+    Checked before any new master key is made, so that a refusal leaves
+    nothing behind.
     """
     target = Path(target)
     if target.exists():
@@ -58,6 +58,20 @@ def rewrap_keyring(target: Path, new_master_key) -> crypto.Keyring:
     ring = crypto.load_keyring(create_if_missing=False)
     if ring.rotation:
         raise RewrapRefused("a key rotation is unfinished: run rotate_keys first")
+    return ring
+
+
+def rewrap_keyring(target: Path, new_master_key) -> crypto.Keyring:
+    """Write the keyring in force to ``target``, wrapped by ``new_master_key``.
+
+    Refuses to overwrite a file, to re-wrap under the key already in use and
+    to run while a key rotation is unfinished (a data key added after the
+    copy would be missing from it). The new file is read back with the new
+    master key alone, and the keyring in force is then marked as superseded
+    by it, so that rotate_keys refuses to add a key the copy would lack.
+    """
+    target = Path(target)
+    ring = check_rewrap_possible(target)
     current = keyproviders.master_key_provider(create_if_missing=False)
     if ring.wrapped and current.key_id == new_master_key.key_id:
         raise RewrapRefused("that is the master key already in use")
@@ -70,6 +84,13 @@ def rewrap_keyring(target: Path, new_master_key) -> crypto.Keyring:
     if _keys(reopened) != _keys(ring):
         target.unlink()
         raise RewrapRefused("the re-wrapped keyring did not read back the same")
+
+    superseded = {
+        "keyring": str(target),
+        "master_key": new_master_key.key_id,
+        "at": datetime.datetime.now(tz=datetime.UTC).isoformat(),
+    }
+    crypto.write_keyring(dataclasses.replace(ring, superseded=superseded), current)
     logger.info("Keyring re-wrapped under master key %s", new_master_key.key_id)
     return reopened
 

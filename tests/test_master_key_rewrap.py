@@ -82,8 +82,14 @@ def test_refuses_to_overwrite_or_to_rewrap_under_the_key_in_use(
         call_command(
             "rewrap_keyring", str(tmp_path / "k.json"), "--master-key-file", same_key
         )
+    with pytest.raises(CommandError, match="two files"):
+        call_command(
+            "rewrap_keyring", str(tmp_path / "k.json"),
+            "--master-key-file", str(tmp_path / "k.json"),
+        )  # fmt: skip
     assert existing.read_text() == "{}"
     assert not (tmp_path / "k.json").exists()
+    assert not (tmp_path / "another.key").exists(), "a refusal makes no key"
 
 
 def test_refuses_while_a_key_rotation_is_unfinished(isolated_keys, tmp_path):
@@ -94,6 +100,33 @@ def test_refuses_while_a_key_rotation_is_unfinished(isolated_keys, tmp_path):
             "rewrap_keyring", str(tmp_path / "k.json"),
             "--master-key-file", str(tmp_path / "m.key"),
         )  # fmt: skip
+    assert not (tmp_path / "m.key").exists()
+
+
+def test_the_old_keyring_takes_no_new_key_until_the_switch(isolated_keys, tmp_path):
+    from django.core import checks
+
+    patient = _patient()
+    new_keyring = tmp_path / "new" / "keyring.json"
+    new_master_key = tmp_path / "new" / "master.key"
+    call_command(
+        "rewrap_keyring", str(new_keyring), "--master-key-file", str(new_master_key)
+    )
+    crypto.reset_keyring_cache()
+
+    with pytest.raises(CommandError, match="re-wrapped into"):
+        call_command("rotate_keys")
+    warned = {message.id for message in checks.run_checks(tags=["hipaa"])}
+    _switch_to(
+        isolated_keys,
+        PORTAL_KEYRING_FILE=new_keyring,
+        PORTAL_MASTER_KEY_FILE=new_master_key,
+    )
+    call_command("rotate_keys")
+
+    assert "hipaa.W205" in warned
+    assert crypto.keyring().current_version == 2
+    assert Patient.objects.get(pk=patient.pk).family_name == "Rewrapfamily"
 
 
 def test_a_new_key_in_the_token_opens_the_same_records(hsm_keys, tmp_path):

@@ -1,6 +1,7 @@
 """python manage.py rewrap_keyring — the keyring wrapped by a new master key."""
 
 import getpass
+from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -9,6 +10,7 @@ from audit.services import record_event
 from records import crypto, keyproviders
 from records.master_key import (
     RewrapRefused,
+    check_rewrap_possible,
     new_file_master_key,
     new_token_master_key,
     rewrap_keyring,
@@ -39,6 +41,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, keyring, master_key_file, pkcs11_key_label, **options):
         try:
+            check_rewrap_possible(keyring)
+            if master_key_file and Path(master_key_file) == Path(keyring):
+                raise RewrapRefused("the master key and the keyring need two files")
             if master_key_file:
                 new_master_key = new_file_master_key(master_key_file)
             else:

@@ -67,7 +67,11 @@ class Command(BaseCommand):
         except _BatchLimit:
             self.stdout.write("Stopped at the batch limit; run rotate_keys to resume.")
             return
-        except (RotationStopped, crypto.KeyringUnavailable) as error:
+        except (
+            RotationStopped,
+            crypto.KeyringUnavailable,
+            crypto.KeyringSuperseded,
+        ) as error:
             raise CommandError(str(error)) from error
 
         version = crypto.keyring().current_version
