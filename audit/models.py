@@ -41,6 +41,7 @@ class AuditAction(models.TextChoices):
     IDENTITY_REVIEWED = "IDENTITY_REVIEWED", "Patient identity reviewed"
     RECORD_CREATED = "RECORD_CREATED", "Clinical record created"
     RECORD_RECLASSIFIED = "RECORD_RECLASSIFIED", "Clinical record's category changed"
+    KEY_ROTATION_STARTED = "KEY_ROTATION_STARTED", "New encryption key made current"
     KEYS_ROTATED = "KEYS_ROTATED", "Encryption keys rotated"
     INTEGRITY_FAILURE = "INTEGRITY_FAILURE", "Stored value failed its integrity check"
     KEYS_UNAVAILABLE = "KEYS_UNAVAILABLE", "Encryption keys could not be loaded"

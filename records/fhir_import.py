@@ -66,13 +66,22 @@ class BundleRejected(Exception):
         super().__init__(str(self))
 
     def __str__(self):
+        return f"{self.path}: {self.problem}"
+
+    @property
+    def problem(self) -> str:
+        """Where in the bundle and what, without the file name.
+
+        Synthea names its files after the patient, so the audit trail gets
+        this and never the path.
+        """
         if isinstance(self.entry, Entry):
             where = f"entry {self.entry.index} ({self.entry.label})"
         elif isinstance(self.entry, int):
             where = f"entry {self.entry}"
         else:
             where = "bundle"
-        return f"{self.path}: {where}: {self.detail}"
+        return f"{where}: {self.detail}"
 
 
 class EntryInvalid(ValueError):
@@ -155,22 +164,25 @@ def import_bundle_file(path: Path, *, actor: str | None = None) -> ImportSummary
 
 def _import_bundle_file(path: Path, *, actor: str | None) -> ImportSummary:
     actor = actor or f"system:import_fhir ({getpass.getuser()})"
+    storing = False
     try:
         entries = _read_entries(path)
         checked = _check_entries(path, entries)
         with transaction.atomic():
+            storing = True
             summary = _store(path, checked, actor=actor)
-    except BundleRejected:
-        _record_rejection(actor)
+    except BundleRejected as rejected:
+        _record_rejection(actor, rejected.problem, records_undone=storing)
         raise
     except Exception as error:
         # An importer bug must still name the file, store nothing and leave
         # evidence; the traceback goes to the log, whose lines carry no PHI.
         logger.exception("Unexpected error importing a bundle")
-        _record_rejection(actor)
-        raise BundleRejected(
+        rejected = BundleRejected(
             path, f"could not be imported ({type(error).__name__}); see the log"
-        ) from error
+        )
+        _record_rejection(actor, rejected.problem, records_undone=storing)
+        raise rejected from error
     logger.info(
         "Imported a bundle: %d new patient(s), %d new record(s)",
         summary.patients_created,
@@ -179,19 +191,21 @@ def _import_bundle_file(path: Path, *, actor: str | None) -> ImportSummary:
     return summary
 
 
-def _record_rejection(actor: str) -> None:
+def _record_rejection(actor: str, problem: str, *, records_undone: bool) -> None:
     # The trail is written outside the import's transaction, so events about
-    # records created before the failure stay in it; they share this event's
+    # records created before a failure stay in it; they share this event's
     # request id, and this event says they were undone.
+    undone = (
+        "; any record events of this request id were rolled back"
+        if records_undone
+        else ""
+    )
     record_event(
         actor=actor,
         action=AuditAction.FHIR_IMPORT_FAILED,
         outcome=AuditOutcome.FAILURE,
         record_type="Bundle",
-        reason=(
-            "bundle rejected; nothing stored: events of this request id "
-            "about created records were rolled back"
-        ),
+        reason=f"nothing stored: {problem}"[: 255 - len(undone)] + undone,
     )
 
 

@@ -16,6 +16,8 @@ from django.apps import apps
 from django.conf import settings
 from django.db import models, router, transaction
 
+from audit.models import AuditAction, AuditOutcome
+from audit.services import record_event
 from records import crypto
 from records.fields import EncryptedField, SealedText, loaded_token
 
@@ -58,11 +60,22 @@ def rotate_keys(
     index_key: bool = False,
     batch_size: int = BATCH_SIZE,
     on_batch: BatchHook | None = None,
+    actor: str = "system:rotate_keys",
 ) -> RotationProgress:
     """Rotate (or resume rotating) and re-encrypt every row; returns the counts."""
     resuming = bool(crypto.keyring().rotation)
     rotation = crypto.start_rotation(index_key=index_key)
     if not resuming:
+        # The new key seals every write from now on, whether or not this run
+        # reaches the end: that is the change the trail must show.
+        record_event(
+            actor=actor,
+            action=AuditAction.KEY_ROTATION_STARTED,
+            outcome=AuditOutcome.SUCCESS,
+            record_type="Keyring",
+            reason=f"data key version {rotation['data']} current"
+            + (f", index key version {rotation['index']}" if rotation["index"] else ""),
+        )
         # Running processes reread the keyring within this time; after it,
         # none writes under the old key any more.
         time.sleep(settings.PORTAL_KEYRING_REFRESH_SECONDS)

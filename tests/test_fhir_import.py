@@ -97,6 +97,20 @@ def test_invalid_json_changes_nothing_and_names_the_file(tmp_path, capsys):
     assert _stored_nothing()
 
 
+def test_the_failure_event_names_the_problem_but_not_the_file(tmp_path):
+    from audit.models import AuditAction, AuditEvent
+
+    path = tmp_path / "Quillon123_Zyxwvut456_0000.json"
+    path.write_text("{not json")
+
+    _import_fails(path)
+
+    failure = AuditEvent.objects.get(action=AuditAction.FHIR_IMPORT_FAILED)
+    assert failure.reason.startswith("nothing stored: bundle: ")
+    assert "JSON" in failure.reason
+    assert "Quillon" not in failure.reason and "rolled back" not in failure.reason
+
+
 def test_patient_without_id_changes_nothing(tmp_path, real_bundle, capsys):
     patient_entry = next(
         e for e in real_bundle["entry"] if e["resource"]["resourceType"] == "Patient"

@@ -122,6 +122,23 @@ def test_a_finished_rotation_is_audited_by_a_named_operator(isolated_keys):
     assert "data key v2" in event.reason
 
 
+def test_a_rotation_stopped_early_is_on_the_record_from_its_start(
+    isolated_keys, capsys
+):
+    from audit.models import AuditAction, AuditEvent
+
+    _seed(3)
+
+    call_command("rotate_keys", "--batch-size", "1", "--max-batches", "1")
+    call_command("rotate_keys")
+
+    started = AuditEvent.objects.get(action=AuditAction.KEY_ROTATION_STARTED)
+    assert started.actor_username.startswith("system:rotate_keys (")
+    assert started.reason == "data key version 2 current"
+    assert "Stopped at the batch limit" in capsys.readouterr().out
+    assert AuditEvent.objects.filter(action=AuditAction.KEYS_ROTATED).count() == 1
+
+
 def test_charts_stay_readable_in_the_middle_of_a_rotation(isolated_keys):
     patients = _seed(4)
 

@@ -46,6 +46,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, index_key, batch_size, max_batches, status, **options):
+        # Key changes are security events (45 CFR 164.312(b)); their events
+        # name the operator's account on this machine, never key material.
+        self.actor = f"system:rotate_keys ({getpass.getuser()})"
         if status:
             return self._print_status()
         if batch_size < 1:
@@ -62,7 +65,10 @@ class Command(BaseCommand):
 
         try:
             progress = rotate_keys(
-                index_key=index_key, batch_size=batch_size, on_batch=on_batch
+                index_key=index_key,
+                batch_size=batch_size,
+                on_batch=on_batch,
+                actor=self.actor,
             )
         except _BatchLimit:
             self.stdout.write("Stopped at the batch limit; run rotate_keys to resume.")
@@ -75,10 +81,8 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from error
 
         version = crypto.keyring().current_version
-        # Key changes are security events (45 CFR 164.312(b)); the event names
-        # the operator's account on this machine, never any key material.
         record_event(
-            actor=f"system:rotate_keys ({getpass.getuser()})",
+            actor=self.actor,
             action=AuditAction.KEYS_ROTATED,
             outcome=AuditOutcome.SUCCESS,
             record_type="Keyring",
