@@ -96,6 +96,17 @@ def _session_errors() -> list[Error]:
                 id="hipaa.E008",
             )
         )
+    if settings.SESSION_SECURITY_WARN_AFTER >= settings.SESSION_SECURITY_EXPIRE_AFTER:
+        # The warning would come after the sign-out it warns of: work typed
+        # into a page is lost with no chance to stay signed in.
+        errors.append(
+            Error(
+                "The idle warning comes no earlier than the idle sign-out.",
+                hint="PORTAL_IDLE_WARNING_SECONDS must be less than "
+                "PORTAL_IDLE_LOGOFF_SECONDS.",
+                id="hipaa.E009",
+            )
+        )
     return errors
 
 

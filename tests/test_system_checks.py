@@ -69,6 +69,15 @@ def test_idle_sign_out_later_than_15_minutes_is_an_error(settings):
     assert "hipaa.E007" in _ids(settings)
 
 
+def test_an_idle_warning_after_the_sign_out_is_an_error(settings):
+    settings.SESSION_SECURITY_EXPIRE_AFTER = 60
+    settings.SESSION_SECURITY_WARN_AFTER = 780
+
+    assert "hipaa.E009" in _ids(settings)
+    settings.SESSION_SECURITY_WARN_AFTER = 45
+    assert "hipaa.E009" not in _ids(settings)
+
+
 def test_debug_in_production_is_an_error(production):
     production.DEBUG = True
 
