@@ -11,6 +11,7 @@ import datetime
 import getpass
 import json
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,11 @@ logger = logging.getLogger(__name__)
 FHIR_ID_SYSTEM = "urn:ehr-portal:fhir-patient-id"
 MAX_NAME_LENGTH = 100
 MAX_TEXT_LENGTH = 2000
+# Beyond this a text is not a clinical description but a broken or hostile file.
+MAX_SOURCE_TEXT_LENGTH = 100_000
+CUT_MARK = " [cut]"
+# No measurement a chart shows comes near this; 1e308 is a broken file.
+MAX_QUANTITY = 1e12
 
 CLINICAL_MODELS = {
     "Encounter": Encounter,
@@ -255,6 +261,41 @@ def _validate_resource(path: Path, entry: Entry) -> None:
         first = error.errors()[0]
         location = ".".join(str(part) for part in first["loc"]) or "(resource)"
         raise BundleRejected(path, f"field {location}: {first['msg']}", entry) from None
+
+    # The models check each code's spelling, not that it is one of the codes
+    # FHIR allows where a value set is required: checked here for what the
+    # portal stores and shows.
+    allowed = REQUIRED_STATUSES.get(entry.resource_type)
+    if allowed and entry.resource.get("status", next(iter(allowed))) not in allowed:
+        raise BundleRejected(path, "field status: not a code FHIR allows here", entry)
+    for contact in entry.resource.get("telecom") or ():
+        if contact.get("system", "other") not in CONTACT_SYSTEMS:
+            raise BundleRejected(
+                path, "field telecom.system: not a code FHIR allows here", entry
+            )
+
+
+# FHIR R4's required value sets for the status of each imported resource.
+REQUIRED_STATUSES = {
+    "Encounter": frozenset({
+        "planned", "arrived", "triaged", "in-progress", "onleave", "finished",
+        "cancelled", "entered-in-error", "unknown",
+    }),
+    "Observation": frozenset({
+        "registered", "preliminary", "final", "amended", "corrected", "cancelled",
+        "entered-in-error", "unknown",
+    }),
+    "MedicationRequest": frozenset({
+        "active", "on-hold", "cancelled", "completed", "entered-in-error", "stopped",
+        "draft", "unknown",
+    }),
+    "Immunization": frozenset({"completed", "entered-in-error", "not-done"}),
+    "Procedure": frozenset({
+        "preparation", "in-progress", "not-done", "on-hold", "stopped", "completed",
+        "entered-in-error", "unknown",
+    }),
+}  # fmt: skip
+CONTACT_SYSTEMS = frozenset({"phone", "fax", "email", "pager", "url", "sms", "other"})
 
 
 @dataclass
@@ -625,7 +666,15 @@ def _first_code(concepts) -> str:
 
 
 def _clip(text: str) -> str:
-    return str(text)[:MAX_TEXT_LENGTH]
+    """Text as stored: a longer text is cut, and says so where it is shown."""
+    text = str(text)
+    if len(text) > MAX_SOURCE_TEXT_LENGTH:
+        raise EntryInvalid(
+            f"field text: longer than {MAX_SOURCE_TEXT_LENGTH} characters"
+        )
+    if len(text) > MAX_TEXT_LENGTH:
+        return text[: MAX_TEXT_LENGTH - len(CUT_MARK)] + CUT_MARK
+    return text
 
 
 def _start_of(resource: dict, *names: str) -> datetime.datetime | None:
@@ -717,6 +766,8 @@ def _quantity_text(quantity: dict) -> str:
     unit = quantity.get("unit") or quantity.get("code") or ""
     if value is None:
         return ""
+    if not math.isfinite(float(value)) or abs(float(value)) >= MAX_QUANTITY:
+        raise EntryInvalid("field value: not a plausible measurement")
     number = f"{round(float(value), 2):g}"
     return f"{number} {unit}".strip()
 

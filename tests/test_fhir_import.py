@@ -209,6 +209,64 @@ def test_overlong_name_is_refused(tmp_path, real_bundle, capsys):
     assert _stored_nothing()
 
 
+def _first(bundle, resource_type):
+    return next(
+        e["resource"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == resource_type
+    )
+
+
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (
+            lambda b: _first(b, "Observation").update(status="bogus-status"),
+            "field status: not a code FHIR allows here",
+        ),
+        (
+            lambda b: _first(b, "Patient").update(
+                telecom=[{"system": "SECRETPHONE", "value": "555-1234"}]
+            ),
+            "field telecom.system: not a code FHIR allows here",
+        ),
+        (
+            lambda b: next(
+                o for o in (e["resource"] for e in b["entry"]) if "valueQuantity" in o
+            )["valueQuantity"].update(value=1e308),
+            "field value: not a plausible measurement",
+        ),
+        (
+            lambda b: _first(b, "Condition")["code"].update(text="x" * 200_000),
+            "field text: longer than 100000 characters",
+        ),
+    ],
+)
+def test_values_fhir_or_sense_rules_out_are_refused(
+    tmp_path, real_bundle, capsys, spoil, message
+):
+    spoil(real_bundle)
+    path = _write(tmp_path, real_bundle)
+
+    _import_fails(path)
+
+    error = capsys.readouterr().err
+    assert message in error
+    assert "SECRETPHONE" not in error and "555-1234" not in error
+    assert _stored_nothing()
+
+
+def test_a_long_text_is_cut_and_says_so(tmp_path, real_bundle):
+    from records.models import Condition
+
+    _first(real_bundle, "Condition")["code"]["text"] = "Long history. " * 500
+    call_command("import_fhir", str(_write(tmp_path, real_bundle)))
+
+    texts = [c.description for c in Condition.objects.all()]
+    cut = [text for text in texts if text.endswith(" [cut]")]
+    assert len(cut) == 1 and len(cut[0]) == 2000
+
+
 def test_a_bad_bundle_does_not_stop_the_good_ones(tmp_path, synthea_bundles, capsys):
     good = min(synthea_bundles, key=lambda path: path.stat().st_size)
     (tmp_path / "a-good.json").write_text(good.read_text())
