@@ -9,6 +9,7 @@ import logging
 from urllib.parse import quote
 
 from django.conf import settings
+from django.contrib import messages
 from django.shortcuts import redirect
 from django.urls import Resolver404, resolve, reverse
 from django.utils import timezone
@@ -44,6 +45,13 @@ PASSWORD_STEP_PATHS = (
     "/webauthn/jsi18n/",
 )
 ADMIN_PREFIX = "/admin/"
+SIGNED_OUT_IDLE = (
+    "You were signed out because nothing happened for a while. Sign in again "
+    "to go on; anything not saved was not kept."
+)
+SESSION_LIMIT_REACHED = (
+    "Your session reached its time limit and was ended. Sign in again to go on."
+)
 
 
 class VerifiedSessionMiddleware:
@@ -89,12 +97,14 @@ class SessionTimeoutMiddleware(SessionSecurityMiddleware):
         now = timezone.now()
         if self._past_lifetime(request.session, now):
             end_session(request, AuditAction.SESSION_EXPIRED)
+            self._tell_why(request, SESSION_LIMIT_REACHED)
             return
 
         idle_limit = datetime.timedelta(seconds=settings.SESSION_SECURITY_EXPIRE_AFTER)
         last = last_activity(request.session)
         if last is not None and now - last >= idle_limit:
             end_session(request, AuditAction.IDLE_LOGOUT)
+            self._tell_why(request, SIGNED_OUT_IDLE)
             return
 
         if last is None or not self.is_passive_request(request):
@@ -107,6 +117,13 @@ class SessionTimeoutMiddleware(SessionSecurityMiddleware):
             # of a session that has just ended.
             response["Clear-Site-Data"] = '"cache", "storage"'
         return response
+
+    @staticmethod
+    def _tell_why(request, text: str) -> None:
+        # Shown on the sign-in page the request is sent to, so that being
+        # asked to sign in again mid-task is not a mystery.
+        if not request.path.startswith(API_PREFIX):
+            messages.info(request, text)
 
     def _past_lifetime(self, session, now) -> bool:
         signed_in_at = session.get(SIGNED_IN_AT_SESSION_KEY)

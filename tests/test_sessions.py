@@ -45,6 +45,15 @@ def test_a_request_after_15_idle_minutes_gets_the_sign_in_page(nurse):
     assert not events("PATIENT_LIST").exists()
 
 
+def test_the_sign_in_page_after_an_idle_sign_out_says_why(nurse):
+    with freeze_time(START) as clock:
+        client = verified_client(nurse)
+        clock.tick(16 * MINUTE)
+        page = client.get("/patients/", follow=True)
+
+    assert "signed out because nothing happened for a while" in page.content.decode()
+
+
 def test_activity_restarts_the_idle_clock(nurse):
     with freeze_time(START) as clock:
         client = verified_client(nurse)
