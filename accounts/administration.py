@@ -18,8 +18,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
 
-from audit.models import AuditAction
-from audit.services import record_change_events
+from audit.models import AuditAction, AuditOutcome
+from audit.services import record_change_events, record_event
 
 logger = logging.getLogger(__name__)
 
@@ -236,6 +236,30 @@ def record_account_changed(*, actor, user, before) -> None:
         descriptions=[description for _, description in changes],
     )
     logger.info("Account %s changed by user %s", user.pk, actor.pk)
+
+
+def set_account_password(*, actor, form):
+    """An administrator sets (or disables) another user's password.
+
+    ``form`` is a bound, valid AdminPasswordChangeForm. The password is part
+    of the session hash (User._get_session_auth_hash), so every session of
+    that user ends at its next request. Returns the user.
+    """
+    with transaction.atomic():
+        user = form.save()
+        usable = user.has_usable_password()
+        record_event(
+            actor=actor,
+            action=AuditAction.PASSWORD_SET,
+            outcome=AuditOutcome.SUCCESS,
+            record_type=ACCOUNT_RECORD,
+            fields=["password"],
+            reason=f"account {user.get_username()}"
+            + ("" if usable else ": password sign-in disabled"),
+        )
+
+    logger.info("Password set for user %s by user %s", user.pk, actor.pk)
+    return user
 
 
 def deletion_refusals(users) -> list[str]:

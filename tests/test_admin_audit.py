@@ -1,8 +1,8 @@
 """Every privilege an administrator gives or takes in /admin/ is on the record.
 
 Driven through the admin pages as a verified administrator: flags, groups and
-permissions on accounts and groups, accounts created, deleted or deactivated.
-An audit outage leaves everything as it was.
+permissions on accounts and groups, accounts created, deleted or deactivated,
+passwords set for others. An audit outage leaves everything as it was.
 """
 
 import datetime
@@ -377,3 +377,89 @@ def test_an_audit_outage_deactivates_no_one(admin_client, nurse, audit_outage):
 
     assert response.status_code == 503
     assert fresh(nurse).is_active
+
+
+def password_url(user) -> str:
+    return f"/admin/accounts/user/{user.pk}/password/"
+
+
+def set_password(client, user):
+    return client.post(
+        password_url(user),
+        {
+            "usable_password": "true",
+            "password1": NEW_PASSWORD,
+            "password2": NEW_PASSWORD,
+        },
+    )
+
+
+def test_setting_a_password_ends_the_users_sessions_and_is_audited(
+    admin_client, administrator, nurse
+):
+    nurse_session = verified_client(nurse)
+    assert nurse_session.get("/patients/").status_code == 200
+
+    response = set_password(admin_client, nurse)
+
+    assert response.status_code == 302
+    assert fresh(nurse).check_password(NEW_PASSWORD)
+    assert nurse_session.get("/patients/").url.startswith("/accounts/login/")
+    assert admin_client.get("/admin/").status_code == 200
+    [event] = events(AuditAction.PASSWORD_SET)
+    assert event.actor_id == administrator.pk
+    assert (event.fields, event.reason) == (["password"], "account nurse.jones")
+
+
+def test_disabling_a_password_is_audited_as_such(admin_client, nurse):
+    admin_client.post(
+        password_url(nurse), {"usable_password": "false", "unset-password": "1"}
+    )
+
+    assert not fresh(nurse).has_usable_password()
+    [event] = events(AuditAction.PASSWORD_SET)
+    assert event.reason == "account nurse.jones: password sign-in disabled"
+
+
+def test_setting_a_password_needs_a_recent_code(administrator, nurse):
+    stale = verified_client(
+        administrator, code_entered_at=timezone.now() - datetime.timedelta(minutes=6)
+    )
+
+    response = set_password(stale, nurse)
+
+    assert response.status_code == 302
+    assert response.url.startswith("/accounts/step-up/")
+    assert not fresh(nurse).check_password(NEW_PASSWORD)
+    assert not events(AuditAction.PASSWORD_SET)
+
+
+def test_an_audit_outage_keeps_the_old_password(admin_client, nurse, audit_outage):
+    response = set_password(admin_client, nurse)
+
+    assert response.status_code == 503
+    assert not fresh(nurse).check_password(NEW_PASSWORD)
+
+
+def test_an_administrators_own_password_goes_to_the_portal_page(
+    admin_client, administrator
+):
+    for url in ("/admin/password_change/", password_url(administrator)):
+        shown = admin_client.get(url)
+        posted = admin_client.post(
+            url,
+            {
+                "old_password": "correct horse battery 9",
+                "new_password1": NEW_PASSWORD,
+                "new_password2": NEW_PASSWORD,
+                "usable_password": "true",
+                "password1": NEW_PASSWORD,
+                "password2": NEW_PASSWORD,
+            },
+        )
+
+        assert shown.url == "/accounts/password/", url
+        assert posted.url == "/accounts/password/", url
+    assert not fresh(administrator).check_password(NEW_PASSWORD)
+    assert not events(AuditAction.PASSWORD_CHANGED)
+    assert not events(AuditAction.PASSWORD_SET)
