@@ -463,3 +463,13 @@ def test_an_administrators_own_password_goes_to_the_portal_page(
     assert not fresh(administrator).check_password(NEW_PASSWORD)
     assert not events(AuditAction.PASSWORD_CHANGED)
     assert not events(AuditAction.PASSWORD_SET)
+
+
+def test_a_privilege_change_exports_as_a_security_roles_change(admin_client, nurse):
+    from audit.fhir import audit_event_resource
+
+    admin_client.post(change_url(nurse), change_form(nurse, is_staff=True))
+
+    [event] = events(AuditAction.PRIVILEGES_CHANGED)
+    resource = audit_event_resource(event)
+    assert (resource["action"], resource["type"]["code"]) == ("U", "110136")
