@@ -1,8 +1,39 @@
-from django.contrib import admin, messages
-from django.contrib.auth.admin import UserAdmin
+"""Accounts and groups in /admin/: every change to who may do what is audited.
 
+The admin saves a change object, its many-to-many fields and its history row
+in one transaction; the audit events are written inside it, after the save
+(accounts.administration), so an audit outage undoes the whole change and
+the administrator sees the 503 page instead of a success message.
+"""
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
+from django.db import router, transaction
+from django.shortcuts import redirect
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters
+
+from accounts.administration import (
+    account_privileges,
+    deactivate_accounts,
+    delete_accounts,
+    delete_groups,
+    deletion_refusals,
+    group_privileges,
+    record_account_changed,
+    record_account_created,
+    record_group_saved,
+    set_account_password,
+)
+from accounts.decorators import step_up_required
 from accounts.models import User
 from accounts.services import reset_second_factor, unlock_account
+
+# Where the state before a save waits for the audit write after it: the form
+# is made for this one request, so nothing is shared between requests.
+BEFORE_ATTRIBUTE = "portal_privileges_before"
 
 
 @admin.action(description="Reset authenticator (user enrols again at next sign-in)")
@@ -19,6 +50,125 @@ def unlock(modeladmin, request, queryset):
     messages.success(request, f"Unlocked {queryset.count()} account(s).")
 
 
+@admin.action(
+    description="Deactivate account (ends sign-in, keeps history)",
+    permissions=["change"],
+)
+def deactivate(modeladmin, request, queryset):
+    count = deactivate_accounts(actor=request.user, users=queryset)
+    messages.success(request, f"Deactivated {count} account(s).")
+
+
+class AuditedActionsMixin:
+    def response_action(self, request, queryset):
+        # An action changes several rows and writes their events; an audit
+        # outage part-way must leave none of the rows changed.
+        with transaction.atomic(using=router.db_for_write(self.model)):
+            return super().response_action(request, queryset)
+
+
 @admin.register(User)
-class PortalUserAdmin(UserAdmin):
-    actions = [reset_authenticator, unlock]
+class PortalUserAdmin(AuditedActionsMixin, UserAdmin):
+    actions = [reset_authenticator, unlock, deactivate]
+
+    def save_model(self, request, obj, form, change):
+        # Read before saving: the form has already put the new values on obj.
+        before = account_privileges(obj) if change else None
+        setattr(form, BEFORE_ATTRIBUTE, before)
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        # Groups and permissions are saved here, after the row: only now is
+        # the whole change in the database to compare.
+        super().save_related(request, form, formsets, change)
+
+        if change:
+            record_account_changed(
+                actor=request.user,
+                user=form.instance,
+                before=getattr(form, BEFORE_ATTRIBUTE),
+            )
+        else:
+            record_account_created(actor=request.user, user=form.instance)
+
+    def get_deleted_objects(self, objs, request):
+        deleted, counts, permissions_needed, protected = super().get_deleted_objects(
+            objs, request
+        )
+        # Shown on the confirmation page like a PROTECTed row: nothing is
+        # deleted, and the page names the accounts to deactivate instead.
+        protected = [*protected, *deletion_refusals(objs)]
+        return deleted, counts, permissions_needed, protected
+
+    def delete_model(self, request, obj):
+        delete_accounts(actor=request.user, users=[obj])
+
+    def delete_queryset(self, request, queryset):
+        delete_accounts(actor=request.user, users=queryset)
+
+    @method_decorator(sensitive_post_parameters())
+    def user_change_password(self, request, id, form_url=""):
+        """Set another user's password; one's own is changed at /accounts/password/.
+
+        Django's form here asks for no current password, so for one's own
+        account it would skip the current password and the code.
+        """
+        user = self.get_object(request, unquote(id))
+        if user is not None and user.pk == request.user.pk:
+            return redirect("accounts:password_change")
+        return self._set_another_users_password(request, id, form_url, user)
+
+    @method_decorator(step_up_required)
+    def _set_another_users_password(self, request, id, form_url, user):
+        # Taking over another account needs a code from the last five
+        # minutes, not only a session left open.
+        if request.method != "POST" or user is None:
+            return super().user_change_password(request, id, form_url)
+        if not self.has_change_permission(request, user):
+            return super().user_change_password(request, id, form_url)
+
+        form = self.change_password_form(user, request.POST)
+        confirmed = form.is_valid() and (
+            form.cleaned_data["set_usable_password"] or "unset-password" in request.POST
+        )
+        if not confirmed:
+            # Django's view shows the errors or the conflicting-choice message.
+            return super().user_change_password(request, id, form_url)
+
+        with transaction.atomic(using=router.db_for_write(self.model)):
+            user = set_account_password(actor=request.user, form=form)
+            self.log_change(
+                request, user, self.construct_change_message(request, form, None)
+            )
+        messages.success(
+            request,
+            "Password set; the user's sessions have ended."
+            if user.has_usable_password()
+            else "Password sign-in disabled; the user's sessions have ended.",
+        )
+        return redirect("admin:accounts_user_change", user.pk)
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class PortalGroupAdmin(AuditedActionsMixin, GroupAdmin):
+    def save_model(self, request, obj, form, change):
+        before = group_privileges(obj) if change else None
+        setattr(form, BEFORE_ATTRIBUTE, before)
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        record_group_saved(
+            actor=request.user,
+            group=form.instance,
+            before=getattr(form, BEFORE_ATTRIBUTE),
+        )
+
+    def delete_model(self, request, obj):
+        delete_groups(actor=request.user, groups=[obj])
+
+    def delete_queryset(self, request, queryset):
+        delete_groups(actor=request.user, groups=queryset)

@@ -339,11 +339,16 @@ def change_password(request, form, token: str) -> bool:
         )
         return False
 
-    user = form.save()
+    # The event is written inside the save's transaction: if the trail cannot
+    # take it, the old password stays (fail closed).
+    with transaction.atomic():
+        user = form.save()
+        record_event(
+            actor=user,
+            action=AuditAction.PASSWORD_CHANGED,
+            outcome=AuditOutcome.SUCCESS,
+        )
     update_session_auth_hash(request, user)
-    record_event(
-        actor=user, action=AuditAction.PASSWORD_CHANGED, outcome=AuditOutcome.SUCCESS
-    )
     logger.info("Password changed for user %s", user.pk)
     return True
 

@@ -38,6 +38,13 @@ EVENT_TYPES = {
     AuditAction.FHIR_IMPORT: ("C", "110107", "Import"),
     AuditAction.FHIR_IMPORT_FAILED: ("C", "110107", "Import"),
     AuditAction.RECORD_CREATED: ("C", "110110", "Patient Record"),
+    AuditAction.USER_CREATED: ("C", "110137", "User Security Attributes Changed"),
+    AuditAction.USER_DELETED: ("D", "110137", "User Security Attributes Changed"),
+    AuditAction.ACCOUNT_UPDATED: ("U", "110137", "User Security Attributes Changed"),
+    AuditAction.PASSWORD_SET: ("U", "110137", "User Security Attributes Changed"),
+    AuditAction.PRIVILEGES_CHANGED: ("U", "110136", "Security Roles Changed"),
+    AuditAction.GROUP_CREATED: ("C", "110136", "Security Roles Changed"),
+    AuditAction.GROUP_DELETED: ("D", "110136", "Security Roles Changed"),
 }
 DEFAULT_TYPE = ("E", "110100", "Application Activity")
 

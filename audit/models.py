@@ -29,6 +29,16 @@ class AuditAction(models.TextChoices):
     SESSION_EXPIRED = "SESSION_EXPIRED", "Signed out at the session's time limit"
     LOCKOUT = "LOCKOUT", "Account locked out"
     UNLOCK = "UNLOCK", "Account unlocked by an administrator"
+    USER_CREATED = "USER_CREATED", "Account created by an administrator"
+    USER_DELETED = "USER_DELETED", "Account deleted by an administrator"
+    ACCOUNT_UPDATED = "ACCOUNT_UPDATED", "Account details changed by an administrator"
+    PRIVILEGES_CHANGED = (
+        "PRIVILEGES_CHANGED",
+        "Privileges changed by an administrator",
+    )
+    PASSWORD_SET = "PASSWORD_SET", "Password set by an administrator"
+    GROUP_CREATED = "GROUP_CREATED", "Group created by an administrator"
+    GROUP_DELETED = "GROUP_DELETED", "Group deleted by an administrator"
     AUDIT_QUERY = "AUDIT_QUERY", "Audit trail queried"
     AUDIT_EXPORT = "AUDIT_EXPORT", "Audit trail exported (FHIR)"
     FHIR_IMPORT = "FHIR_IMPORT", "FHIR bundle imported"

@@ -116,6 +116,38 @@ def record_events(
     return events
 
 
+def record_change_events(
+    *,
+    actor,
+    action: AuditAction,
+    entries: Iterable[tuple[str, Iterable[str], str]],
+    outcome: AuditOutcome = AuditOutcome.SUCCESS,
+) -> list[AuditEvent]:
+    """Write one event per (record_type, fields, reason) in one chain write.
+
+    For administrators' changes to accounts and groups: one change may take
+    several events to tell in full (many accounts at once, or more detail
+    than one reason holds), and they are all written or none is. No patient
+    is involved. Raises AuditUnavailable like record_event.
+    """
+    events = [
+        _new_event(
+            actor=actor,
+            action=action,
+            outcome=outcome,
+            patient_ref="",
+            record_type=record_type,
+            fields=fields,
+            purpose="",
+            reason=reason,
+        )
+        for record_type, fields, reason in entries
+    ]
+    if events:
+        _append(events, action)
+    return events
+
+
 def _new_event(
     *,
     actor,

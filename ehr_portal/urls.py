@@ -1,14 +1,15 @@
 from django.contrib import admin
 from django.urls import include, path
-from django_otp.admin import OTPAdminSite
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts.views import idle_ping
 from ehr_portal import views
+from ehr_portal.admin_site import PortalAdminSite
 from records.urls import compliance_urlpatterns
 
-# The admin asks for a verified second factor like every other page.
-admin.site.__class__ = OTPAdminSite
+# The admin asks for a verified second factor like every other page, and
+# changes passwords only through the portal's own page.
+admin.site.__class__ = PortalAdminSite
 
 urlpatterns = [
     path("", views.home, name="home"),

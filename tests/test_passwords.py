@@ -141,3 +141,23 @@ class TestPasswordChange:
 
             assert other.get("/patients/").url.startswith("/accounts/login/")
             assert client.get("/patients/").status_code == 200
+
+    def test_an_audit_outage_keeps_the_old_password(self, client, nurse, monkeypatch):
+        from audit import services as audit_services
+
+        write = audit_services._append
+
+        def refuse_the_change(events, action):
+            # The code is accepted and recorded; only the change's own event fails.
+            if action == AuditAction.PASSWORD_CHANGED:
+                raise audit_services.AuditUnavailable("audit database unreachable")
+            return write(events, action)
+
+        with freeze_time(START) as clock:
+            self.signed_in(client, nurse)
+            clock.tick(31)
+            monkeypatch.setattr(audit_services, "_append", refuse_the_change)
+            response = self.post_change(client, token=current_code(nurse))
+
+        assert response.status_code == 503
+        assert get_user_model().objects.get(pk=nurse.pk).check_password(PASSWORD)

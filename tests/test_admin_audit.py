@@ -1,0 +1,475 @@
+"""Every privilege an administrator gives or takes in /admin/ is on the record.
+
+Driven through the admin pages as a verified administrator: flags, groups and
+permissions on accounts and groups, accounts created, deleted or deactivated,
+passwords set for others. An audit outage leaves everything as it was.
+"""
+
+import datetime
+import zoneinfo
+
+import pytest
+from django.conf import settings
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
+from django.utils import timezone
+
+from accounts.roles import Role
+from audit import services as audit_services
+from audit.models import AuditAction, AuditEvent
+from records.models import CareTeamMembership
+from tests.conftest import add_to_care_team, make_user, verified_client
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+NEW_PASSWORD = "violet kestrel 48 marrow"
+JOINED = datetime.datetime(2026, 1, 5, 9, 0, tzinfo=datetime.UTC)
+User = get_user_model()
+
+
+@pytest.fixture
+def administrator(db):
+    user = make_user("admin.ross", Role.ADMIN)
+    User.objects.filter(pk=user.pk).update(is_staff=True, is_superuser=True)
+    return User.objects.get(pk=user.pk)
+
+
+@pytest.fixture
+def admin_client(administrator):
+    return verified_client(administrator)
+
+
+@pytest.fixture
+def audit_outage(monkeypatch):
+    """The trail cannot be written: every audit write raises AuditUnavailable."""
+
+    def unreachable(events, action):
+        raise audit_services.AuditUnavailable("audit database unreachable")
+
+    monkeypatch.setattr(audit_services, "_append", unreachable)
+
+
+def fresh(user):
+    return User.objects.get(pk=user.pk)
+
+
+def events(action):
+    return list(AuditEvent.objects.filter(action=action).order_by("sequence"))
+
+
+def permission(label: str) -> Permission:
+    app_label, codename = label.split(".")
+    return Permission.objects.get(content_type__app_label=app_label, codename=codename)
+
+
+def change_form(user, **overrides) -> dict:
+    """What the change page posts for ``user`` as stored, with ``overrides``."""
+    User.objects.filter(pk=user.pk).update(date_joined=JOINED)
+    user = fresh(user)
+    # Shown, and read back, in the hospital's zone (DisplayTimeZoneMiddleware).
+    joined = timezone.localtime(
+        user.date_joined, zoneinfo.ZoneInfo(settings.PORTAL_TIME_ZONE)
+    )
+    data = {
+        "username": user.username,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "email": user.email,
+        "is_active": user.is_active,
+        "is_staff": user.is_staff,
+        "is_superuser": user.is_superuser,
+        "groups": [group.pk for group in user.groups.all()],
+        "user_permissions": [grant.pk for grant in user.user_permissions.all()],
+        "date_joined_0": joined.date().isoformat(),
+        "date_joined_1": joined.strftime("%H:%M:%S"),
+        "last_login_0": "",
+        "last_login_1": "",
+    }
+    data.update(overrides)
+    # An unticked box is simply not posted.
+    return {name: value for name, value in data.items() if value is not False}
+
+
+def change_url(user) -> str:
+    return f"/admin/accounts/user/{user.pk}/change/"
+
+
+def test_making_a_nurse_superuser_and_physician_is_audited(admin_client, nurse):
+    physician_group = Group.objects.get_or_create(name=Role.PHYSICIAN.value)[0]
+    nurse_group = Group.objects.get(name=Role.NURSE.value)
+
+    response = admin_client.post(
+        change_url(nurse),
+        change_form(
+            nurse, is_superuser=True, groups=[nurse_group.pk, physician_group.pk]
+        ),
+    )
+
+    assert response.status_code == 302
+    assert fresh(nurse).is_superuser
+    [event] = events(AuditAction.PRIVILEGES_CHANGED)
+    assert event.actor_username == "admin.ross"
+    assert event.record_type == "User"
+    assert event.fields == ["is_superuser", "groups"]
+    assert event.reason == (
+        "account nurse.jones: is_superuser no -> yes; groups +physician"
+    )
+
+
+def test_taking_a_group_and_staff_status_away_reads_as_removed(admin_client, nurse):
+    User.objects.filter(pk=nurse.pk).update(is_staff=True)
+
+    admin_client.post(change_url(nurse), change_form(nurse, is_staff=False, groups=[]))
+
+    [event] = events(AuditAction.PRIVILEGES_CHANGED)
+    assert event.fields == ["is_staff", "groups"]
+    assert event.reason == "account nurse.jones: is_staff yes -> no; groups -nurse"
+
+
+def test_granting_a_sensitive_category_names_the_permission(admin_client, nurse):
+    grant = permission("records.view_hiv")
+
+    admin_client.post(
+        change_url(nurse), change_form(nurse, user_permissions=[grant.pk])
+    )
+
+    assert fresh(nurse).has_perm("records.view_hiv")
+    [event] = events(AuditAction.PRIVILEGES_CHANGED)
+    assert event.fields == ["user_permissions"]
+    assert event.reason == "account nurse.jones: user_permissions +records.view_hiv"
+
+
+def test_many_permissions_at_once_are_told_in_full_over_several_events(
+    admin_client, nurse
+):
+    grants = list(Permission.objects.order_by("pk")[:40])
+
+    admin_client.post(
+        change_url(nurse),
+        change_form(nurse, user_permissions=[grant.pk for grant in grants]),
+    )
+
+    written = events(AuditAction.PRIVILEGES_CHANGED)
+    assert len(written) > 1
+    assert all(len(event.reason) <= 255 for event in written)
+    assert written[0].reason.startswith(f"account nurse.jones (1/{len(written)}): ")
+    told = " ".join(event.reason for event in written)
+    for grant in grants:
+        assert f"+{grant.content_type.app_label}.{grant.codename}" in told
+
+
+def test_details_only_are_recorded_by_name_not_value(admin_client, nurse):
+    admin_client.post(change_url(nurse), change_form(nurse, email="n.jones@ward.test"))
+
+    assert not events(AuditAction.PRIVILEGES_CHANGED)
+    [event] = events(AuditAction.ACCOUNT_UPDATED)
+    assert event.fields == ["email"]
+    assert event.reason == "account nurse.jones"
+
+
+def test_saving_without_a_change_writes_no_event(admin_client, nurse):
+    response = admin_client.post(change_url(nurse), change_form(nurse))
+
+    assert response.status_code == 302
+    assert not events(AuditAction.PRIVILEGES_CHANGED)
+    assert not events(AuditAction.ACCOUNT_UPDATED)
+
+
+def test_an_audit_outage_leaves_the_account_unchanged(
+    admin_client, nurse, audit_outage
+):
+    physician_group = Group.objects.get_or_create(name=Role.PHYSICIAN.value)[0]
+    data = change_form(nurse, is_superuser=True, groups=[physician_group.pk])
+
+    response = admin_client.post(change_url(nurse), data)
+
+    assert response.status_code == 503
+    stored = fresh(nurse)
+    assert not stored.is_superuser
+    assert set(stored.groups.values_list("name", flat=True)) == {"nurse"}
+    assert not LogEntry.objects.filter(object_id=str(nurse.pk)).exists()
+
+
+def test_creating_an_account_is_audited(admin_client):
+    response = admin_client.post(
+        "/admin/accounts/user/add/",
+        {
+            "username": "nurse.new",
+            "usable_password": "true",
+            "password1": NEW_PASSWORD,
+            "password2": NEW_PASSWORD,
+        },
+    )
+
+    assert response.status_code == 302
+    [event] = events(AuditAction.USER_CREATED)
+    assert event.actor_username == "admin.ross"
+    assert event.fields == ["username", "password", "is_active"]
+    assert event.reason == "account nurse.new: is_active yes"
+    assert NEW_PASSWORD not in event.reason
+
+
+def test_an_audit_outage_creates_no_account(admin_client, audit_outage):
+    response = admin_client.post(
+        "/admin/accounts/user/add/",
+        {
+            "username": "nurse.new",
+            "usable_password": "true",
+            "password1": NEW_PASSWORD,
+            "password2": NEW_PASSWORD,
+        },
+    )
+
+    assert response.status_code == 503
+    assert not User.objects.filter(username="nurse.new").exists()
+
+
+def group_form(group, **overrides) -> dict:
+    data = {
+        "name": group.name,
+        "permissions": [grant.pk for grant in group.permissions.all()],
+    }
+    data.update(overrides)
+    return data
+
+
+def test_a_group_permission_change_is_audited(admin_client, physician):
+    group = Group.objects.get(name=Role.PHYSICIAN.value)
+    grant = permission("records.view_psychotherapy")
+
+    response = admin_client.post(
+        f"/admin/auth/group/{group.pk}/change/",
+        group_form(group, permissions=[grant.pk]),
+    )
+
+    assert response.status_code == 302
+    [event] = events(AuditAction.PRIVILEGES_CHANGED)
+    assert (event.record_type, event.fields) == ("Group", ["permissions"])
+    assert event.reason == (
+        "group physician (1 members): permissions +records.view_psychotherapy"
+    )
+
+
+def test_renaming_a_role_group_is_audited(admin_client, physician):
+    group = Group.objects.get(name=Role.PHYSICIAN.value)
+
+    admin_client.post(
+        f"/admin/auth/group/{group.pk}/change/", group_form(group, name="doctors")
+    )
+
+    [event] = events(AuditAction.PRIVILEGES_CHANGED)
+    assert event.fields == ["name"]
+    assert event.reason == "group doctors (1 members): name physician -> doctors"
+
+
+def test_an_audit_outage_leaves_the_group_unchanged(
+    admin_client, physician, audit_outage
+):
+    group = Group.objects.get(name=Role.PHYSICIAN.value)
+    grant = permission("records.view_genetic")
+
+    response = admin_client.post(
+        f"/admin/auth/group/{group.pk}/change/",
+        group_form(group, permissions=[grant.pk]),
+    )
+
+    assert response.status_code == 503
+    assert not group.permissions.exists()
+
+
+def test_creating_and_deleting_a_group_is_audited(admin_client):
+    grant = permission("records.view_hiv")
+    admin_client.post(
+        "/admin/auth/group/add/", {"name": "hiv_clinic", "permissions": [grant.pk]}
+    )
+    group = Group.objects.get(name="hiv_clinic")
+
+    admin_client.post(f"/admin/auth/group/{group.pk}/delete/", {"post": "yes"})
+
+    assert not Group.objects.filter(name="hiv_clinic").exists()
+    [created] = events(AuditAction.GROUP_CREATED)
+    assert created.reason == (
+        "group hiv_clinic (0 members): permissions records.view_hiv"
+    )
+    [deleted] = events(AuditAction.GROUP_DELETED)
+    assert deleted.reason == created.reason
+
+
+def delete_selected(client, *users):
+    return client.post(
+        "/admin/accounts/user/",
+        {
+            "action": "delete_selected",
+            "_selected_action": [user.pk for user in users],
+            "post": "yes",
+        },
+    )
+
+
+def test_an_account_that_never_signed_in_can_be_deleted_on_the_record(
+    admin_client,
+):
+    mistake = make_user("nurse.typo", Role.NURSE)
+
+    delete_selected(admin_client, mistake)
+
+    assert not User.objects.filter(username="nurse.typo").exists()
+    [event] = events(AuditAction.USER_DELETED)
+    assert event.actor_username == "admin.ross"
+    assert event.reason == "account nurse.typo: is_active yes; groups nurse"
+
+
+def test_an_account_that_signed_in_is_not_deleted(admin_client, nurse):
+    User.objects.filter(pk=nurse.pk).update(last_login=timezone.now())
+
+    response = delete_selected(admin_client, nurse)
+
+    assert response.status_code == 200
+    assert "deactivated, not deleted" in response.content.decode()
+    assert User.objects.filter(pk=nurse.pk).exists()
+    assert not events(AuditAction.USER_DELETED)
+
+
+def test_an_account_on_a_care_team_is_protected(admin_client, nurse, marker_patient):
+    add_to_care_team(nurse, marker_patient)
+
+    response = delete_selected(admin_client, nurse)
+
+    assert response.status_code == 200
+    assert User.objects.filter(pk=nurse.pk).exists()
+    assert CareTeamMembership.objects.filter(member=nurse).exists()
+    assert not events(AuditAction.USER_DELETED)
+
+
+def test_an_audit_outage_deletes_nothing(admin_client, audit_outage):
+    mistake = make_user("nurse.typo", Role.NURSE)
+
+    response = delete_selected(admin_client, mistake)
+
+    assert response.status_code == 503
+    assert User.objects.filter(pk=mistake.pk).exists()
+
+
+def test_deactivating_ends_the_sessions_and_is_audited(admin_client, nurse):
+    nurse_session = verified_client(nurse)
+    assert nurse_session.get("/patients/").status_code == 200
+
+    admin_client.post(
+        "/admin/accounts/user/",
+        {"action": "deactivate", "_selected_action": [nurse.pk]},
+    )
+
+    assert not fresh(nurse).is_active
+    assert nurse_session.get("/patients/").url.startswith("/accounts/login/")
+    [event] = events(AuditAction.PRIVILEGES_CHANGED)
+    assert (event.fields, event.reason) == (
+        ["is_active"],
+        "account nurse.jones: is_active yes -> no",
+    )
+
+
+def test_an_audit_outage_deactivates_no_one(admin_client, nurse, audit_outage):
+    response = admin_client.post(
+        "/admin/accounts/user/",
+        {"action": "deactivate", "_selected_action": [nurse.pk]},
+    )
+
+    assert response.status_code == 503
+    assert fresh(nurse).is_active
+
+
+def password_url(user) -> str:
+    return f"/admin/accounts/user/{user.pk}/password/"
+
+
+def set_password(client, user):
+    return client.post(
+        password_url(user),
+        {
+            "usable_password": "true",
+            "password1": NEW_PASSWORD,
+            "password2": NEW_PASSWORD,
+        },
+    )
+
+
+def test_setting_a_password_ends_the_users_sessions_and_is_audited(
+    admin_client, administrator, nurse
+):
+    nurse_session = verified_client(nurse)
+    assert nurse_session.get("/patients/").status_code == 200
+
+    response = set_password(admin_client, nurse)
+
+    assert response.status_code == 302
+    assert fresh(nurse).check_password(NEW_PASSWORD)
+    assert nurse_session.get("/patients/").url.startswith("/accounts/login/")
+    assert admin_client.get("/admin/").status_code == 200
+    [event] = events(AuditAction.PASSWORD_SET)
+    assert event.actor_id == administrator.pk
+    assert (event.fields, event.reason) == (["password"], "account nurse.jones")
+
+
+def test_disabling_a_password_is_audited_as_such(admin_client, nurse):
+    admin_client.post(
+        password_url(nurse), {"usable_password": "false", "unset-password": "1"}
+    )
+
+    assert not fresh(nurse).has_usable_password()
+    [event] = events(AuditAction.PASSWORD_SET)
+    assert event.reason == "account nurse.jones: password sign-in disabled"
+
+
+def test_setting_a_password_needs_a_recent_code(administrator, nurse):
+    stale = verified_client(
+        administrator, code_entered_at=timezone.now() - datetime.timedelta(minutes=6)
+    )
+
+    response = set_password(stale, nurse)
+
+    assert response.status_code == 302
+    assert response.url.startswith("/accounts/step-up/")
+    assert not fresh(nurse).check_password(NEW_PASSWORD)
+    assert not events(AuditAction.PASSWORD_SET)
+
+
+def test_an_audit_outage_keeps_the_old_password(admin_client, nurse, audit_outage):
+    response = set_password(admin_client, nurse)
+
+    assert response.status_code == 503
+    assert not fresh(nurse).check_password(NEW_PASSWORD)
+
+
+def test_an_administrators_own_password_goes_to_the_portal_page(
+    admin_client, administrator
+):
+    for url in ("/admin/password_change/", password_url(administrator)):
+        shown = admin_client.get(url)
+        posted = admin_client.post(
+            url,
+            {
+                "old_password": "correct horse battery 9",
+                "new_password1": NEW_PASSWORD,
+                "new_password2": NEW_PASSWORD,
+                "usable_password": "true",
+                "password1": NEW_PASSWORD,
+                "password2": NEW_PASSWORD,
+            },
+        )
+
+        assert shown.url == "/accounts/password/", url
+        assert posted.url == "/accounts/password/", url
+    assert not fresh(administrator).check_password(NEW_PASSWORD)
+    assert not events(AuditAction.PASSWORD_CHANGED)
+    assert not events(AuditAction.PASSWORD_SET)
+
+
+def test_a_privilege_change_exports_as_a_security_roles_change(admin_client, nurse):
+    from audit.fhir import audit_event_resource
+
+    admin_client.post(change_url(nurse), change_form(nurse, is_staff=True))
+
+    [event] = events(AuditAction.PRIVILEGES_CHANGED)
+    resource = audit_event_resource(event)
+    assert (resource["action"], resource["type"]["code"]) == ("U", "110136")
