@@ -70,6 +70,9 @@ class AuditedActionsMixin:
 @admin.register(User)
 class PortalUserAdmin(AuditedActionsMixin, UserAdmin):
     actions = [reset_authenticator, unlock, deactivate]
+    # Set by sign-ins and creation, never by hand; the form would also round
+    # them to whole seconds and report them as changed.
+    readonly_fields = ("last_login", "date_joined")
 
     def save_model(self, request, obj, form, change):
         # Read before saving: the form has already put the new values on obj.

@@ -50,6 +50,10 @@ class AuditAction(models.TextChoices):
     BREAK_GLASS_REVIEWED = "BREAK_GLASS_REVIEWED", "Break-the-glass reviewed"
     IDENTITY_REVIEWED = "IDENTITY_REVIEWED", "Patient identity reviewed"
     RECORD_CREATED = "RECORD_CREATED", "Clinical record created"
+    CARE_RELATION_CHANGED = (
+        "CARE_RELATION_CHANGED",
+        "Care team, unit assignment or admission changed",
+    )
     RECORD_RECLASSIFIED = "RECORD_RECLASSIFIED", "Clinical record's category changed"
     KEY_ROTATION_STARTED = "KEY_ROTATION_STARTED", "New encryption key made current"
     KEYS_ROTATED = "KEYS_ROTATED", "Encryption keys rotated"

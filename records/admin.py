@@ -2,11 +2,39 @@
 
 from django.contrib import admin
 
+from accounts.admin import AuditedActionsMixin
 from records.models import Admission, CareTeamMembership, Unit, UnitAssignment
+from records.services import record_care_relation_change
+
+
+class CareRelationAdmin(AuditedActionsMixin, admin.ModelAdmin):
+    """Who may open which chart: every change is audited, or is not made.
+
+    The admin saves inside a transaction; the audit write comes after the
+    save and before the commit, so an audit outage undoes the change.
+    """
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        record_care_relation_change(
+            actor=request.user, relation=obj, what="changed" if change else "added",
+            fields=form.changed_data,
+        )  # fmt: skip
+
+    def delete_model(self, request, obj):
+        record_care_relation_change(actor=request.user, relation=obj, what="removed")
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for relation in queryset:
+            record_care_relation_change(
+                actor=request.user, relation=relation, what="removed"
+            )
+        super().delete_queryset(request, queryset)
 
 
 @admin.register(CareTeamMembership)
-class CareTeamMembershipAdmin(admin.ModelAdmin):
+class CareTeamMembershipAdmin(CareRelationAdmin):
     list_display = ("member", "role", "patient_id", "starts_on", "ends_on")
     list_filter = ("role",)
     raw_id_fields = ("patient", "member")
@@ -18,12 +46,12 @@ class UnitAdmin(admin.ModelAdmin):
 
 
 @admin.register(UnitAssignment)
-class UnitAssignmentAdmin(admin.ModelAdmin):
+class UnitAssignmentAdmin(CareRelationAdmin):
     list_display = ("member", "unit", "starts_on", "ends_on")
     raw_id_fields = ("member",)
 
 
 @admin.register(Admission)
-class AdmissionAdmin(admin.ModelAdmin):
+class AdmissionAdmin(CareRelationAdmin):
     list_display = ("patient_id", "unit", "admitted_at", "discharged_at")
     raw_id_fields = ("patient",)

@@ -72,22 +72,26 @@ class BundleRejected(Exception):
         super().__init__(str(self))
 
     def __str__(self):
-        return f"{self.path}: {self.problem}"
+        # For the operator: the entry's resource id helps find it in the file.
+        return f"{self.path}: {self._where(with_id=True)}: {self.detail}"
 
     @property
     def problem(self) -> str:
-        """Where in the bundle and what, without the file name.
+        """Where in the bundle and what, without the file name or source ids.
 
-        Synthea names its files after the patient, so the audit trail gets
-        this and never the path.
+        Synthea names its files after the patient, and the portal keeps no
+        source id (the key inventory): the audit trail gets the entry's
+        number and type, never the path or the resource's id.
         """
+        return f"{self._where(with_id=False)}: {self.detail}"
+
+    def _where(self, *, with_id: bool) -> str:
         if isinstance(self.entry, Entry):
-            where = f"entry {self.entry.index} ({self.entry.label})"
-        elif isinstance(self.entry, int):
-            where = f"entry {self.entry}"
-        else:
-            where = "bundle"
-        return f"{where}: {self.detail}"
+            kind = self.entry.label if with_id else self.entry.resource_type
+            return f"entry {self.entry.index} ({kind})"
+        if isinstance(self.entry, int):
+            return f"entry {self.entry}"
+        return "bundle"
 
 
 class EntryInvalid(ValueError):
@@ -766,10 +770,14 @@ def _quantity_text(quantity: dict) -> str:
     unit = quantity.get("unit") or quantity.get("code") or ""
     if value is None:
         return ""
-    if not math.isfinite(float(value)) or abs(float(value)) >= MAX_QUANTITY:
-        raise EntryInvalid("field value: not a plausible measurement")
-    number = f"{round(float(value), 2):g}"
+    number = f"{round(_plausible(float(value)), 2):g}"
     return f"{number} {unit}".strip()
+
+
+def _plausible(value: float) -> float:
+    if not math.isfinite(value) or abs(value) >= MAX_QUANTITY:
+        raise EntryInvalid("field value: not a plausible measurement")
+    return value
 
 
 def _value_text(holder: dict) -> str:
@@ -796,7 +804,10 @@ def _blood_pressure_text(components: list) -> str:
     ):
         return ""
     unit = systolic.get("unit") or systolic.get("code") or ""
-    high, low = round(float(systolic["value"])), round(float(diastolic["value"]))
+    high, low = (
+        round(_plausible(float(systolic["value"]))),
+        round(_plausible(float(diastolic["value"]))),
+    )
     return f"{high}/{low} {unit}".strip()
 
 

@@ -26,6 +26,7 @@ from records.access import (
 )
 from records.models import (
     AllergyIntolerance,
+    CareTeamMembership,
     ClinicalNote,
     Condition,
     Encounter,
@@ -39,6 +40,7 @@ from records.models import (
     Procedure,
     SensitiveRecordTally,
     Sensitivity,
+    UnitAssignment,
 )
 from records.sensitivity import categories_visible_to
 
@@ -544,3 +546,36 @@ def identity_review(reviewer, mrn: str) -> dict | None:
         "patient": patient,
         "events": recent_events_for_patient(str(patient.pk), REPORTED_ACTIONS, 200),
     }
+
+
+def record_care_relation_change(*, actor, relation, what: str, fields=()) -> None:
+    """Audit a change to who may open which chart, made by an administrator.
+
+    A care-team membership, a unit assignment or an admission opens charts to
+    someone, so adding, changing or ending one is evidence like a chart open.
+    Raises AuditUnavailable, so that the caller's transaction undoes it.
+    """
+    kind = type(relation).__name__
+    if isinstance(relation, CareTeamMembership):
+        subject = (
+            f"care team: {relation.member.get_username()} as {relation.role}, "
+            f"{relation.starts_on} to {relation.ends_on or 'open'}"
+        )
+    elif isinstance(relation, UnitAssignment):
+        subject = (
+            f"unit {relation.unit.code}: {relation.member.get_username()}, "
+            f"{relation.starts_on} to {relation.ends_on or 'open'}"
+        )
+    else:
+        subject = f"admission to unit {relation.unit.code}" + (
+            ", discharged" if relation.discharged_at else ""
+        )
+    record_event(
+        actor=actor,
+        action=AuditAction.CARE_RELATION_CHANGED,
+        outcome=AuditOutcome.SUCCESS,
+        patient_ref=str(getattr(relation, "patient_id", "") or ""),
+        record_type=kind,
+        fields=list(fields),
+        reason=f"{what}: {subject}",
+    )

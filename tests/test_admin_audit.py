@@ -473,3 +473,48 @@ def test_a_privilege_change_exports_as_a_security_roles_change(admin_client, nur
     [event] = events(AuditAction.PRIVILEGES_CHANGED)
     resource = audit_event_resource(event)
     assert (resource["action"], resource["type"]["code"]) == ("U", "110136")
+
+
+def _care_team_form(patient, member) -> dict:
+    return {
+        "patient": str(patient.pk), "member": str(member.pk), "role": "nurse",
+        "starts_on": str(timezone.localdate()), "ends_on": "",
+    }  # fmt: skip
+
+
+def test_adding_someone_to_a_care_team_is_audited(admin_client, nurse, marker_patient):
+    response = admin_client.post(
+        "/admin/records/careteammembership/add/", _care_team_form(marker_patient, nurse)
+    )
+
+    assert response.status_code == 302
+    [event] = AuditEvent.objects.filter(action=AuditAction.CARE_RELATION_CHANGED)
+    assert event.patient_ref == str(marker_patient.pk)
+    assert event.record_type == "CareTeamMembership"
+    assert event.reason.startswith("added: care team: nurse.jones as nurse")
+    assert marker_patient.family_name not in event.reason
+
+
+def test_removing_someone_from_a_care_team_is_audited(
+    admin_client, nurse, marker_patient
+):
+    membership = add_to_care_team(nurse, marker_patient)
+
+    admin_client.post(
+        f"/admin/records/careteammembership/{membership.pk}/delete/", {"post": "yes"}
+    )
+
+    [event] = AuditEvent.objects.filter(action=AuditAction.CARE_RELATION_CHANGED)
+    assert event.reason.startswith("removed: care team: nurse.jones")
+    assert not CareTeamMembership.objects.exists()
+
+
+def test_an_audit_outage_gives_no_one_a_chart(
+    admin_client, nurse, marker_patient, audit_outage
+):
+    response = admin_client.post(
+        "/admin/records/careteammembership/add/", _care_team_form(marker_patient, nurse)
+    )
+
+    assert response.status_code == 503
+    assert not CareTeamMembership.objects.exists()

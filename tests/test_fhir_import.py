@@ -256,6 +256,24 @@ def test_values_fhir_or_sense_rules_out_are_refused(
     assert _stored_nothing()
 
 
+def test_an_impossible_blood_pressure_is_refused(tmp_path, real_bundle, capsys):
+    pressure = next(
+        e["resource"]
+        for e in real_bundle["entry"]
+        if e["resource"].get("component")
+        and "valueQuantity" in e["resource"]["component"][0]
+    )
+    pressure["component"][0]["valueQuantity"]["value"] = 1e308
+
+    _import_fails(_write(tmp_path, real_bundle))
+
+    assert "field value: not a plausible measurement" in capsys.readouterr().err
+    failure = AuditEvent.objects.get(action=AuditAction.FHIR_IMPORT_FAILED)
+    assert "(Observation)" in failure.reason
+    assert pressure["id"] not in failure.reason
+    assert _stored_nothing()
+
+
 def test_a_long_text_is_cut_and_says_so(tmp_path, real_bundle):
     from records.models import Condition
 

@@ -87,8 +87,14 @@ def test_refuses_to_overwrite_or_to_rewrap_under_the_key_in_use(
             "rewrap_keyring", str(tmp_path / "k.json"),
             "--master-key-file", str(tmp_path / "k.json"),
         )  # fmt: skip
+    with pytest.raises(CommandError, match="two files"):
+        call_command(
+            "rewrap_keyring", str(tmp_path / "x" / "." / "both.json"),
+            "--master-key-file", str(tmp_path / "x" / ".." / "x" / "both.json"),
+        )  # fmt: skip
     assert existing.read_text() == "{}"
     assert not (tmp_path / "k.json").exists()
+    assert not (tmp_path / "x" / "both.json").exists()
     assert not (tmp_path / "another.key").exists(), "a refusal makes no key"
 
 

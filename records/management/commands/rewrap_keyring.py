@@ -42,7 +42,7 @@ class Command(BaseCommand):
     def handle(self, *args, keyring, master_key_file, pkcs11_key_label, **options):
         try:
             check_rewrap_possible(keyring)
-            if master_key_file and Path(master_key_file) == Path(keyring):
+            if master_key_file and _same_file(master_key_file, keyring):
                 raise RewrapRefused("the master key and the keyring need two files")
             if master_key_file:
                 new_master_key = new_file_master_key(master_key_file)
@@ -76,3 +76,8 @@ class Command(BaseCommand):
             "web process and worker, then destroy the old master key. Run no "
             "rotate_keys before the switch."
         )
+
+
+def _same_file(first: str, second: str) -> bool:
+    # Spelled differently ("a/./k", "a/../a/k"), a path can still be the same.
+    return Path(first).resolve() == Path(second).resolve()
