@@ -230,6 +230,13 @@ class CareTeamMembership(models.Model):
     def __str__(self):
         return f"Care team membership {self.pk}"
 
+    def audit_description(self) -> str:
+        """What the relation opens, for the audit trail: no patient identity."""
+        return (
+            f"care team: {self.member.get_username()} as {self.role}, "
+            f"{self.starts_on} to {self.ends_on or 'open'}"
+        )
+
 
 class Sensitivity(models.TextChoices):
     """Categories that even the care team sees only with a matching grant."""
@@ -468,6 +475,12 @@ class UnitAssignment(models.Model):
     def __str__(self):
         return f"Unit assignment {self.pk}"
 
+    def audit_description(self) -> str:
+        return (
+            f"unit {self.unit.code}: {self.member.get_username()}, "
+            f"{self.starts_on} to {self.ends_on or 'open'}"
+        )
+
 
 class Admission(models.Model):
     """A patient's stay on a unit; open while ``discharged_at`` is empty."""
@@ -490,6 +503,10 @@ class Admission(models.Model):
 
     def __str__(self):
         return f"Admission {self.pk}"
+
+    def audit_description(self) -> str:
+        discharged = ", discharged" if self.discharged_at else ""
+        return f"admission to unit {self.unit.code}{discharged}"
 
 
 class BreakGlassReason(models.TextChoices):

@@ -26,7 +26,6 @@ from records.access import (
 )
 from records.models import (
     AllergyIntolerance,
-    CareTeamMembership,
     ClinicalNote,
     Condition,
     Encounter,
@@ -40,7 +39,6 @@ from records.models import (
     Procedure,
     SensitiveRecordTally,
     Sensitivity,
-    UnitAssignment,
 )
 from records.sensitivity import categories_visible_to
 
@@ -555,27 +553,12 @@ def record_care_relation_change(*, actor, relation, what: str, fields=()) -> Non
     someone, so adding, changing or ending one is evidence like a chart open.
     Raises AuditUnavailable, so that the caller's transaction undoes it.
     """
-    kind = type(relation).__name__
-    if isinstance(relation, CareTeamMembership):
-        subject = (
-            f"care team: {relation.member.get_username()} as {relation.role}, "
-            f"{relation.starts_on} to {relation.ends_on or 'open'}"
-        )
-    elif isinstance(relation, UnitAssignment):
-        subject = (
-            f"unit {relation.unit.code}: {relation.member.get_username()}, "
-            f"{relation.starts_on} to {relation.ends_on or 'open'}"
-        )
-    else:
-        subject = f"admission to unit {relation.unit.code}" + (
-            ", discharged" if relation.discharged_at else ""
-        )
     record_event(
         actor=actor,
         action=AuditAction.CARE_RELATION_CHANGED,
         outcome=AuditOutcome.SUCCESS,
         patient_ref=str(getattr(relation, "patient_id", "") or ""),
-        record_type=kind,
+        record_type=type(relation).__name__,
         fields=list(fields),
-        reason=f"{what}: {subject}",
+        reason=f"{what}: {relation.audit_description()}",
     )
