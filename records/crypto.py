@@ -323,7 +323,10 @@ def keyring() -> Keyring:
     """The keyring in force, reloaded when ``rotate_keys`` has replaced the file.
 
     The file is looked at no more than once per PORTAL_KEYRING_REFRESH_SECONDS,
-    so a running portal picks up a new key version within that time.
+    so a running portal picks up a new key version within that time. A
+    replaced file that does not open leaves the keys already loaded in force
+    (logged as an error at each look): a running portal keeps one behaviour
+    instead of failing at each look and serving from memory in between.
     """
     global _keyring, _keyring_signature, _checked_at
     if _keyring is not None:
@@ -337,7 +340,18 @@ def keyring() -> Keyring:
         _remember_refresh_interval()
         signature = _file_signature()
         if _keyring is None or signature != _keyring_signature:
-            _keyring = load_keyring(create_if_missing=settings.DEVELOPMENT)
+            try:
+                loaded = load_keyring(create_if_missing=settings.DEVELOPMENT)
+            except KeyringUnavailable as error:
+                if _keyring is None:
+                    raise
+                logger.error(
+                    "The replaced keyring does not open (%s); the keys already "
+                    "loaded stay in force",
+                    type(error).__name__,
+                )
+                return _keyring
+            _keyring = loaded
             _keyring_signature = signature
             _checked_at = time.monotonic()
     return _keyring

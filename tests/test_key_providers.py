@@ -138,3 +138,23 @@ def test_softhsm_without_its_key_refuses_to_start(hsm_keys):
 
     with pytest.raises(crypto.KeyringUnavailable, match="create_master_key"):
         crypto.load_keyring(create_if_missing=False)
+
+
+def test_a_replaced_keyring_that_does_not_open_leaves_the_loaded_keys_in_force(
+    isolated_keys, tmp_path, caplog
+):
+    patient = _patient(family="Steadyfamily")
+    crypto.keyring()
+    other = tmp_path / "other.key"
+    keyproviders.create_master_key_file(other)
+    # Replaced by another process, as a botched copy would be: this process's
+    # loaded keys are not told.
+    wrong = keyproviders.FileMasterKey(other, require_private=True)
+    isolated_keys.PORTAL_KEYRING_FILE.write_text(
+        json.dumps(crypto.keyring_document(crypto.new_keyring(), wrong))
+    )
+
+    readings = [Patient.objects.get(pk=patient.pk).family_name for _ in range(3)]
+
+    assert readings == ["Steadyfamily"] * 3
+    assert "The replaced keyring does not open" in caplog.text
