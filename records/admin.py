@@ -15,10 +15,12 @@ class CareRelationAdmin(AuditedActionsMixin, admin.ModelAdmin):
     """
 
     def save_model(self, request, obj, form, change):
+        # Read before saving: the form has already put the new values on obj.
+        before = type(obj).objects.get(pk=obj.pk) if change else None
         super().save_model(request, obj, form, change)
         record_care_relation_change(
             actor=request.user, relation=obj, what="changed" if change else "added",
-            fields=form.changed_data,
+            fields=form.changed_data, before=before,
         )  # fmt: skip
 
     def delete_model(self, request, obj):

@@ -546,19 +546,35 @@ def identity_review(reviewer, mrn: str) -> dict | None:
     }
 
 
-def record_care_relation_change(*, actor, relation, what: str, fields=()) -> None:
+def record_care_relation_change(
+    *, actor, relation, what: str, fields=(), before=None
+) -> None:
     """Audit a change to who may open which chart, made by an administrator.
 
     A care-team membership, a unit assignment or an admission opens charts to
     someone, so adding, changing or ending one is evidence like a chart open.
-    Raises AuditUnavailable, so that the caller's transaction undoes it.
+    ``before`` is the relation as it was stored: a change names the old state
+    too, and a change of patient also leaves an event on the old patient's
+    trail, where someone has just lost access. Raises AuditUnavailable, so
+    that the caller's transaction undoes it.
     """
-    record_event(
-        actor=actor,
-        action=AuditAction.CARE_RELATION_CHANGED,
-        outcome=AuditOutcome.SUCCESS,
-        patient_ref=str(getattr(relation, "patient_id", "") or ""),
-        record_type=type(relation).__name__,
-        fields=list(fields),
-        reason=f"{what}: {relation.audit_description()}",
-    )
+    description = relation.audit_description()
+    old_patient = getattr(before, "patient_id", None)
+    new_patient = getattr(relation, "patient_id", None)
+    events = []
+    if before is not None:
+        description = f"{before.audit_description()} -> {description}"
+        if old_patient != new_patient:
+            events.append((old_patient, f"moved to another patient: {description}"))
+    events.append((new_patient, f"{what}: {description}"))
+
+    for patient_id, reason in events:
+        record_event(
+            actor=actor,
+            action=AuditAction.CARE_RELATION_CHANGED,
+            outcome=AuditOutcome.SUCCESS,
+            patient_ref=str(patient_id or ""),
+            record_type=type(relation).__name__,
+            fields=list(fields),
+            reason=reason,
+        )

@@ -518,3 +518,29 @@ def test_an_audit_outage_gives_no_one_a_chart(
 
     assert response.status_code == 503
     assert not CareTeamMembership.objects.exists()
+
+
+def test_moving_a_membership_leaves_the_loss_of_access_on_the_old_chart(
+    admin_client, nurse, physician, marker_patient
+):
+    from records.models import PatientSource
+    from records.services import register_patient
+
+    other = register_patient(
+        given_name="Movedgiven", family_name="Movedfamily",
+        birth_date=marker_patient.birth_date, source=PatientSource.DEMO,
+    )  # fmt: skip
+    membership = add_to_care_team(nurse, marker_patient)
+
+    admin_client.post(
+        f"/admin/records/careteammembership/{membership.pk}/change/",
+        {**_care_team_form(other, physician), "role": "attending"},
+    )
+
+    changes = AuditEvent.objects.filter(action=AuditAction.CARE_RELATION_CHANGED)
+    by_patient = {event.patient_ref: event.reason for event in changes}
+    assert set(by_patient) == {str(marker_patient.pk), str(other.pk)}
+    assert by_patient[str(marker_patient.pk)].startswith(
+        "moved to another patient: care team: nurse.jones as nurse"
+    )
+    assert "-> care team: dr.house as attending" in by_patient[str(other.pk)]
