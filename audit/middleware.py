@@ -6,6 +6,7 @@ from django.http import JsonResponse
 from django.shortcuts import render
 
 from audit.services import AuditUnavailable
+from ehr_portal import request_context
 
 logger = logging.getLogger(__name__)
 
@@ -26,5 +27,10 @@ class AuditFailClosedMiddleware:
                      "be written. Try again shortly."},
                     status=503,
                 )  # fmt: skip
-            return render(request, "audit_unavailable.html", status=503)
+            return render(
+                request,
+                "audit_unavailable.html",
+                {"request_id": request_context.current_request_id()},
+                status=503,
+            )
         return None

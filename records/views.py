@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.decorators import clinician_required, role_required
 from accounts.roles import Role
+from ehr_portal.request_context import current_request_id
 from records import break_glass
 from records.forms import (
     BreakGlassForm,
@@ -72,7 +73,10 @@ def _open_or_refuse(request, patient_id, **kwargs):
         if not request.user.is_clinician:
             raise
         response = render(
-            request, "records/not_on_team.html", {"patient_id": patient_id}, status=403
+            request,
+            "records/not_on_team.html",
+            {"patient_id": patient_id, "request_id": current_request_id()},
+            status=403,
         )
         return None, response
 

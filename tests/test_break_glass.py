@@ -1,6 +1,7 @@
 """Break-the-glass: emergency access to one chart, visible to everyone afterwards."""
 
 import datetime
+import re
 from unittest import mock
 
 import pytest
@@ -29,6 +30,7 @@ def test_off_team_clinician_is_offered_break_the_glass(nurse, marker_patient):
     assert (
         f"/patients/{marker_patient.pk}/emergency-access/" in response.content.decode()
     )
+    assert re.search(r"Reference: [0-9a-f]{32}", response.content.decode())
 
 
 def test_break_the_glass_opens_the_chart_with_a_banner_and_alerts_compliance(

@@ -1,6 +1,7 @@
 """A chart opens for its care team, is refused to all others, and both are audited."""
 
 import datetime
+import re
 
 import pytest
 from django.test import Client
@@ -217,6 +218,7 @@ def test_failed_audit_write_shows_no_chart(physician, marker_patient, monkeypatc
 
     assert response.status_code == 503
     _assert_no_phi(response, marker_patient)
+    assert re.search(r"Reference: [0-9a-f]{32}", response.content.decode())
 
 
 def test_audit_write_failure_is_raised_not_swallowed(
