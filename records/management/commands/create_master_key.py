@@ -23,6 +23,8 @@ class Command(BaseCommand):
                 if not path.exists():
                     keyproviders.create_master_key_file(path)
                     self.stdout.write(f"Master key file created: {path}")
+                else:
+                    self.stdout.write(f"Master key file already there, kept: {path}")
             else:
                 provider = keyproviders.master_key_provider(create_if_missing=False)
                 provider.create_key()
@@ -33,5 +35,9 @@ class Command(BaseCommand):
                 provider = keyproviders.master_key_provider(create_if_missing=False)
                 crypto.create_keyring_file(keyring_path, provider)
                 self.stdout.write(f"Keyring created: {keyring_path}")
+            else:
+                self.stdout.write(
+                    f"Keyring already there, left as it is: {keyring_path}"
+                )
         except (keyproviders.MasterKeyUnavailable, crypto.KeyringUnavailable) as error:
             raise CommandError(str(error)) from error
