@@ -298,7 +298,9 @@ LANGUAGE_CODE = "en-us"
 # timeout); shown to clinicians in the hospital's zone.
 TIME_ZONE = "UTC"
 PORTAL_TIME_ZONE = env.read("PORTAL_TIME_ZONE", "UTC")
-USE_I18N = True
+# The portal is written in English only. Without translation machinery each
+# date, label and message on a chart page skips a catalogue lookup.
+USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "/static/"
