@@ -46,9 +46,14 @@ PORTAL_KEYRING_FILE = Path(
     env.read("PORTAL_KEYRING_FILE") or PORTAL_DATA_DIR / "keys" / "keyring.json"
 )
 PORTAL_MASTER_KEY_PROVIDER = env.read("PORTAL_MASTER_KEY_PROVIDER", "file")
-_master_key_file = env.read("PORTAL_MASTER_KEY_FILE") or (
-    PORTAL_DATA_DIR / "keys" / "master.key" if DEVELOPMENT else None
-)
+_master_key_file = env.read("PORTAL_MASTER_KEY_FILE")
+# Development makes a missing master key file only where it chose the path
+# itself: a file the operator named and that is not there is a mistake to
+# report (a key made in its place could not open the keyring), and only
+# create_master_key makes one there.
+PORTAL_DEVELOPMENT_MASTER_KEY = DEVELOPMENT and not _master_key_file
+if PORTAL_DEVELOPMENT_MASTER_KEY:
+    _master_key_file = PORTAL_DATA_DIR / "keys" / "master.key"
 PORTAL_MASTER_KEY_FILE = Path(_master_key_file) if _master_key_file else None
 PORTAL_PKCS11_LIBRARY = env.read("PORTAL_PKCS11_LIBRARY", "")
 PORTAL_PKCS11_TOKEN = env.read("PORTAL_PKCS11_TOKEN", "")

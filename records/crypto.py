@@ -282,23 +282,22 @@ def parse_keyring(document: dict, path: Path, provider_factory) -> Keyring:
 
 
 def load_keyring(*, create_if_missing: bool) -> Keyring:
-    """Read and unwrap the keyring; development creates what is missing.
+    """Read and unwrap the keyring; development creates a missing one.
 
-    Raises KeyringUnavailable when the keyring or its master key is missing or
-    wrong: the portal then refuses to work, and never falls back to plaintext.
+    With a new keyring comes a new master key, made only where development
+    chose its path (settings.PORTAL_DEVELOPMENT_MASTER_KEY). Raises
+    KeyringUnavailable when the keyring or its master key is missing or wrong:
+    the portal then refuses to work, and never falls back to plaintext.
     """
     path = Path(settings.PORTAL_KEYRING_FILE)
-
-    def provider():
-        return keyproviders.master_key_provider(create_if_missing=create_if_missing)
-
     if not path.exists():
         if not create_if_missing:
             raise KeyringUnavailable(
                 f"no keyring at {path}: set PORTAL_KEYRING_FILE (see README)"
             )
         try:
-            create_keyring_file(path, provider())
+            provider = keyproviders.master_key_provider(create_if_missing=True)
+            create_keyring_file(path, provider)
         except keyproviders.MasterKeyUnavailable as error:
             raise KeyringUnavailable(str(error)) from error
 
@@ -308,7 +307,13 @@ def load_keyring(*, create_if_missing: bool) -> Keyring:
         raise KeyringUnavailable(
             f"the keyring cannot be read ({type(error).__name__})"
         ) from error
-    return parse_keyring(document, path, provider)
+    # A master key is made only with a new keyring: a new one could never
+    # open a keyring that an earlier key wrapped.
+    return parse_keyring(
+        document,
+        path,
+        lambda: keyproviders.master_key_provider(create_if_missing=False),
+    )
 
 
 def _file_signature() -> tuple | None:

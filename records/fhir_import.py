@@ -310,6 +310,8 @@ class CheckedBundle:
     # Entry index -> sensitive category, with references inside the bundle
     # followed (see records.sensitivity).
     sensitivities: dict[int, str]
+    # Entry index -> the fields stored for that clinical record.
+    values: dict[int, dict]
 
 
 def _check_entries(path: Path, entries: list[Entry]) -> CheckedBundle:
@@ -324,12 +326,16 @@ def _check_entries(path: Path, entries: list[Entry]) -> CheckedBundle:
                 patient_refs[ref] = entry
 
     clinical: list[tuple[Entry, Entry | str]] = []
+    values: dict[int, dict] = {}
     skipped: Counter = Counter()
     for entry in entries:
         if entry.resource_type in CLINICAL_MODELS:
             if not entry.resource_id:
                 raise BundleRejected(path, "has no id", entry)
             clinical.append((entry, _subject_of(path, entry, patient_refs)))
+            # Every record, stored already or not: a spoiled copy of a bundle
+            # imported before must be refused, not reported as present.
+            values[entry.index] = _record_values(path, entry)
         elif entry.resource_type != "Patient":
             skipped[entry.resource_type] += 1
 
@@ -340,7 +346,21 @@ def _check_entries(path: Path, entries: list[Entry]) -> CheckedBundle:
         entry.index: category
         for entry, category in zip(entries, categories, strict=True)
     }
-    return CheckedBundle(patients, clinical, skipped, sensitivities)
+    return CheckedBundle(patients, clinical, skipped, sensitivities, values)
+
+
+def _record_values(path: Path, entry: Entry) -> dict:
+    try:
+        values = EXTRACTORS[entry.resource_type](entry.resource)
+        _check_not_in_future(values)
+    except EntryInvalid as error:
+        raise BundleRejected(path, str(error), entry) from None
+    except (KeyError, TypeError, ValueError) as error:
+        # Library messages may quote the value; name only the kind of error.
+        raise BundleRejected(
+            path, f"cannot be read ({type(error).__name__})", entry
+        ) from None
+    return values
 
 
 def _names_of(entry: Entry) -> set[str]:
@@ -455,9 +475,7 @@ def _store(path: Path, bundle: CheckedBundle, *, actor: str) -> ImportSummary:
 
     touched: Counter = Counter()
     for (patient, resource_type), entries in grouped.items():
-        created = _store_records(
-            path, patient, resource_type, entries, bundle.sensitivities, actor=actor
-        )
+        created = _store_records(patient, resource_type, entries, bundle, actor=actor)
         summary.created[resource_type] += created
         summary.unchanged[resource_type] += len(entries) - created
         touched[str(patient.pk)] += created
@@ -513,11 +531,10 @@ def _upsert_patient(path: Path, entry: Entry) -> tuple[Patient, bool]:
 
 
 def _store_records(
-    path: Path,
     patient: Patient,
     resource_type: str,
-    entries,
-    sensitivities: dict[int, str],
+    entries: list[Entry],
+    bundle: CheckedBundle,
     *,
     actor: str,
 ) -> int:
@@ -528,24 +545,18 @@ def _store_records(
             "source_key", "sensitivity"
         )
     )
-    _reclassify(model, patient, keys, existing, sensitivities, actor=actor)
+    _reclassify(model, patient, keys, existing, bundle.sensitivities, actor=actor)
 
-    records = []
-    for key, entry in keys.items():
-        if key in existing:
-            continue
-        try:
-            values = EXTRACTORS[resource_type](entry.resource)
-            _check_not_in_future(values)
-        except EntryInvalid as error:
-            raise BundleRejected(path, str(error), entry) from None
-        except (KeyError, TypeError, ValueError) as error:
-            # Library messages may quote the value; name only the kind of error.
-            raise BundleRejected(
-                path, f"cannot be read ({type(error).__name__})", entry
-            ) from None
-        values["sensitivity"] = sensitivities[entry.index]
-        records.append(model(patient=patient, source_key=key, **values))
+    records = [
+        model(
+            patient=patient,
+            source_key=key,
+            sensitivity=bundle.sensitivities[entry.index],
+            **bundle.values[entry.index],
+        )
+        for key, entry in keys.items()
+        if key not in existing
+    ]
     model.objects.bulk_create(records, batch_size=500, actor=actor)
     return len(records)
 

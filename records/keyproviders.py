@@ -59,7 +59,8 @@ class FileMasterKey:
         self.path = Path(path)
         if not self.path.exists():
             raise MasterKeyUnavailable(
-                f"no master key at {self.path}: set PORTAL_MASTER_KEY_FILE (see README)"
+                f"no master key at {self.path}: check PORTAL_MASTER_KEY_FILE "
+                "(see README)"
             )
         if require_private and self.path.stat().st_mode & 0o077:
             raise MasterKeyUnavailable(
@@ -276,6 +277,12 @@ def master_key_provider(*, create_if_missing: bool) -> MasterKeyProvider:
             )
         path = Path(settings.PORTAL_MASTER_KEY_FILE)
         if create_if_missing and not path.exists():
+            if not settings.PORTAL_DEVELOPMENT_MASTER_KEY:
+                raise MasterKeyUnavailable(
+                    f"PORTAL_MASTER_KEY_FILE names {path}, where there is no master "
+                    "key: correct the setting, or make a new key there with "
+                    "manage.py create_master_key"
+                )
             create_master_key_file(path)
         return FileMasterKey(path, require_private=not settings.DEVELOPMENT)
 

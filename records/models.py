@@ -9,7 +9,7 @@ codes, descriptions and values are sealed.
 import uuid
 
 from django.conf import settings
-from django.core.exceptions import FieldError
+from django.core.exceptions import NON_FIELD_ERRORS, FieldError, ValidationError
 from django.db import models, transaction
 from django.db.models import Q
 from django.db.models.signals import post_delete, post_save
@@ -198,12 +198,42 @@ class DatedAssignmentQuerySet(SealedQuerySet):
             Q(starts_on__lte=day), Q(ends_on__isnull=True) | Q(ends_on__gte=day)
         )
 
+    def overlapping(self, starts_on, ends_on):
+        """Rows active on at least one day from ``starts_on`` to ``ends_on``."""
+        rows = self.filter(Q(ends_on__isnull=True) | Q(ends_on__gte=starts_on))
+        return rows if ends_on is None else rows.filter(starts_on__lte=ends_on)
+
 
 def ends_after_start(name: str) -> models.CheckConstraint:
     return models.CheckConstraint(
         condition=Q(ends_on__isnull=True) | Q(ends_on__gte=models.F("starts_on")),
         name=name,
     )
+
+
+def _validate_dated_assignment(assignment, same_relation, *, duplicate: str) -> None:
+    """Refuse a member without a clinical role, and a relation held twice at once.
+
+    Access never follows a non-clinician's relation, so the row would only
+    mislead whoever reads the care team; and a second row for the same days
+    leaves one behind, still granting access, when the other is ended.
+    Overlap is checked here rather than by a constraint: SQLite has no
+    exclusion constraint to express it.
+    """
+    errors = {}
+    if assignment.member_id is not None and not assignment.member.is_clinician:
+        errors["member"] = (
+            f"{assignment.member.get_username()} holds neither the physician nor "
+            "the nurse role: only clinicians can be given a care relation."
+        )
+    if assignment.starts_on is not None:
+        others = same_relation.exclude(pk=assignment.pk).overlapping(
+            assignment.starts_on, assignment.ends_on
+        )
+        if others.exists():
+            errors[NON_FIELD_ERRORS] = duplicate
+    if errors:
+        raise ValidationError(errors)
 
 
 class CareTeamMembership(models.Model):
@@ -229,6 +259,16 @@ class CareTeamMembership(models.Model):
 
     def __str__(self):
         return f"Care team membership {self.pk}"
+
+    def clean(self):
+        _validate_dated_assignment(
+            self,
+            CareTeamMembership.objects.filter(
+                member_id=self.member_id, patient_id=self.patient_id
+            ),
+            duplicate="This member is already on this patient's care team for "
+            "some of these days: change that membership instead.",
+        )
 
     def audit_description(self) -> str:
         """What the relation opens, for the audit trail: no patient identity."""
@@ -474,6 +514,16 @@ class UnitAssignment(models.Model):
 
     def __str__(self):
         return f"Unit assignment {self.pk}"
+
+    def clean(self):
+        _validate_dated_assignment(
+            self,
+            UnitAssignment.objects.filter(
+                member_id=self.member_id, unit_id=self.unit_id
+            ),
+            duplicate="This member is already assigned to this unit for some of "
+            "these days: change that assignment instead.",
+        )
 
     def audit_description(self) -> str:
         return (

@@ -491,3 +491,56 @@ def test_impossible_clinical_dates_are_refused(
 
     assert message in capsys.readouterr().err
     assert _stored_nothing()
+
+
+def _spoil_a_quantity(bundle):
+    observation = next(
+        e["resource"] for e in bundle["entry"] if "valueQuantity" in e["resource"]
+    )
+    observation["valueQuantity"]["value"] = 1e308
+    return observation
+
+
+def _spoil_an_encounter_period(bundle):
+    encounter = _first(bundle, "Encounter")
+    encounter["period"] = {
+        "start": "2020-05-01T10:00:00+00:00",
+        "end": "2020-05-01T09:00:00+00:00",
+    }
+    return encounter
+
+
+def _spoil_a_condition_date(bundle):
+    condition = _first(bundle, "Condition")
+    condition["onsetDateTime"] = "3020-01-01T00:00:00+00:00"
+    return condition
+
+
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (_spoil_a_quantity, "field value: not a plausible measurement"),
+        (_spoil_an_encounter_period, "field period: end is before start"),
+        (_spoil_a_condition_date, "date occurred at is in the future"),
+    ],
+)
+def test_a_spoiled_copy_of_an_imported_bundle_is_refused_and_changes_nothing(
+    tmp_path, real_bundle, capsys, spoil, message
+):
+    call_command("import_fhir", str(_write(tmp_path, real_bundle, name="good.json")))
+    stored = _counts_in_database()
+    events = AuditEvent.objects.count()
+    spoiled = spoil(real_bundle)
+    index = next(
+        i for i, e in enumerate(real_bundle["entry"]) if e["resource"] is spoiled
+    )
+    capsys.readouterr()
+
+    _import_fails(_write(tmp_path, real_bundle, name="Quillon123_Zyxwvut456.json"))
+
+    kind = spoiled["resourceType"]
+    assert f"entry {index} ({kind}/" in capsys.readouterr().err
+    failure = AuditEvent.objects.get(action=AuditAction.FHIR_IMPORT_FAILED)
+    assert failure.reason == f"nothing stored: entry {index} ({kind}): {message}"
+    assert _counts_in_database() == stored
+    assert AuditEvent.objects.count() == events + 1

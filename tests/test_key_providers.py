@@ -3,6 +3,10 @@
 import base64
 import datetime
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -158,3 +162,61 @@ def test_a_replaced_keyring_that_does_not_open_leaves_the_loaded_keys_in_force(
 
     assert readings == ["Steadyfamily"] * 3
     assert "The replaced keyring does not open" in caplog.text
+
+
+def _run_portal_command(tmp_path, **keys) -> subprocess.CompletedProcess:
+    """``manage.py check`` in development mode, on a data folder of its own."""
+    environment = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "ehr_portal.settings",
+        "PORTAL_MODE": "development",
+        "PORTAL_DATA_DIR": str(tmp_path / "data"),
+        **{name: str(value) for name, value in keys.items()},
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=Path(__file__).resolve().parents[1], env=environment,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_a_named_master_key_file_that_is_missing_is_refused_not_made(
+    isolated_keys, tmp_path
+):
+    keyring = isolated_keys.PORTAL_KEYRING_FILE
+    before = keyring.read_bytes()
+    missing = tmp_path / "elsewhere" / "master.key"
+
+    finished = _run_portal_command(
+        tmp_path, PORTAL_KEYRING_FILE=keyring, PORTAL_MASTER_KEY_FILE=missing
+    )
+
+    assert finished.returncode != 0
+    assert "PORTAL_MASTER_KEY_FILE" in finished.stderr.splitlines()[-1]
+    assert not missing.parent.exists()
+    assert keyring.read_bytes() == before
+
+
+def test_a_new_keyring_gets_no_master_key_at_a_path_that_was_named(tmp_path):
+    keyring = tmp_path / "fresh" / "keyring.json"
+    missing = tmp_path / "elsewhere" / "master.key"
+
+    finished = _run_portal_command(
+        tmp_path, PORTAL_KEYRING_FILE=keyring, PORTAL_MASTER_KEY_FILE=missing
+    )
+
+    assert finished.returncode != 0
+    assert "PORTAL_MASTER_KEY_FILE" in finished.stderr.splitlines()[-1]
+    assert not missing.parent.exists()
+    assert not keyring.parent.exists()
+
+
+def test_development_makes_no_master_key_for_a_keyring_it_has(isolated_keys):
+    master_key = isolated_keys.PORTAL_MASTER_KEY_FILE
+    master_key.unlink()
+    crypto.reset_keyring_cache()
+
+    with pytest.raises(crypto.KeyringUnavailable, match="PORTAL_MASTER_KEY_FILE"):
+        crypto.load_keyring(create_if_missing=True)
+
+    assert not master_key.exists()

@@ -1,0 +1,117 @@
+"""Care relations hold clinicians only, and never the same relation twice at once.
+
+The rule lives in the models' clean(), so the admin form and any other
+caller of full_clean() refuse the same rows with the same message.
+"""
+
+import datetime
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from accounts.roles import Role
+from audit.models import AuditAction, AuditEvent
+from records.models import CareTeamMembership, CareTeamRole, Unit, UnitAssignment
+from tests.conftest import add_to_care_team, make_user, verified_client
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+NOT_A_CLINICIAN = "holds neither the physician nor the nurse role"
+ALREADY_ON_THE_TEAM = "already on this patient"
+TODAY = timezone.localdate()
+YESTERDAY = TODAY - datetime.timedelta(days=1)
+
+
+@pytest.fixture
+def admin_client(db):
+    administrator = make_user("admin.ross", Role.ADMIN)
+    administrator.is_staff = administrator.is_superuser = True
+    administrator.save()
+    return verified_client(administrator)
+
+
+@pytest.fixture
+def unit(db):
+    return Unit.objects.create(code="4-west", name="4 West")
+
+
+def _add_through_the_admin(client, patient, member):
+    return client.post(
+        "/admin/records/careteammembership/add/",
+        {
+            "patient": str(patient.pk), "member": str(member.pk), "role": "nurse",
+            "starts_on": str(TODAY), "ends_on": "",
+        },
+    )  # fmt: skip
+
+
+def _care_relation_events():
+    return AuditEvent.objects.filter(action=AuditAction.CARE_RELATION_CHANGED)
+
+
+def test_the_admin_refuses_a_care_team_member_without_a_clinical_role(
+    admin_client, compliance_officer, marker_patient
+):
+    response = _add_through_the_admin(admin_client, marker_patient, compliance_officer)
+
+    assert response.status_code == 200
+    assert f"compliance.lee {NOT_A_CLINICIAN}" in response.content.decode()
+    assert not CareTeamMembership.objects.exists()
+    assert not _care_relation_events().exists()
+
+
+def test_the_admin_refuses_a_second_membership_for_the_same_days(
+    admin_client, nurse, marker_patient
+):
+    add_to_care_team(nurse, marker_patient)
+
+    response = _add_through_the_admin(admin_client, marker_patient, nurse)
+
+    assert response.status_code == 200
+    assert ALREADY_ON_THE_TEAM in response.content.decode()
+    assert CareTeamMembership.objects.count() == 1
+    assert not _care_relation_events().exists()
+
+
+def test_the_admin_accepts_a_membership_after_the_last_one_ended(
+    admin_client, nurse, marker_patient
+):
+    add_to_care_team(nurse, marker_patient, ends_on=YESTERDAY)
+
+    response = _add_through_the_admin(admin_client, marker_patient, nurse)
+
+    assert response.status_code == 302
+    assert CareTeamMembership.objects.count() == 2
+
+
+def test_another_role_on_the_same_team_is_still_a_duplicate(physician, marker_patient):
+    add_to_care_team(physician, marker_patient)
+    consulting = CareTeamMembership(
+        member=physician, patient=marker_patient, role=CareTeamRole.CONSULTING
+    )
+
+    with pytest.raises(ValidationError, match=ALREADY_ON_THE_TEAM):
+        consulting.full_clean()
+
+
+def test_ending_a_membership_is_not_a_duplicate_of_itself(nurse, marker_patient):
+    membership = add_to_care_team(nurse, marker_patient)
+    membership.ends_on = TODAY
+
+    membership.full_clean()
+
+
+def test_a_unit_assignment_needs_a_clinician(export_staff, unit):
+    assignment = UnitAssignment(unit=unit, member=export_staff)
+
+    with pytest.raises(ValidationError, match=f"export.kim {NOT_A_CLINICIAN}"):
+        assignment.full_clean()
+
+
+def test_a_unit_assignment_twice_for_the_same_days_is_refused(nurse, unit):
+    UnitAssignment.objects.create(unit=unit, member=nurse, starts_on=YESTERDAY)
+    again = UnitAssignment(unit=unit, member=nurse, ends_on=TODAY)
+
+    with pytest.raises(ValidationError, match="already assigned to this unit"):
+        again.full_clean()
