@@ -12,7 +12,7 @@ from django.db import models, transaction
 from django.http import Http404
 from django.utils import timezone
 
-from audit.models import AuditAction, AuditOutcome
+from audit.models import CHART_ACCESS_ACTIONS, AuditAction, AuditOutcome
 from audit.services import recent_events_for_patient, record_event
 from records import crypto
 from records import mrn as mrn_rules
@@ -482,13 +482,10 @@ def add_note(*, author, patient_id, kind: str, title: str, body: str) -> Clinica
     return note
 
 
-ACCESS_PANEL_ACTIONS = (AuditAction.VIEWED, AuditAction.NOTE_CREATED)
-
-
 def recent_access(chart: Chart, limit: int = 10) -> list[dict]:
     """Who opened this chart lately and how, for the chart's transparency panel."""
     events = recent_events_for_patient(
-        str(chart.patient.pk), ACCESS_PANEL_ACTIONS, limit=limit
+        str(chart.patient.pk), CHART_ACCESS_ACTIONS, limit=limit
     )
     return [
         {
