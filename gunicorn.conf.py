@@ -1,4 +1,4 @@
-"""Gunicorn settings for the portal; gunicorn reads this file from the working directory.
+"""Gunicorn settings for the portal, read by gunicorn from the working directory.
 
     gunicorn ehr_portal.wsgi:application --bind 127.0.0.1:8000 --workers 3
 
