@@ -11,5 +11,7 @@ class AuditConfig(AppConfig):
     verbose_name = "Audit trail"
 
     def ready(self):
+        from audit import checks  # noqa: F401 (registers the audit checks)
+
         if not settings.CELERY_BROKER_URL:
             logger.info("CELERY_BROKER_URL is not set: background tasks run in-process")

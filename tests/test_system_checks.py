@@ -82,3 +82,22 @@ def test_debug_in_production_is_an_error(production):
     production.DEBUG = True
 
     assert "hipaa.E001" in _ids(production)
+
+
+@pytest.mark.postgresql
+def test_autovacuum_off_on_the_audit_server_is_a_warning_at_migrate():
+    from django.db import connections
+
+    from audit.checks import check_audit_database_maintenance
+
+    with connections["audit"].cursor() as cursor:
+        cursor.execute("SHOW autovacuum")
+        (autovacuum,) = cursor.fetchone()
+
+    found = {
+        issue.id for issue in check_audit_database_maintenance(databases=["audit"])
+    }
+
+    assert ("hipaa.W301" in found) == (autovacuum == "off")
+    # Without the audit database in hand (a plain `check`) nothing is asked.
+    assert not check_audit_database_maintenance(databases=None)
