@@ -42,9 +42,13 @@ if not SECRET_KEY:
 # file in the data folder; production refuses to start without them
 # (records.apps checks at start-up). The PKCS#11 PIN is read from the
 # environment by the provider only, so it never sits in settings.
-PORTAL_KEYRING_FILE = Path(
-    env.read("PORTAL_KEYRING_FILE") or PORTAL_DATA_DIR / "keys" / "keyring.json"
-)
+_keyring_file = env.read("PORTAL_KEYRING_FILE")
+# As for the master key below: development makes a missing keyring only at the
+# path it chose itself. A keyring the operator named and that is not there is
+# a mistake to report; a new one there could never open the data already
+# sealed. create_master_key makes one where it is told to.
+PORTAL_DEVELOPMENT_KEYRING = DEVELOPMENT and not _keyring_file
+PORTAL_KEYRING_FILE = Path(_keyring_file or PORTAL_DATA_DIR / "keys" / "keyring.json")
 PORTAL_MASTER_KEY_PROVIDER = env.read("PORTAL_MASTER_KEY_PROVIDER", "file")
 _master_key_file = env.read("PORTAL_MASTER_KEY_FILE")
 # Development makes a missing master key file only where it chose the path

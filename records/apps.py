@@ -1,7 +1,6 @@
 import sys
 
 from django.apps import AppConfig
-from django.conf import settings
 
 
 class RecordsConfig(AppConfig):
@@ -17,4 +16,4 @@ class RecordsConfig(AppConfig):
 
         # Production refuses to start without its keys rather than failing
         # on the first chart; development creates them in the data folder.
-        crypto.load_keyring(create_if_missing=settings.DEVELOPMENT)
+        crypto.load_keyring(create_if_missing=crypto.may_create_keyring())

@@ -281,8 +281,13 @@ def parse_keyring(document: dict, path: Path, provider_factory) -> Keyring:
         ) from error
 
 
+def may_create_keyring() -> bool:
+    """Development, with the keyring at the path it chose itself (settings)."""
+    return settings.DEVELOPMENT and settings.PORTAL_DEVELOPMENT_KEYRING
+
+
 def load_keyring(*, create_if_missing: bool) -> Keyring:
-    """Read and unwrap the keyring; development creates a missing one.
+    """Read and unwrap the keyring; development creates a missing one at its path.
 
     With a new keyring comes a new master key, made only where development
     chose its path (settings.PORTAL_DEVELOPMENT_MASTER_KEY). Raises
@@ -293,7 +298,8 @@ def load_keyring(*, create_if_missing: bool) -> Keyring:
     if not path.exists():
         if not create_if_missing:
             raise KeyringUnavailable(
-                f"no keyring at {path}: set PORTAL_KEYRING_FILE (see README)"
+                f"no keyring at {path}: check PORTAL_KEYRING_FILE, or make one "
+                "with manage.py create_master_key (see README)"
             )
         try:
             provider = keyproviders.master_key_provider(create_if_missing=True)
@@ -346,7 +352,7 @@ def keyring() -> Keyring:
         signature = _file_signature()
         if _keyring is None or signature != _keyring_signature:
             try:
-                loaded = load_keyring(create_if_missing=settings.DEVELOPMENT)
+                loaded = load_keyring(create_if_missing=may_create_keyring())
             except KeyringUnavailable as error:
                 if _keyring is None:
                     raise

@@ -197,18 +197,23 @@ def test_a_named_master_key_file_that_is_missing_is_refused_not_made(
     assert keyring.read_bytes() == before
 
 
-def test_a_new_keyring_gets_no_master_key_at_a_path_that_was_named(tmp_path):
+@pytest.mark.parametrize("name_the_master_key", [False, True])
+def test_a_named_keyring_that_is_missing_is_refused_not_made(
+    tmp_path, name_the_master_key
+):
     keyring = tmp_path / "fresh" / "keyring.json"
-    missing = tmp_path / "elsewhere" / "master.key"
+    keys = {"PORTAL_KEYRING_FILE": keyring}
+    if name_the_master_key:
+        keys["PORTAL_MASTER_KEY_FILE"] = tmp_path / "elsewhere" / "master.key"
 
-    finished = _run_portal_command(
-        tmp_path, PORTAL_KEYRING_FILE=keyring, PORTAL_MASTER_KEY_FILE=missing
-    )
+    finished = _run_portal_command(tmp_path, **keys)
 
     assert finished.returncode != 0
-    assert "PORTAL_MASTER_KEY_FILE" in finished.stderr.splitlines()[-1]
-    assert not missing.parent.exists()
+    assert "PORTAL_KEYRING_FILE" in finished.stderr.splitlines()[-1]
     assert not keyring.parent.exists()
+    assert not (tmp_path / "elsewhere").exists()
+    # Nor a master key at development's own path, for a keyring never made.
+    assert not (tmp_path / "data" / "keys" / "master.key").exists()
 
 
 def test_development_makes_no_master_key_for_a_keyring_it_has(isolated_keys):
