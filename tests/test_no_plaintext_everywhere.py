@@ -4,6 +4,7 @@ import base64
 import io
 import json
 import logging
+import os
 
 import pytest
 import redis
@@ -28,7 +29,9 @@ MARKERS = [
     "Quillonemarker", "Zyxwvutmarker", "Markerstreet", "555-010-9999",
     "Markercondition", "Markerdrug", "Markerreason", "Markervalue",
 ]  # fmt: skip
-REDIS_DB = 4
+# A Redis database of the test's own, emptied before and after: two checkouts
+# running the suite at once each name their own.
+QUEUE_URL = os.environ.get("EHR_TEST_QUEUE_REDIS_URL", "redis://127.0.0.1:6379/4")
 
 
 @pytest.fixture
@@ -150,16 +153,17 @@ def test_no_marker_in_the_cache(chart, physician):
 
 @pytest.fixture
 def redis_queue():
-    """Celery over Redis database 4, emptied before and after."""
-    store = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
+    """Celery over its own Redis database (QUEUE_URL), emptied before and after."""
+    store = redis.Redis.from_url(QUEUE_URL)
     store.flushdb()
-    url = f"redis://127.0.0.1:6379/{REDIS_DB}"
     saved = {
         key: celery_app.conf[key]
         for key in ("broker_url", "result_backend", "task_always_eager")
     }
     _forget_connections()
-    celery_app.conf.update(broker_url=url, result_backend=url, task_always_eager=False)
+    celery_app.conf.update(
+        broker_url=QUEUE_URL, result_backend=QUEUE_URL, task_always_eager=False
+    )
     yield store
     _forget_connections()
     celery_app.conf.update(saved)
