@@ -498,24 +498,30 @@ def _store(path: Path, bundle: CheckedBundle, *, actor: str) -> ImportSummary:
 
 def _upsert_patient(path: Path, entry: Entry) -> tuple[Patient, bool]:
     existing = find_patient_by_identifier(FHIR_ID_SYSTEM, entry.resource_id)
-    if existing is not None:
-        return existing, False
-
     resource = entry.resource
-    name = _official_name(resource)
     identifiers = {(FHIR_ID_SYSTEM, entry.resource_id)}
     for identifier in resource.get("identifier") or []:
         if identifier.get("system") and identifier.get("value"):
             identifiers.add((identifier["system"], str(identifier["value"])))
+
+    # Checked for a patient already present too: a known bundle that now
+    # carries someone else's identifier has two people's records mixed up,
+    # and its records must not be filed under either.
     for system, value in identifiers:
-        if system != FHIR_ID_SYSTEM and find_patient_by_identifier(system, value):
+        if system == FHIR_ID_SYSTEM:
+            continue
+        holder = find_patient_by_identifier(system, value)
+        if holder is not None and (existing is None or holder.pk != existing.pk):
             raise BundleRejected(
                 path,
                 f"field identifier: a {system} identifier already "
                 "belongs to another patient",
                 entry,
             )
+    if existing is not None:
+        return existing, False
 
+    name = _official_name(resource)
     patient = register_patient(
         given_name=" ".join(name.get("given", [])),
         family_name=name["family"],

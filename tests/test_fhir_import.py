@@ -544,3 +544,39 @@ def test_a_spoiled_copy_of_an_imported_bundle_is_refused_and_changes_nothing(
     assert failure.reason == f"nothing stored: entry {index} ({kind}): {message}"
     assert _counts_in_database() == stored
     assert AuditEvent.objects.count() == events + 1
+
+
+def _identifiers(bundle) -> list[dict]:
+    patient = _first(bundle, "Patient")
+    return [
+        identifier
+        for identifier in patient.get("identifier", [])
+        if identifier.get("system") and identifier.get("value")
+    ]
+
+
+@pytest.mark.parametrize("already_imported", [False, True])
+def test_a_bundle_carrying_another_patients_identifier_is_refused(
+    tmp_path, synthea_bundles, capsys, already_imported
+):
+    first, second = (json.loads(path.read_text()) for path in synthea_bundles[:2])
+    call_command("import_fhir", str(_write(tmp_path, first, name="first.json")))
+    if already_imported:
+        call_command("import_fhir", str(_write(tmp_path, second, name="second.json")))
+    stored = _counts_in_database()
+    identifiers = PatientIdentifier.objects.count()
+    # The second patient's bundle, now also claiming the first one's
+    # medical record number: two people's records mixed up in one file.
+    taken = next(
+        identifier
+        for identifier in _identifiers(first)
+        if identifier.get("type", {}).get("coding", [{}])[0].get("code") == "MR"
+    )
+    _first(second, "Patient")["identifier"].append(taken)
+    capsys.readouterr()
+
+    _import_fails(_write(tmp_path, second, name="mixed.json"))
+
+    assert "already belongs to another patient" in capsys.readouterr().err
+    assert _counts_in_database() == stored
+    assert PatientIdentifier.objects.count() == identifiers
