@@ -15,6 +15,7 @@ from django.db.models import Q
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
+from accounts.roles import Role
 from audit.models import AuditAction, AuditOutcome
 from audit.services import record_events
 from records import crypto
@@ -211,20 +212,30 @@ def ends_after_start(name: str) -> models.CheckConstraint:
     )
 
 
-def _validate_dated_assignment(assignment, same_relation, *, duplicate: str) -> None:
-    """Refuse a member without a clinical role, and a relation held twice at once.
+def _validate_dated_assignment(
+    assignment, same_relation, *, needs: Role, as_what: str, duplicate: str
+) -> None:
+    """Refuse a member whose role cannot use the relation, or one held twice.
 
-    Access never follows a non-clinician's relation, so the row would only
-    mislead whoever reads the care team; and a second row for the same days
-    leaves one behind, still granting access, when the other is ended.
-    Overlap is checked here rather than by a constraint: SQLite has no
-    exclusion constraint to express it.
+    A relation the member's role cannot use (a unit opens charts to nurses
+    only) grants nothing, and a care-team role of another profession (a nurse
+    as attending physician) misstates who treats the patient: either row would
+    mislead whoever reads the care team. A second row for the same days leaves
+    one behind, still granting access, when the other is ended. Overlap is
+    checked here rather than by a constraint: SQLite has no exclusion
+    constraint to express it.
     """
     errors = {}
-    if assignment.member_id is not None and not assignment.member.is_clinician:
+    member = assignment.member if assignment.member_id is not None else None
+    if member is not None and not member.is_clinician:
         errors["member"] = (
-            f"{assignment.member.get_username()} holds neither the physician nor "
+            f"{member.get_username()} holds neither the physician nor "
             "the nurse role: only clinicians can be given a care relation."
+        )
+    elif member is not None and not member.has_role(needs):
+        errors["member"] = (
+            f"{member.get_username()} does not hold the {needs.label.lower()} "
+            f"role, which {as_what} needs."
         )
     if assignment.starts_on is not None:
         others = same_relation.exclude(pk=assignment.pk).overlapping(
@@ -261,11 +272,15 @@ class CareTeamMembership(models.Model):
         return f"Care team membership {self.pk}"
 
     def clean(self):
+        physician = self.role in (CareTeamRole.ATTENDING, CareTeamRole.CONSULTING)
+        label = dict(CareTeamRole.choices).get(self.role)
         _validate_dated_assignment(
             self,
             CareTeamMembership.objects.filter(
                 member_id=self.member_id, patient_id=self.patient_id
             ),
+            needs=Role.PHYSICIAN if physician else Role.NURSE,
+            as_what=f"the care-team role {label.lower()}" if label else "this role",
             duplicate="This member is already on this patient's care team for "
             "some of these days: change that membership instead.",
         )
@@ -521,6 +536,9 @@ class UnitAssignment(models.Model):
             UnitAssignment.objects.filter(
                 member_id=self.member_id, unit_id=self.unit_id
             ),
+            # Only nurses reach charts through their unit (records.access).
+            needs=Role.NURSE,
+            as_what="a unit assignment",
             duplicate="This member is already assigned to this unit for some of "
             "these days: change that assignment instead.",
         )

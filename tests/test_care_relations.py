@@ -1,4 +1,4 @@
-"""Care relations hold clinicians only, and never the same relation twice at once.
+"""Care relations hold clinicians of the matching role, never twice at once.
 
 The rule lives in the models' clean(), so the admin form and any other
 caller of full_clean() refuse the same rows with the same message.
@@ -115,3 +115,28 @@ def test_a_unit_assignment_twice_for_the_same_days_is_refused(nurse, unit):
 
     with pytest.raises(ValidationError, match="already assigned to this unit"):
         again.full_clean()
+
+
+def test_a_care_team_role_of_another_profession_is_refused(
+    nurse, physician, marker_patient
+):
+    nurse_as_attending = CareTeamMembership(
+        member=nurse, patient=marker_patient, role=CareTeamRole.ATTENDING
+    )
+    physician_as_nurse = CareTeamMembership(
+        member=physician, patient=marker_patient, role=CareTeamRole.PRIMARY_NURSE
+    )
+
+    with pytest.raises(ValidationError, match="does not hold the physician role"):
+        nurse_as_attending.full_clean()
+    with pytest.raises(ValidationError, match="does not hold the nurse role"):
+        physician_as_nurse.full_clean()
+
+
+def test_a_unit_assignment_is_for_nurses(physician, unit):
+    # Only nurses reach charts through their unit: a physician's row there
+    # would grant nothing while reading as if it did.
+    assignment = UnitAssignment(unit=unit, member=physician)
+
+    with pytest.raises(ValidationError, match="which a unit assignment needs"):
+        assignment.full_clean()
