@@ -36,7 +36,7 @@ from records.models import (
     PatientSource,
     Procedure,
 )
-from records.sensitivity import sensitivities_of_bundle
+from records.sensitivity import Sensitivity, sensitivities_of_bundle
 from records.services import find_patient_by_identifier, register_patient
 
 logger = logging.getLogger(__name__)
@@ -572,12 +572,17 @@ def _reclassify(model, patient, keys, existing, sensitivities, *, actor) -> None
 
     The code lists and the references followed grow over time; a bundle
     imported again brings its records under today's rules, so a record
-    once left routine by mistake is withheld from then on.
+    once left routine by mistake is withheld from then on. Only ever from
+    routine to a sensitive category: what a file says cannot lift a record
+    out of its category, or move it to another whose readers differ, since
+    an edited copy of a bundle would otherwise show withheld records to
+    whoever lacks the grant.
     """
+    routine = Sensitivity.ROUTINE.value
     changed = {
         key: sensitivities[keys[key].index]
         for key, stored in existing.items()
-        if stored != sensitivities[keys[key].index]
+        if stored == routine and sensitivities[keys[key].index] != routine
     }
     if not changed:
         return

@@ -338,3 +338,42 @@ def test_a_record_imported_under_older_rules_is_reclassified_at_re_import(physic
     }
     reclassified = AuditEvent.objects.filter(action=AuditAction.RECORD_RECLASSIFIED)
     assert reclassified.count() == len(procedures)
+
+
+def _without_sensitive_codes(document):
+    """The bundle with every listed sensitive code swapped for a routine one."""
+    from records.sensitivity import SENSITIVE_CODES
+
+    stack = [document]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("code"), str) and item["code"] in SENSITIVE_CODES:
+                item["code"] = "38341003"  # Hypertension
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return document
+
+
+def test_an_edited_copy_of_a_bundle_cannot_lift_records_out_of_their_category(
+    physician, tmp_path
+):
+    import json
+
+    call_command("import_fhir", str(SYNTHEA_DIR / SUD_BUNDLE))
+    withheld = set(
+        Procedure.objects.filter(sensitivity="substance_use").values_list(
+            "pk", flat=True
+        )
+    )
+    edited = tmp_path / "edited.json"
+    bundle = json.loads((SYNTHEA_DIR / SUD_BUNDLE).read_text())
+    edited.write_text(json.dumps(_without_sensitive_codes(bundle)))
+
+    call_command("import_fhir", str(edited))
+
+    assert withheld
+    still = Procedure.objects.filter(pk__in=withheld)
+    assert {procedure.sensitivity for procedure in still} == {"substance_use"}
+    assert "substance_use" not in categories_visible_to(physician)
