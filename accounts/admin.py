@@ -67,12 +67,28 @@ class AuditedActionsMixin:
             return super().response_action(request, queryset)
 
 
+# What an account may do: read-only on one's own page in the admin.
+OWN_PRIVILEGE_FIELDS = (
+    "is_active", "is_staff", "is_superuser", "groups", "user_permissions",
+)  # fmt: skip
+
+
 @admin.register(User)
 class PortalUserAdmin(AuditedActionsMixin, UserAdmin):
     actions = [reset_authenticator, unlock, deactivate]
     # Set by sign-ins and creation, never by hand; the form would also round
     # them to whole seconds and report them as changed.
     readonly_fields = ("last_login", "date_joined")
+
+    def get_readonly_fields(self, request, obj=None):
+        # Separation of duties: no one changes what their own account may do.
+        # An administrator who gave themself a clinical role could then put
+        # themself on a care team and read charts; another administrator must
+        # make such a change, and it is audited under that one's name.
+        readonly = super().get_readonly_fields(request, obj)
+        if obj is not None and obj.pk == request.user.pk:
+            return (*readonly, *OWN_PRIVILEGE_FIELDS)
+        return readonly
 
     def save_model(self, request, obj, form, change):
         # Read before saving: the form has already put the new values on obj.

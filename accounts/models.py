@@ -50,6 +50,13 @@ class User(AbstractUser):
 
     @property
     def is_clinician(self) -> bool:
+        """Treats patients: a clinical role, and no hand in administering the portal.
+
+        Separation of duties: an account that assigns care teams must not
+        open what it assigns, whatever clinical role it also holds.
+        """
+        if Role.ADMIN in self.roles:
+            return False
         return any(role.is_clinician for role in self.roles)
 
     @property

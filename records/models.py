@@ -227,7 +227,12 @@ def _validate_dated_assignment(
     """
     errors = {}
     member = assignment.member if assignment.member_id is not None else None
-    if member is not None and not member.is_clinician:
+    if member is not None and member.has_role(Role.ADMIN):
+        errors["member"] = (
+            f"{member.get_username()} administers the portal, and an account "
+            "that assigns care relations is given none: use a clinical account."
+        )
+    elif member is not None and not member.is_clinician:
         errors["member"] = (
             f"{member.get_username()} holds neither the physician nor "
             "the nurse role: only clinicians can be given a care relation."

@@ -13,12 +13,13 @@ from django.conf import settings
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from accounts.roles import Role
 from audit import services as audit_services
 from audit.models import AuditAction, AuditEvent
-from records.models import CareTeamMembership
+from records.models import CareTeamMembership, CareTeamRole
 from tests.conftest import add_to_care_team, make_user, verified_client
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -544,3 +545,47 @@ def test_moving_a_membership_leaves_the_loss_of_access_on_the_old_chart(
         "moved to another patient: care team: nurse.jones as nurse"
     )
     assert "-> care team: dr.house as attending" in by_patient[str(other.pk)]
+
+
+def test_an_administrator_cannot_change_what_their_own_account_may_do(
+    admin_client, administrator, marker_patient
+):
+    physician_group = Group.objects.get_or_create(name=Role.PHYSICIAN.value)[0]
+    held = set(administrator.groups.all())
+
+    page = admin_client.get(change_url(administrator)).content.decode()
+    response = admin_client.post(
+        change_url(administrator),
+        change_form(administrator, groups=[physician_group.pk], is_superuser=False),
+    )
+
+    assert 'name="groups"' not in page
+    assert response.status_code == 302
+    assert set(fresh(administrator).groups.all()) == held
+    assert fresh(administrator).is_superuser
+    assert not events(AuditAction.PRIVILEGES_CHANGED)
+
+
+def test_an_administrator_with_a_clinical_role_still_reads_no_chart(
+    administrator, marker_patient
+):
+    # Given the role by another administrator: the account still administers.
+    physician_group = Group.objects.get_or_create(name=Role.PHYSICIAN.value)[0]
+    administrator.groups.add(physician_group)
+    CareTeamMembership.objects.create(
+        member=administrator, patient=marker_patient, role=CareTeamRole.ATTENDING
+    )
+    client = verified_client(fresh(administrator))
+
+    chart = client.get(f"/patients/{marker_patient.pk}/")
+    patients = client.get("/patients/")
+
+    assert chart.status_code == 403
+    assert marker_patient.family_name not in chart.content.decode()
+    assert marker_patient.family_name not in patients.content.decode()
+    membership = CareTeamMembership(
+        member=fresh(administrator), patient=marker_patient,
+        role=CareTeamRole.CONSULTING, starts_on=timezone.localdate(),
+    )  # fmt: skip
+    with pytest.raises(ValidationError, match="administers the portal"):
+        membership.full_clean()
