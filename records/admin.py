@@ -35,8 +35,25 @@ class CareRelationAdmin(AuditedActionsMixin, admin.ModelAdmin):
         super().delete_queryset(request, queryset)
 
 
+class DatedRelationAdmin(CareRelationAdmin):
+    """A relation that lasts from one day to another, both days included."""
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "ends_on" and field is not None:
+            field.help_text = ENDS_ON_HELP
+        return field
+
+
+ENDS_ON_HELP = (
+    "The last day of access, included: access ends when this day is over. "
+    "To end it at once, set yesterday, or delete the row if it began today "
+    "(both are audited)."
+)
+
+
 @admin.register(CareTeamMembership)
-class CareTeamMembershipAdmin(CareRelationAdmin):
+class CareTeamMembershipAdmin(DatedRelationAdmin):
     list_display = ("member", "role", "patient_id", "starts_on", "ends_on")
     list_filter = ("role",)
     raw_id_fields = ("patient", "member")
@@ -48,7 +65,7 @@ class UnitAdmin(admin.ModelAdmin):
 
 
 @admin.register(UnitAssignment)
-class UnitAssignmentAdmin(CareRelationAdmin):
+class UnitAssignmentAdmin(DatedRelationAdmin):
     list_display = ("member", "unit", "starts_on", "ends_on")
     raw_id_fields = ("member",)
 

@@ -242,7 +242,14 @@ def _validate_dated_assignment(
             f"{member.get_username()} does not hold the {needs.label.lower()} "
             f"role, which {as_what} needs."
         )
-    if assignment.starts_on is not None:
+    ends_on, starts_on = assignment.ends_on, assignment.starts_on
+    if ends_on is not None and starts_on is not None and ends_on < starts_on:
+        errors["ends_on"] = (
+            "The end comes before the start. The end date is the last day of "
+            "access, included: to end access at once for a relation that began "
+            "today, delete it."
+        )
+    elif assignment.starts_on is not None:
         others = same_relation.exclude(pk=assignment.pk).overlapping(
             assignment.starts_on, assignment.ends_on
         )

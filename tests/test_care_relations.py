@@ -140,3 +140,23 @@ def test_a_unit_assignment_is_for_nurses(physician, unit):
 
     with pytest.raises(ValidationError, match="which a unit assignment needs"):
         assignment.full_clean()
+
+
+def test_an_end_before_the_start_is_explained_not_reported_as_a_constraint(
+    admin_client, nurse, marker_patient
+):
+    page = admin_client.get("/admin/records/careteammembership/add/").content.decode()
+    response = admin_client.post(
+        "/admin/records/careteammembership/add/",
+        {
+            "patient": str(marker_patient.pk), "member": str(nurse.pk),
+            "role": "nurse", "starts_on": str(TODAY), "ends_on": str(YESTERDAY),
+        },
+    )  # fmt: skip
+
+    assert "The last day of access, included" in page
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "The end comes before the start" in body
+    assert "is violated" not in body
+    assert not CareTeamMembership.objects.exists()
