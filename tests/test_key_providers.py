@@ -225,3 +225,17 @@ def test_development_makes_no_master_key_for_a_keyring_it_has(isolated_keys):
         crypto.load_keyring(create_if_missing=True)
 
     assert not master_key.exists()
+
+
+def test_create_master_key_makes_no_key_that_cannot_open_the_keyring(
+    isolated_keys, tmp_path
+):
+    from django.core.management import CommandError, call_command
+
+    stray = tmp_path / "elsewhere" / "master.key"
+    isolated_keys.PORTAL_MASTER_KEY_FILE = stray
+
+    with pytest.raises(CommandError, match="rewrap_keyring"):
+        call_command("create_master_key")
+
+    assert not stray.exists()

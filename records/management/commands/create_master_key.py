@@ -17,20 +17,35 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **options):
+        keyring_path = Path(settings.PORTAL_KEYRING_FILE)
         try:
             if settings.PORTAL_MASTER_KEY_PROVIDER == "file":
                 path = Path(settings.PORTAL_MASTER_KEY_FILE)
+                if not path.exists() and keyring_path.exists():
+                    # A new key could never open a keyring another key wraps:
+                    # the next command would fail, far from this mistake.
+                    raise CommandError(
+                        f"a keyring is already at {keyring_path}, wrapped by "
+                        f"another master key, and no key file is at {path}: "
+                        "check PORTAL_MASTER_KEY_FILE, or move the keyring to a "
+                        "new master key with manage.py rewrap_keyring"
+                    )
                 if not path.exists():
                     keyproviders.create_master_key_file(path)
                     self.stdout.write(f"Master key file created: {path}")
                 else:
                     self.stdout.write(f"Master key file already there, kept: {path}")
+            elif keyring_path.exists():
+                raise CommandError(
+                    f"a keyring is already at {keyring_path}: its master key is "
+                    "the one in the token that wraps it, and a new one could not "
+                    "open it (to move to a new key: manage.py rewrap_keyring)"
+                )
             else:
                 provider = keyproviders.master_key_provider(create_if_missing=False)
                 provider.create_key()
                 self.stdout.write(f"Master key created in the token: {provider.key_id}")
 
-            keyring_path = Path(settings.PORTAL_KEYRING_FILE)
             if not keyring_path.exists():
                 provider = keyproviders.master_key_provider(create_if_missing=False)
                 crypto.create_keyring_file(keyring_path, provider)
