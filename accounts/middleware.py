@@ -6,13 +6,14 @@ alone, because the check runs here for every path but the few listed.
 
 import datetime
 import logging
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from django.conf import settings
 from django.contrib import messages
 from django.shortcuts import redirect
 from django.urls import Resolver404, resolve, reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from session_security.middleware import SessionSecurityMiddleware
 
 from accounts.decorators import refuse
@@ -54,6 +55,25 @@ SESSION_LIMIT_REACHED = (
 )
 
 
+def _return_to(request) -> str:
+    """Where to go once signed in: this page, or for a form sent, its page.
+
+    A form posted after the session ended (say, a note after an idle
+    sign-out) cannot be replayed: signing in and then asking for its address
+    would meet "not available this way". The page it was sent from, when it
+    is one of the portal's own, is where the user picks up again.
+    """
+    if request.method in ("GET", "HEAD"):
+        return request.get_full_path()
+    referer = request.headers.get("Referer", "")
+    if referer and url_has_allowed_host_and_scheme(
+        referer, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        parts = urlsplit(referer)
+        return parts.path + (f"?{parts.query}" if parts.query else "")
+    return reverse("home")
+
+
 class VerifiedSessionMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
@@ -65,12 +85,16 @@ class VerifiedSessionMiddleware:
 
         user = request.user
         if not user.is_authenticated:
-            return redirect(f"{reverse('accounts:login')}?next={quote(path)}")
+            return redirect(
+                f"{reverse('accounts:login')}?next={quote(_return_to(request))}"
+            )
 
         if path.startswith(PASSWORD_STEP_PATHS):
             return self.get_response(request)
         if not user.is_verified():
-            return redirect(f"{reverse('accounts:verify')}?next={quote(path)}")
+            return redirect(
+                f"{reverse('accounts:verify')}?next={quote(_return_to(request))}"
+            )
         if path.startswith(ADMIN_PREFIX) and not user.is_staff:
             # Django's admin would send a non-staff user to a second sign-in
             # form; a plain, audited refusal is what the rule says.

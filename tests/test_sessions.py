@@ -153,3 +153,26 @@ def test_the_session_key_changes_at_each_step(client, nurse):
     keys.append(client.cookies["sessionid"].value)
 
     assert len(set(keys)) == 3
+
+
+def test_a_form_sent_after_an_idle_sign_out_returns_to_its_page(nurse, marker_patient):
+    notes_page = f"/patients/{marker_patient.pk}/notes/"
+    with freeze_time(START) as clock:
+        client = verified_client(nurse)
+        clock.tick(16 * MINUTE)
+        response = client.post(
+            f"/patients/{marker_patient.pk}/notes/new/",
+            {"text": "Seen on the ward."},
+            HTTP_REFERER=f"http://testserver{notes_page}",
+        )
+        elsewhere = client.post(
+            f"/patients/{marker_patient.pk}/notes/new/",
+            {"text": "Seen on the ward."},
+            HTTP_REFERER="https://attacker.example/page",
+        )
+
+    # Signing in then asks for the notes page, never the form's address,
+    # which answers only a POST; a foreign page is never a destination.
+    assert is_sign_in_page(response)
+    assert response.url == f"/accounts/login/?next={notes_page}"
+    assert elsewhere.url == "/accounts/login/?next=/"
