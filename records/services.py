@@ -478,6 +478,7 @@ def add_note(*, author, patient_id, kind: str, title: str, body: str) -> Clinica
             outcome=AuditOutcome.SUCCESS, patient_ref=chart.patient.pk,
             record_type="ClinicalNote", fields=("kind", "title", "body"),
             purpose=_purpose_for(chart.decision, Purpose.TREATMENT),
+            reason=chart.decision.reason,
         )  # fmt: skip
     return note
 

@@ -171,6 +171,9 @@ def test_progress_notes_are_written_encrypted_and_audited(nurse, marker_patient)
     assert note.author == nurse and note.body == "Slept well, pain 2/10."
     event = AuditEvent.objects.get(action=AuditAction.NOTE_CREATED)
     assert event.patient_ref == str(marker_patient.pk)
+    # Says how the writer came to the chart, as a view's event does; the
+    # chart's recent-access panel shows it.
+    assert event.reason == "care team member"
     assert (
         "Slept well"
         in client.get(f"/patients/{marker_patient.pk}/notes/").content.decode()
