@@ -57,6 +57,10 @@ def patient_search(request):
         return Response(
             {"detail": str(refusal)}, status=status.HTTP_429_TOO_MANY_REQUESTS
         )
+    except services.SearchUnavailable as refusal:
+        return Response(
+            {"detail": str(refusal)}, status=status.HTTP_503_SERVICE_UNAVAILABLE
+        )
     return Response(PatientIdentitySerializer(patients, many=True).data)
 
 

@@ -222,22 +222,40 @@ class SearchRateExceeded(Exception):
     """Too many searches in the last minute: a brake on bulk extraction."""
 
 
+class SearchUnavailable(Exception):
+    """The search brake's counter cannot be reached, so no search is run."""
+
+
 def _check_search_rate(user) -> None:
-    # The window opens at the user's first search and lasts a minute, so a
-    # burst cannot straddle a clock-minute boundary to get twice the quota.
-    key = f"patient-search:{user.pk}"
-    cache.add(key, 0, timeout=60)
     try:
-        searches = cache.incr(key)
-    except ValueError:  # the window closed between add and incr
-        cache.add(key, 1, timeout=60)
-        searches = 1
+        searches = _count_search(user)
+    except Exception as error:
+        # Fail closed: without its brake, search would be a way to harvest
+        # the patient list. The user's own list needs no counter and works.
+        logger.error("Search rate counter unavailable (%s)", type(error).__name__)
+        record_event(
+            actor=user, action=AuditAction.ACCESS_DENIED, outcome=AuditOutcome.DENIED,
+            record_type="PatientSearch", reason="search rate counter unavailable",
+        )  # fmt: skip
+        raise SearchUnavailable("patient search is unavailable for a moment") from error
     if searches > settings.PATIENT_SEARCHES_PER_MINUTE:
         record_event(
             actor=user, action=AuditAction.ACCESS_DENIED, outcome=AuditOutcome.DENIED,
             record_type="PatientSearch", reason="search rate exceeded",
         )  # fmt: skip
         raise SearchRateExceeded("too many searches; wait a minute")
+
+
+def _count_search(user) -> int:
+    # The window opens at the user's first search and lasts a minute, so a
+    # burst cannot straddle a clock-minute boundary to get twice the quota.
+    key = f"patient-search:{user.pk}"
+    cache.add(key, 0, timeout=60)
+    try:
+        return cache.incr(key)
+    except ValueError:  # the window closed between add and incr
+        cache.add(key, 1, timeout=60)
+        return 1
 
 
 def search_patients(user, query: PatientQuery) -> list[Patient]:

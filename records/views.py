@@ -28,6 +28,7 @@ from records.services import (
     NoteRefused,
     PatientQuery,
     SearchRateExceeded,
+    SearchUnavailable,
     add_note,
     chart_summary,
     identity_review,
@@ -56,6 +57,13 @@ def patient_list(request):
             results = search_patients(request.user, query)
         except SearchRateExceeded:
             return render(request, "records/search_rate.html", status=429)
+        except SearchUnavailable:
+            return render(
+                request,
+                "records/search_unavailable.html",
+                {"request_id": current_request_id()},
+                status=503,
+            )
 
     patients = list_my_patients(request.user) if results is None else results
     return render(

@@ -108,3 +108,38 @@ def test_no_search_term_appears_in_any_url(search, marker_patient):
         for term in ("Zyxwvutmarker", "Quillonemarker", marker_patient.mrn):
             assert term.casefold() not in url.casefold()
     assert f"/patients/{marker_patient.pk}/" in urls
+
+
+def test_search_without_its_rate_counter_is_refused_plainly_and_audited(
+    physician, marker_patient, settings
+):
+    add_to_care_team(physician, marker_patient)
+    client = verified_client(physician)
+    # The counter's Redis stopped: nothing listens on this port.
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:9/0",
+        }
+    }
+
+    page = client.post("/patients/", {"family_name": "Zyxwvutmarker"})
+    api = client.post(
+        "/api/v1/patients/search/", {"family_name": "Zyxwvutmarker"},
+        content_type="application/json",
+    )  # fmt: skip
+    listed = client.get("/patients/")
+
+    assert page.status_code == 503
+    assert "Patient search is unavailable for a moment" in page.content.decode()
+    assert "Zyxwvutmarker" not in page.content.decode()
+    # The API's own brake counts in the same cache: it answers nothing.
+    assert api.status_code == 503
+    assert api.json()["detail"].startswith("the API is unavailable for a moment")
+    assert listed.status_code == 200
+    assert (
+        AuditEvent.objects.filter(
+            action=AuditAction.ACCESS_DENIED, reason="search rate counter unavailable"
+        ).count()
+        == 1
+    )

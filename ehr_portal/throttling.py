@@ -1,0 +1,31 @@
+"""The API's request brake, failing closed when its counter cannot be reached."""
+
+import logging
+
+from rest_framework import status
+from rest_framework.exceptions import APIException
+from rest_framework.throttling import UserRateThrottle
+
+logger = logging.getLogger(__name__)
+
+
+class CounterUnavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "the API is unavailable for a moment; try again shortly"
+    default_code = "counter_unavailable"
+
+
+class PortalUserRateThrottle(UserRateThrottle):
+    """DRF's per-user rate, with a plain 503 when the cache is down.
+
+    The counter lives in the cache (Redis in production). Without it the
+    brake on bulk reading is gone, so the API answers nothing rather than
+    everything, and says so instead of failing with a bare 500.
+    """
+
+    def allow_request(self, request, view):
+        try:
+            return super().allow_request(request, view)
+        except Exception as error:
+            logger.error("API rate counter unavailable (%s)", type(error).__name__)
+            raise CounterUnavailable from error
