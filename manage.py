@@ -7,9 +7,20 @@ import sys
 
 def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ehr_portal.settings")
+    from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 
-    execute_from_command_line(sys.argv)
+    try:
+        execute_from_command_line(sys.argv)
+    except ImproperlyConfigured as error:
+        # A setting or key the portal cannot start without: what an operator
+        # needs is the one line that says which, not Django's start-up stack.
+        if os.environ.get("PORTAL_TRACEBACK"):
+            raise
+        sys.exit(
+            f"manage.py: the portal cannot start: {error} "
+            "(PORTAL_TRACEBACK=1 shows where)"
+        )
 
 
 if __name__ == "__main__":
