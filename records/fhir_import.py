@@ -304,8 +304,10 @@ CONTACT_SYSTEMS = frozenset({"phone", "fax", "email", "pager", "url", "sms", "ot
 
 @dataclass
 class CheckedBundle:
-    patients: list[Entry]
-    clinical: list[tuple[Entry, Entry | str]]
+    # One bundle is one patient's record: None only where it holds no
+    # clinical record either (Synthea's hospital and practitioner files).
+    patient: Entry | None
+    clinical: list[Entry]
     skipped: Counter
     # Entry index -> sensitive category, with references inside the bundle
     # followed (see records.sensitivity).
@@ -315,24 +317,28 @@ class CheckedBundle:
 
 
 def _check_entries(path: Path, entries: list[Entry]) -> CheckedBundle:
-    patients: list[Entry] = []
-    patient_refs: dict[str, Entry] = {}
+    patient = None
     for entry in entries:
         _validate_resource(path, entry)
         if entry.resource_type == "Patient":
+            if patient is not None:
+                raise BundleRejected(
+                    path,
+                    "a second Patient; a bundle holds one patient's records",
+                    entry,
+                )
             _check_patient(path, entry)
-            patients.append(entry)
-            for ref in _refs_for(entry):
-                patient_refs[ref] = entry
+            patient = entry
 
-    clinical: list[tuple[Entry, Entry | str]] = []
+    clinical: list[Entry] = []
     values: dict[int, dict] = {}
     skipped: Counter = Counter()
     for entry in entries:
         if entry.resource_type in CLINICAL_MODELS:
             if not entry.resource_id:
                 raise BundleRejected(path, "has no id", entry)
-            clinical.append((entry, _subject_of(path, entry, patient_refs)))
+            _check_subject(path, entry, patient)
+            clinical.append(entry)
             # Every record, stored already or not: a spoiled copy of a bundle
             # imported before must be refused, not reported as present.
             values[entry.index] = _record_values(path, entry)
@@ -346,7 +352,7 @@ def _check_entries(path: Path, entries: list[Entry]) -> CheckedBundle:
         entry.index: category
         for entry, category in zip(entries, categories, strict=True)
     }
-    return CheckedBundle(patients, clinical, skipped, sensitivities, values)
+    return CheckedBundle(patient, clinical, skipped, sensitivities, values)
 
 
 def _record_values(path: Path, entry: Entry) -> dict:
@@ -430,69 +436,52 @@ def _check_birth_date(path: Path, entry: Entry) -> None:
         raise BundleRejected(path, "field birthDate: not a plausible birth date", entry)
 
 
-def _subject_of(
-    path: Path, entry: Entry, patient_refs: dict[str, Entry]
-) -> Entry | str:
-    """The bundle's Patient entry this record is about, or an imported patient's id."""
-    subject = entry.resource.get("subject") or entry.resource.get("patient") or {}
+def _check_subject(path: Path, entry: Entry, patient: Entry | None) -> None:
+    """A record must be about the bundle's own Patient.
+
+    Never about a patient imported before: a reference edited to point at
+    another chart would file the record there, and a bundle whose Patient
+    entry was spoiled would attach its records to whoever held that id.
+    """
+    name = "patient" if "patient" in entry.resource else "subject"
+    subject = entry.resource.get(name)
     reference = subject.get("reference") if isinstance(subject, dict) else None
     if not reference:
-        raise BundleRejected(path, "field subject: no patient reference", entry)
-    if reference in patient_refs:
-        return patient_refs[reference]
-
-    for prefix in ("Patient/", "urn:uuid:"):
-        if reference.startswith(prefix):
-            patient_id = reference.removeprefix(prefix)
-            if find_patient_by_identifier(FHIR_ID_SYSTEM, patient_id):
-                return patient_id
-    raise BundleRejected(
-        path,
-        "field subject: refers to a patient who is neither in this bundle nor "
-        "already imported",
-        entry,
-    )
+        raise BundleRejected(path, f"field {name}: no patient reference", entry)
+    if patient is None:
+        raise BundleRejected(path, f"field {name}: the bundle holds no Patient", entry)
+    if reference not in _refs_for(patient):
+        raise BundleRejected(path, f"field {name}: not this bundle's Patient", entry)
 
 
 def _store(path: Path, bundle: CheckedBundle, *, actor: str) -> ImportSummary:
     summary = ImportSummary(bundles=1, skipped=bundle.skipped)
-    patients_by_entry: dict[int, Patient] = {}
-    for entry in bundle.patients:
-        patient, created = _upsert_patient(path, entry)
-        patients_by_entry[entry.index] = patient
-        if created:
-            summary.patients_created += 1
-        else:
-            summary.patients_existing += 1
+    if bundle.patient is None:
+        return summary
+    patient, is_new = _upsert_patient(path, bundle.patient)
+    if is_new:
+        summary.patients_created += 1
+    else:
+        summary.patients_existing += 1
 
-    grouped: dict[tuple[Patient, str], list[Entry]] = {}
-    for entry, subject in bundle.clinical:
-        if isinstance(subject, Entry):
-            patient = patients_by_entry[subject.index]
-        else:
-            patient = find_patient_by_identifier(FHIR_ID_SYSTEM, subject)
-        grouped.setdefault((patient, entry.resource_type), []).append(entry)
-
-    touched: Counter = Counter()
-    for (patient, resource_type), entries in grouped.items():
+    by_type: dict[str, list[Entry]] = {}
+    for entry in bundle.clinical:
+        by_type.setdefault(entry.resource_type, []).append(entry)
+    for resource_type, entries in by_type.items():
         created = _store_records(patient, resource_type, entries, bundle, actor=actor)
         summary.created[resource_type] += created
         summary.unchanged[resource_type] += len(entries) - created
-        touched[str(patient.pk)] += created
 
-    for patient in patients_by_entry.values():
-        touched.setdefault(str(patient.pk), 0)
-    for patient_ref, created in touched.items():
-        # Inside the transaction: if the evidence cannot be written, the
-        # import rolls back rather than leaving unrecorded PHI behind.
-        record_event(
-            actor=actor,
-            action=AuditAction.FHIR_IMPORT,
-            outcome=AuditOutcome.SUCCESS,
-            patient_ref=patient_ref,
-            record_type="Bundle",
-            reason=f"{created} new record(s)",
-        )
+    # Inside the transaction: if the evidence cannot be written, the import
+    # rolls back rather than leaving unrecorded PHI behind.
+    record_event(
+        actor=actor,
+        action=AuditAction.FHIR_IMPORT,
+        outcome=AuditOutcome.SUCCESS,
+        patient_ref=str(patient.pk),
+        record_type="Bundle",
+        reason=f"{sum(summary.created.values())} new record(s)",
+    )
     return summary
 
 

@@ -149,7 +149,7 @@ def test_entry_about_a_missing_patient_changes_nothing(tmp_path, real_bundle, ca
     error = capsys.readouterr().err
     index = real_bundle["entry"].index(bad)
     assert f"entry {index} (Condition/condition-about-nobody)" in error
-    assert "neither in this bundle nor already imported" in error
+    assert "field subject: not this bundle's Patient" in error
     assert last is not bad
     assert _stored_nothing()
 
@@ -464,7 +464,7 @@ def test_error_messages_never_repeat_a_patient_identifier(
     error = capsys.readouterr().err
     assert patient_id not in error and "patient-404-marker" not in error
     assert "entry 0 (Patient): field gender" in error
-    assert "refers to a patient who is neither in this bundle" in error
+    assert "field subject: not this bundle's Patient" in error
 
 
 @pytest.mark.parametrize(
@@ -580,3 +580,99 @@ def test_a_bundle_carrying_another_patients_identifier_is_refused(
     assert "already belongs to another patient" in capsys.readouterr().err
     assert _counts_in_database() == stored
     assert PatientIdentifier.objects.count() == identifiers
+
+
+def _index_of(bundle, resource) -> int:
+    return next(i for i, e in enumerate(bundle["entry"]) if e["resource"] is resource)
+
+
+@pytest.mark.parametrize("already_imported", [False, True])
+def test_a_record_about_another_imported_patient_is_refused(
+    tmp_path, synthea_bundles, capsys, already_imported
+):
+    first, second = (json.loads(path.read_text()) for path in synthea_bundles[:2])
+    call_command("import_fhir", str(_write(tmp_path, first, name="first.json")))
+    if already_imported:
+        call_command("import_fhir", str(_write(tmp_path, second, name="second.json")))
+    stored = _counts_in_database()
+    other_id = _first(first, "Patient")["id"]
+    misfiled = _first(second, "Observation")
+    misfiled["subject"] = {"reference": f"urn:uuid:{other_id}"}
+    capsys.readouterr()
+
+    _import_fails(_write(tmp_path, second, name="misfiled.json"))
+
+    index = _index_of(second, misfiled)
+    assert f"entry {index} (Observation/" in capsys.readouterr().err
+    failure = AuditEvent.objects.get(action=AuditAction.FHIR_IMPORT_FAILED)
+    assert failure.reason == (
+        f"nothing stored: entry {index} (Observation): "
+        "field subject: not this bundle's Patient"
+    )
+    assert _counts_in_database() == stored
+
+
+@pytest.mark.parametrize("already_imported", [False, True])
+def test_a_bundle_whose_patient_entry_lost_its_type_is_refused(
+    tmp_path, real_bundle, capsys, already_imported
+):
+    if already_imported:
+        call_command("import_fhir", str(_write(tmp_path, real_bundle, name="a.json")))
+    stored = _counts_in_database()
+    _first(real_bundle, "Patient")["resourceType"] = "Practitioner"
+    first_record = next(
+        e["resource"]
+        for e in real_bundle["entry"]
+        if e["resource"]["resourceType"] in CLINICAL_MODELS
+    )
+    capsys.readouterr()
+
+    _import_fails(_write(tmp_path, real_bundle))
+
+    index, kind = _index_of(real_bundle, first_record), first_record["resourceType"]
+    assert f"entry {index} ({kind}/" in capsys.readouterr().err
+    failure = AuditEvent.objects.get(action=AuditAction.FHIR_IMPORT_FAILED)
+    assert failure.reason == (
+        f"nothing stored: entry {index} ({kind}): "
+        "field subject: the bundle holds no Patient"
+    )
+    assert _counts_in_database() == stored
+
+
+def test_a_second_patient_in_one_bundle_is_refused(tmp_path, synthea_bundles, capsys):
+    first, second = (json.loads(path.read_text()) for path in synthea_bundles[:2])
+    other = next(
+        e for e in second["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    first["entry"].append(other)
+
+    _import_fails(_write(tmp_path, first))
+
+    index = len(first["entry"]) - 1
+    assert (
+        f"entry {index} (Patient): a second Patient; a bundle holds one patient's"
+        in capsys.readouterr().err
+    )
+    assert _stored_nothing()
+
+
+def test_a_bundle_of_hospitals_and_practitioners_imports_nothing(
+    tmp_path, synthea_bundles, capsys
+):
+    # What Synthea writes as hospitalInformation*.json and
+    # practitionerInformation*.json: no patient, no clinical record.
+    collection = next(
+        json.loads(path.read_text())
+        for path in synthea_bundles
+        if '"resourceType": "Organization"' in path.read_text()
+    )
+    collection["entry"] = [
+        e
+        for e in collection["entry"]
+        if e["resource"]["resourceType"] in ("Organization", "Practitioner")
+    ]
+
+    call_command("import_fhir", str(_write(tmp_path, collection, name="hospital.json")))
+
+    assert _stored_nothing()
+    assert "Skipped (not imported): Organization" in capsys.readouterr().out
