@@ -265,13 +265,22 @@ def _validate_resource(path: Path, entry: Entry) -> None:
         first = error.errors()[0]
         location = ".".join(str(part) for part in first["loc"]) or "(resource)"
         raise BundleRejected(path, f"field {location}: {first['msg']}", entry) from None
+    _check_required_codes(path, entry)
 
+
+def _check_required_codes(path: Path, entry: Entry) -> None:
     # The models check each code's spelling, not that it is one of the codes
     # FHIR allows where a value set is required: checked here for what the
     # portal stores and shows.
     allowed = REQUIRED_STATUSES.get(entry.resource_type)
     if allowed and entry.resource.get("status", next(iter(allowed))) not in allowed:
         raise BundleRejected(path, "field status: not a code FHIR allows here", entry)
+    allowed = REQUIRED_CLINICAL_STATUSES.get(entry.resource_type)
+    stored = _concept_code(entry.resource.get("clinicalStatus"))
+    if allowed and stored and stored not in allowed:
+        raise BundleRejected(
+            path, "field clinicalStatus: not a code FHIR allows here", entry
+        )
     for contact in entry.resource.get("telecom") or ():
         if contact.get("system", "other") not in CONTACT_SYSTEMS:
             raise BundleRejected(
@@ -298,6 +307,13 @@ REQUIRED_STATUSES = {
         "preparation", "in-progress", "not-done", "on-hold", "stopped", "completed",
         "entered-in-error", "unknown",
     }),
+}  # fmt: skip
+# The same for the clinicalStatus stored as a condition's or allergy's status.
+REQUIRED_CLINICAL_STATUSES = {
+    "Condition": frozenset({
+        "active", "recurrence", "relapse", "inactive", "remission", "resolved",
+    }),
+    "AllergyIntolerance": frozenset({"active", "inactive", "resolved"}),
 }  # fmt: skip
 CONTACT_SYSTEMS = frozenset({"phone", "fax", "email", "pager", "url", "sms", "other"})
 

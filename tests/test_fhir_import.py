@@ -676,3 +676,51 @@ def test_a_bundle_of_hospitals_and_practitioners_imports_nothing(
 
     assert _stored_nothing()
     assert "Skipped (not imported): Organization" in capsys.readouterr().out
+
+
+def _bundle_with(synthea_bundles, resource_type):
+    path = next(p for p in synthea_bundles if f'"{resource_type}"' in p.read_text())
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("resource_type", ["Condition", "AllergyIntolerance"])
+@pytest.mark.parametrize("already_imported", [False, True])
+def test_a_clinical_status_outside_fhirs_codes_is_refused(
+    tmp_path, synthea_bundles, capsys, resource_type, already_imported
+):
+    bundle = _bundle_with(synthea_bundles, resource_type)
+    if already_imported:
+        call_command("import_fhir", str(_write(tmp_path, bundle, name="good.json")))
+    stored = _counts_in_database()
+    spoiled = _first(bundle, resource_type)
+    spoiled["clinicalStatus"]["coding"][0]["code"] = "maybe"
+    capsys.readouterr()
+
+    _import_fails(_write(tmp_path, bundle))
+
+    index = _index_of(bundle, spoiled)
+    assert (
+        f"({resource_type}/{spoiled['id']}): field clinicalStatus: "
+        "not a code FHIR allows here" in capsys.readouterr().err
+    )
+    failure = AuditEvent.objects.get(action=AuditAction.FHIR_IMPORT_FAILED)
+    assert failure.reason.startswith(f"nothing stored: entry {index} ({resource_type})")
+    assert _counts_in_database() == stored
+
+
+def test_every_clinical_status_fhir_allows_is_stored(tmp_path, synthea_bundles):
+    from records.models import Condition
+
+    bundle = _bundle_with(synthea_bundles, "Condition")
+    conditions = [
+        e["resource"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "Condition"
+    ]
+    codes = ["active", "recurrence", "relapse", "inactive", "remission", "resolved"]
+    for condition, code in zip(conditions, codes, strict=False):
+        condition["clinicalStatus"]["coding"][0]["code"] = code
+
+    call_command("import_fhir", str(_write(tmp_path, bundle)))
+
+    assert set(codes) <= {condition.status for condition in Condition.objects.all()}
