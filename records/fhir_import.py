@@ -349,10 +349,12 @@ def _check_entries(path: Path, entries: list[Entry]) -> CheckedBundle:
     clinical: list[Entry] = []
     values: dict[int, dict] = {}
     skipped: Counter = Counter()
+    first_of: dict[str, int] = {}
     for entry in entries:
         if entry.resource_type in CLINICAL_MODELS:
             if not entry.resource_id:
                 raise BundleRejected(path, "has no id", entry)
+            _check_unique(path, entry, first_of)
             _check_subject(path, entry, patient)
             clinical.append(entry)
             # Every record, stored already or not: a spoiled copy of a bundle
@@ -369,6 +371,15 @@ def _check_entries(path: Path, entries: list[Entry]) -> CheckedBundle:
         for entry, category in zip(entries, categories, strict=True)
     }
     return CheckedBundle(patient, clinical, skipped, sensitivities, values)
+
+
+def _check_unique(path: Path, entry: Entry, first_of: dict[str, int]) -> None:
+    # A record is stored once per type and id: of two differing copies in one
+    # bundle, one would be dropped unseen.
+    name = f"{entry.resource_type}/{entry.resource_id}"
+    if name in first_of:
+        raise BundleRejected(path, f"duplicate of entry {first_of[name]}", entry)
+    first_of[name] = entry.index
 
 
 def _record_values(path: Path, entry: Entry) -> dict:

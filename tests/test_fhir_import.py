@@ -724,3 +724,30 @@ def test_every_clinical_status_fhir_allows_is_stored(tmp_path, synthea_bundles):
     call_command("import_fhir", str(_write(tmp_path, bundle)))
 
     assert set(codes) <= {condition.status for condition in Condition.objects.all()}
+
+
+@pytest.mark.parametrize("already_imported", [False, True])
+def test_the_same_record_twice_in_one_bundle_is_refused(
+    tmp_path, real_bundle, capsys, already_imported
+):
+    if already_imported:
+        call_command("import_fhir", str(_write(tmp_path, real_bundle, name="a.json")))
+    stored = _counts_in_database()
+    original = next(e for e in real_bundle["entry"] if "valueQuantity" in e["resource"])
+    twin = json.loads(json.dumps(original))
+    twin["resource"]["valueQuantity"]["value"] += 10
+    real_bundle["entry"].append(twin)
+    capsys.readouterr()
+
+    _import_fails(_write(tmp_path, real_bundle))
+
+    first, second = real_bundle["entry"].index(original), len(real_bundle["entry"]) - 1
+    assert (
+        f"entry {second} (Observation/{original['resource']['id']}): "
+        f"duplicate of entry {first}" in capsys.readouterr().err
+    )
+    failure = AuditEvent.objects.get(action=AuditAction.FHIR_IMPORT_FAILED)
+    assert failure.reason == (
+        f"nothing stored: entry {second} (Observation): duplicate of entry {first}"
+    )
+    assert _counts_in_database() == stored
