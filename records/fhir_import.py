@@ -235,9 +235,11 @@ def _read_entries(path: Path) -> list[Entry]:
         found = document.get("resourceType")
         raise BundleRejected(path, f"resourceType must be 'Bundle', not {found!r}")
 
-    raw_entries = document.get("entry") or []
+    # Absent is a bundle with no entries; null, an object or a number is a
+    # broken file, not an empty one (FHIR's JSON has no null properties).
+    raw_entries = document.get("entry", [])
     if not isinstance(raw_entries, list):
-        raise BundleRejected(path, "'entry' must be a list")
+        raise BundleRejected(path, "field entry: must be a list")
 
     entries = []
     for index, raw in enumerate(raw_entries):

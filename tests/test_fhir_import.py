@@ -751,3 +751,26 @@ def test_the_same_record_twice_in_one_bundle_is_refused(
         f"nothing stored: entry {second} (Observation): duplicate of entry {first}"
     )
     assert _counts_in_database() == stored
+
+
+@pytest.mark.parametrize("entries", [None, {}, 0, False, "entries"])
+def test_an_entry_field_that_is_not_a_list_is_refused(tmp_path, capsys, entries):
+    path = _write(
+        tmp_path, {"resourceType": "Bundle", "type": "collection", "entry": entries}
+    )
+
+    _import_fails(path)
+
+    assert "broken.json: bundle: field entry: must be a list" in capsys.readouterr().err
+    failure = AuditEvent.objects.get(action=AuditAction.FHIR_IMPORT_FAILED)
+    assert failure.reason == "nothing stored: bundle: field entry: must be a list"
+
+
+@pytest.mark.parametrize("bundle", [{"entry": []}, {}])
+def test_a_bundle_without_entries_imports_nothing(tmp_path, capsys, bundle):
+    path = _write(tmp_path, {"resourceType": "Bundle", "type": "collection", **bundle})
+
+    call_command("import_fhir", str(path))
+
+    assert "Imported 1 bundle(s): patients 0 new" in capsys.readouterr().out
+    assert _stored_nothing()
