@@ -12,6 +12,7 @@ import getpass
 import json
 import logging
 import math
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,15 +141,31 @@ class ImportSummary:
 
 
 def bundle_files(paths) -> list[Path]:
-    """The JSON files named, or found under the folders named, in order."""
+    """The JSON files named, or found under the folders named, in order.
+
+    Hidden files and folders under a folder (.venv, .git, an editor's
+    drafts) are left out: they hold no Synthea output.
+    """
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*.json") if p.is_file()))
+            found.extend(_bundles_under(path))
         else:
             found.append(path)
     return found
+
+
+def _bundles_under(folder: Path) -> list[Path]:
+    found = []
+    for root, folders, files in os.walk(folder):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        found.extend(
+            Path(root) / name
+            for name in files
+            if name.endswith(".json") and not name.startswith(".")
+        )
+    return sorted(path for path in found if path.is_file())
 
 
 def import_bundle_file(path: Path, *, actor: str | None = None) -> ImportSummary:

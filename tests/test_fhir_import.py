@@ -774,3 +774,32 @@ def test_a_bundle_without_entries_imports_nothing(tmp_path, capsys, bundle):
 
     assert "Imported 1 bundle(s): patients 0 new" in capsys.readouterr().out
     assert _stored_nothing()
+
+
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(
+    tmp_path, real_bundle, monkeypatch, empty
+):
+    _write(tmp_path, real_bundle, name="here.json")
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(CommandError, match="empty path"):
+        call_command("import_fhir", str(tmp_path / "here.json"), empty)
+
+    assert _stored_nothing()
+
+
+def test_a_folder_import_leaves_hidden_folders_and_files_out(
+    tmp_path, real_bundle, capsys
+):
+    folder = tmp_path / "fhir"
+    for hidden in (".venv/lib/site-packages", ".git", "nested/.cache"):
+        (folder / hidden).mkdir(parents=True)
+        _write(folder / hidden, "not a bundle", name="package.json")
+    _write(folder, "not a bundle", name=".draft.json")
+    _write(folder / "nested", real_bundle, name="patient.json")
+
+    call_command("import_fhir", str(folder))
+
+    assert Patient.objects.count() == 1
+    assert "Imported 1 bundle(s)" in capsys.readouterr().out
