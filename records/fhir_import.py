@@ -237,13 +237,7 @@ def _record_rejection(actor: str, problem: str, *, records_undone: bool) -> None
 
 
 def _read_entries(path: Path) -> list[Entry]:
-    try:
-        document = json.loads(path.read_bytes())
-    except OSError as error:
-        raise BundleRejected(path, f"cannot be read ({error.strerror})") from error
-    except (ValueError, UnicodeDecodeError) as error:
-        raise BundleRejected(path, f"is not valid JSON ({error})") from error
-
+    document = _read_json(path)
     if not isinstance(document, dict):
         raise BundleRejected(
             path, f"is a JSON {type(document).__name__}, not a FHIR Bundle object"
@@ -267,6 +261,33 @@ def _read_entries(path: Path) -> list[Entry]:
     return entries
 
 
+def _read_json(path: Path):
+    try:
+        content = path.read_bytes()
+    except OSError as error:
+        raise BundleRejected(path, f"cannot be read ({error.strerror})") from error
+    # FHIR's JSON is UTF-8. Python would guess UTF-16 or UTF-32 from a few
+    # bytes, so a binary file came back as a codec error in another encoding.
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\0" in text:
+        raise BundleRejected(path, "is not a JSON text file (not UTF-8 text)")
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        reason = error.msg[:1].lower() + error.msg[1:]
+        where = f"at line {error.lineno}, column {error.colno}"
+        raise BundleRejected(path, f"is not valid JSON ({reason} {where})") from None
+    except RecursionError:
+        raise BundleRejected(path, "is not valid JSON (nested too deeply)") from None
+    except ValueError:
+        # Python refuses to read an integer of thousands of digits.
+        raise BundleRejected(path, "is not valid JSON (a number too long)") from None
+
+
 def _validate_resource(path: Path, entry: Entry) -> None:
     try:
         model = get_fhir_model_class(entry.resource_type)
@@ -280,11 +301,44 @@ def _validate_resource(path: Path, entry: Entry) -> None:
     try:
         model.model_validate(entry.resource)
     except ValidationError as error:
-        # Name the field and the rule, never the value: it may be PHI.
-        first = error.errors()[0]
-        location = ".".join(str(part) for part in first["loc"]) or "(resource)"
-        raise BundleRejected(path, f"field {location}: {first['msg']}", entry) from None
+        raise BundleRejected(path, _plain_violation(error), entry) from None
     _check_required_codes(path, entry)
+
+
+def _plain_violation(error: ValidationError) -> str:
+    """The first broken field and rule, for an operator, never the value (PHI)."""
+    first = error.errors()[0]
+    # "root" is the models' name for a value checked whole, not a FHIR field.
+    location = ".".join(str(part) for part in first["loc"] if part != "root")
+    kind, context = first["type"], first.get("ctx") or {}
+    if kind == "model_validation_format" and "model_class" in context:
+        reason = f"expected a {context['model_class']}"
+    elif "regex" in first["msg"] or kind == "string_pattern_mismatch":
+        reason = "not in the form FHIR requires"
+    else:
+        reason = PLAIN_REASONS.get(kind, first["msg"].removeprefix("Value error, "))
+    return f"field {location or '(resource)'}: not valid FHIR ({reason})"
+
+
+# The library's wording for what went wrong, as an operator would put it.
+# json_invalid: the models read a text where an object belongs as JSON.
+PLAIN_REASONS = {
+    "json_invalid": "expected an object, not a text",
+    "extra_forbidden": "no such field",
+    "missing": "required",
+    "model_field_validation.missing": "required",
+    "list_type": "expected a list",
+    "string_type": "expected a text",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "int_type": "expected a whole number",
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "decimal_type": "expected a number",
+    "decimal_parsing": "expected a number",
+}
 
 
 def _check_required_codes(path: Path, entry: Entry) -> None:

@@ -803,3 +803,69 @@ def test_a_folder_import_leaves_hidden_folders_and_files_out(
 
     assert Patient.objects.count() == 1
     assert "Imported 1 bundle(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "field, value, reason",
+    [
+        ("vaccineCode", "CVX 08", "expected an object, not a text"),
+        ("vaccineCode", 8, "expected a CodeableConcept"),
+        ("occurrenceDateTime", "08/03/2020", "not in the form FHIR requires"),
+        ("lotNumber", {"value": "L-1"}, "expected a text"),
+        ("vaccineBrand", "X", "no such field"),
+    ],
+)
+def test_a_field_that_breaks_fhirs_rules_is_named_in_plain_words(
+    tmp_path, real_bundle, capsys, field, value, reason
+):
+    immunization = _first(real_bundle, "Immunization")
+    immunization[field] = value
+
+    _import_fails(_write(tmp_path, real_bundle))
+
+    index = _index_of(real_bundle, immunization)
+    problem = f"field {field}: not valid FHIR ({reason})"
+    assert problem in capsys.readouterr().err
+    failure = AuditEvent.objects.get(action=AuditAction.FHIR_IMPORT_FAILED)
+    assert failure.reason == f"nothing stored: entry {index} (Immunization): {problem}"
+    assert _stored_nothing()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\x00e\x00\xd8\xff\xe0binary",
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+        "\ufeff{}".encode("utf-16"),
+        b"\x00\x00\x00\x00",
+    ],
+)
+def test_a_file_that_is_not_json_text_is_named_so(tmp_path, capsys, content):
+    path = tmp_path / "scan.json"
+    path.write_bytes(content)
+
+    _import_fails(path)
+
+    error = capsys.readouterr().err
+    assert "scan.json: bundle: is not a JSON text file (not UTF-8 text)" in error
+    assert "codec" not in error
+    failure = AuditEvent.objects.get(action=AuditAction.FHIR_IMPORT_FAILED)
+    assert (
+        failure.reason
+        == "nothing stored: bundle: is not a JSON text file (not UTF-8 text)"
+    )
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ('{"entry": [1,\n }', "expecting value at line 2, column 2"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"total": ' + "9" * 5_000 + "}", "a number too long"),
+    ],
+)  # fmt: skip
+def test_broken_json_is_named_in_plain_words(tmp_path, capsys, text, reason):
+    _import_fails(_write(tmp_path, text))
+
+    error = capsys.readouterr().err
+    assert f"broken.json: bundle: is not valid JSON ({reason})" in error
