@@ -12,6 +12,7 @@ import getpass
 import json
 import logging
 import math
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,15 +141,31 @@ class ImportSummary:
 
 
 def bundle_files(paths) -> list[Path]:
-    """The JSON files named, or found under the folders named, in order."""
+    """The JSON files named, or found under the folders named, in order.
+
+    Hidden files and folders under a folder (.venv, .git, an editor's
+    drafts) are left out: they hold no Synthea output.
+    """
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*.json") if p.is_file()))
+            found.extend(_bundles_under(path))
         else:
             found.append(path)
     return found
+
+
+def _bundles_under(folder: Path) -> list[Path]:
+    found = []
+    for root, folders, files in os.walk(folder):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        found.extend(
+            Path(root) / name
+            for name in files
+            if name.endswith(".json") and not name.startswith(".")
+        )
+    return sorted(path for path in found if path.is_file())
 
 
 def import_bundle_file(path: Path, *, actor: str | None = None) -> ImportSummary:
@@ -220,13 +237,7 @@ def _record_rejection(actor: str, problem: str, *, records_undone: bool) -> None
 
 
 def _read_entries(path: Path) -> list[Entry]:
-    try:
-        document = json.loads(path.read_bytes())
-    except OSError as error:
-        raise BundleRejected(path, f"cannot be read ({error.strerror})") from error
-    except (ValueError, UnicodeDecodeError) as error:
-        raise BundleRejected(path, f"is not valid JSON ({error})") from error
-
+    document = _read_json(path)
     if not isinstance(document, dict):
         raise BundleRejected(
             path, f"is a JSON {type(document).__name__}, not a FHIR Bundle object"
@@ -235,9 +246,11 @@ def _read_entries(path: Path) -> list[Entry]:
         found = document.get("resourceType")
         raise BundleRejected(path, f"resourceType must be 'Bundle', not {found!r}")
 
-    raw_entries = document.get("entry") or []
+    # Absent is a bundle with no entries; null, an object or a number is a
+    # broken file, not an empty one (FHIR's JSON has no null properties).
+    raw_entries = document.get("entry", [])
     if not isinstance(raw_entries, list):
-        raise BundleRejected(path, "'entry' must be a list")
+        raise BundleRejected(path, "field entry: must be a list")
 
     entries = []
     for index, raw in enumerate(raw_entries):
@@ -246,6 +259,33 @@ def _read_entries(path: Path) -> list[Entry]:
             raise BundleRejected(path, "has no resource object", index)
         entries.append(Entry(index, str(raw.get("fullUrl") or ""), resource))
     return entries
+
+
+def _read_json(path: Path):
+    try:
+        content = path.read_bytes()
+    except OSError as error:
+        raise BundleRejected(path, f"cannot be read ({error.strerror})") from error
+    # FHIR's JSON is UTF-8. Python would guess UTF-16 or UTF-32 from a few
+    # bytes, so a binary file came back as a codec error in another encoding.
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\0" in text:
+        raise BundleRejected(path, "is not a JSON text file (not UTF-8 text)")
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        reason = error.msg[:1].lower() + error.msg[1:]
+        where = f"at line {error.lineno}, column {error.colno}"
+        raise BundleRejected(path, f"is not valid JSON ({reason} {where})") from None
+    except RecursionError:
+        raise BundleRejected(path, "is not valid JSON (nested too deeply)") from None
+    except ValueError:
+        # Python refuses to read an integer of thousands of digits.
+        raise BundleRejected(path, "is not valid JSON (a number too long)") from None
 
 
 def _validate_resource(path: Path, entry: Entry) -> None:
@@ -261,17 +301,59 @@ def _validate_resource(path: Path, entry: Entry) -> None:
     try:
         model.model_validate(entry.resource)
     except ValidationError as error:
-        # Name the field and the rule, never the value: it may be PHI.
-        first = error.errors()[0]
-        location = ".".join(str(part) for part in first["loc"]) or "(resource)"
-        raise BundleRejected(path, f"field {location}: {first['msg']}", entry) from None
+        raise BundleRejected(path, _plain_violation(error), entry) from None
+    _check_required_codes(path, entry)
 
+
+def _plain_violation(error: ValidationError) -> str:
+    """The first broken field and rule, for an operator, never the value (PHI)."""
+    first = error.errors()[0]
+    # "root" is the models' name for a value checked whole, not a FHIR field.
+    location = ".".join(str(part) for part in first["loc"] if part != "root")
+    kind, context = first["type"], first.get("ctx") or {}
+    if kind == "model_validation_format" and "model_class" in context:
+        reason = f"expected a {context['model_class']}"
+    elif "regex" in first["msg"] or kind == "string_pattern_mismatch":
+        reason = "not in the form FHIR requires"
+    else:
+        reason = PLAIN_REASONS.get(kind, first["msg"].removeprefix("Value error, "))
+    return f"field {location or '(resource)'}: not valid FHIR ({reason})"
+
+
+# The library's wording for what went wrong, as an operator would put it.
+# json_invalid: the models read a text where an object belongs as JSON.
+PLAIN_REASONS = {
+    "json_invalid": "expected an object, not a text",
+    "extra_forbidden": "no such field",
+    "missing": "required",
+    "model_field_validation.missing": "required",
+    "list_type": "expected a list",
+    "string_type": "expected a text",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "int_type": "expected a whole number",
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "decimal_type": "expected a number",
+    "decimal_parsing": "expected a number",
+}
+
+
+def _check_required_codes(path: Path, entry: Entry) -> None:
     # The models check each code's spelling, not that it is one of the codes
     # FHIR allows where a value set is required: checked here for what the
     # portal stores and shows.
     allowed = REQUIRED_STATUSES.get(entry.resource_type)
     if allowed and entry.resource.get("status", next(iter(allowed))) not in allowed:
         raise BundleRejected(path, "field status: not a code FHIR allows here", entry)
+    allowed = REQUIRED_CLINICAL_STATUSES.get(entry.resource_type)
+    stored = _concept_code(entry.resource.get("clinicalStatus"))
+    if allowed and stored and stored not in allowed:
+        raise BundleRejected(
+            path, "field clinicalStatus: not a code FHIR allows here", entry
+        )
     for contact in entry.resource.get("telecom") or ():
         if contact.get("system", "other") not in CONTACT_SYSTEMS:
             raise BundleRejected(
@@ -299,13 +381,22 @@ REQUIRED_STATUSES = {
         "entered-in-error", "unknown",
     }),
 }  # fmt: skip
+# The same for the clinicalStatus stored as a condition's or allergy's status.
+REQUIRED_CLINICAL_STATUSES = {
+    "Condition": frozenset({
+        "active", "recurrence", "relapse", "inactive", "remission", "resolved",
+    }),
+    "AllergyIntolerance": frozenset({"active", "inactive", "resolved"}),
+}  # fmt: skip
 CONTACT_SYSTEMS = frozenset({"phone", "fax", "email", "pager", "url", "sms", "other"})
 
 
 @dataclass
 class CheckedBundle:
-    patients: list[Entry]
-    clinical: list[tuple[Entry, Entry | str]]
+    # One bundle is one patient's record: None only where it holds no
+    # clinical record either (Synthea's hospital and practitioner files).
+    patient: Entry | None
+    clinical: list[Entry]
     skipped: Counter
     # Entry index -> sensitive category, with references inside the bundle
     # followed (see records.sensitivity).
@@ -315,24 +406,30 @@ class CheckedBundle:
 
 
 def _check_entries(path: Path, entries: list[Entry]) -> CheckedBundle:
-    patients: list[Entry] = []
-    patient_refs: dict[str, Entry] = {}
+    patient = None
     for entry in entries:
         _validate_resource(path, entry)
         if entry.resource_type == "Patient":
+            if patient is not None:
+                raise BundleRejected(
+                    path,
+                    "a second Patient; a bundle holds one patient's records",
+                    entry,
+                )
             _check_patient(path, entry)
-            patients.append(entry)
-            for ref in _refs_for(entry):
-                patient_refs[ref] = entry
+            patient = entry
 
-    clinical: list[tuple[Entry, Entry | str]] = []
+    clinical: list[Entry] = []
     values: dict[int, dict] = {}
     skipped: Counter = Counter()
+    first_of: dict[str, int] = {}
     for entry in entries:
         if entry.resource_type in CLINICAL_MODELS:
             if not entry.resource_id:
                 raise BundleRejected(path, "has no id", entry)
-            clinical.append((entry, _subject_of(path, entry, patient_refs)))
+            _check_unique(path, entry, first_of)
+            _check_subject(path, entry, patient)
+            clinical.append(entry)
             # Every record, stored already or not: a spoiled copy of a bundle
             # imported before must be refused, not reported as present.
             values[entry.index] = _record_values(path, entry)
@@ -346,7 +443,16 @@ def _check_entries(path: Path, entries: list[Entry]) -> CheckedBundle:
         entry.index: category
         for entry, category in zip(entries, categories, strict=True)
     }
-    return CheckedBundle(patients, clinical, skipped, sensitivities, values)
+    return CheckedBundle(patient, clinical, skipped, sensitivities, values)
+
+
+def _check_unique(path: Path, entry: Entry, first_of: dict[str, int]) -> None:
+    # A record is stored once per type and id: of two differing copies in one
+    # bundle, one would be dropped unseen.
+    name = f"{entry.resource_type}/{entry.resource_id}"
+    if name in first_of:
+        raise BundleRejected(path, f"duplicate of entry {first_of[name]}", entry)
+    first_of[name] = entry.index
 
 
 def _record_values(path: Path, entry: Entry) -> dict:
@@ -430,69 +536,52 @@ def _check_birth_date(path: Path, entry: Entry) -> None:
         raise BundleRejected(path, "field birthDate: not a plausible birth date", entry)
 
 
-def _subject_of(
-    path: Path, entry: Entry, patient_refs: dict[str, Entry]
-) -> Entry | str:
-    """The bundle's Patient entry this record is about, or an imported patient's id."""
-    subject = entry.resource.get("subject") or entry.resource.get("patient") or {}
+def _check_subject(path: Path, entry: Entry, patient: Entry | None) -> None:
+    """A record must be about the bundle's own Patient.
+
+    Never about a patient imported before: a reference edited to point at
+    another chart would file the record there, and a bundle whose Patient
+    entry was spoiled would attach its records to whoever held that id.
+    """
+    name = "patient" if "patient" in entry.resource else "subject"
+    subject = entry.resource.get(name)
     reference = subject.get("reference") if isinstance(subject, dict) else None
     if not reference:
-        raise BundleRejected(path, "field subject: no patient reference", entry)
-    if reference in patient_refs:
-        return patient_refs[reference]
-
-    for prefix in ("Patient/", "urn:uuid:"):
-        if reference.startswith(prefix):
-            patient_id = reference.removeprefix(prefix)
-            if find_patient_by_identifier(FHIR_ID_SYSTEM, patient_id):
-                return patient_id
-    raise BundleRejected(
-        path,
-        "field subject: refers to a patient who is neither in this bundle nor "
-        "already imported",
-        entry,
-    )
+        raise BundleRejected(path, f"field {name}: no patient reference", entry)
+    if patient is None:
+        raise BundleRejected(path, f"field {name}: the bundle holds no Patient", entry)
+    if reference not in _refs_for(patient):
+        raise BundleRejected(path, f"field {name}: not this bundle's Patient", entry)
 
 
 def _store(path: Path, bundle: CheckedBundle, *, actor: str) -> ImportSummary:
     summary = ImportSummary(bundles=1, skipped=bundle.skipped)
-    patients_by_entry: dict[int, Patient] = {}
-    for entry in bundle.patients:
-        patient, created = _upsert_patient(path, entry)
-        patients_by_entry[entry.index] = patient
-        if created:
-            summary.patients_created += 1
-        else:
-            summary.patients_existing += 1
+    if bundle.patient is None:
+        return summary
+    patient, is_new = _upsert_patient(path, bundle.patient)
+    if is_new:
+        summary.patients_created += 1
+    else:
+        summary.patients_existing += 1
 
-    grouped: dict[tuple[Patient, str], list[Entry]] = {}
-    for entry, subject in bundle.clinical:
-        if isinstance(subject, Entry):
-            patient = patients_by_entry[subject.index]
-        else:
-            patient = find_patient_by_identifier(FHIR_ID_SYSTEM, subject)
-        grouped.setdefault((patient, entry.resource_type), []).append(entry)
-
-    touched: Counter = Counter()
-    for (patient, resource_type), entries in grouped.items():
+    by_type: dict[str, list[Entry]] = {}
+    for entry in bundle.clinical:
+        by_type.setdefault(entry.resource_type, []).append(entry)
+    for resource_type, entries in by_type.items():
         created = _store_records(patient, resource_type, entries, bundle, actor=actor)
         summary.created[resource_type] += created
         summary.unchanged[resource_type] += len(entries) - created
-        touched[str(patient.pk)] += created
 
-    for patient in patients_by_entry.values():
-        touched.setdefault(str(patient.pk), 0)
-    for patient_ref, created in touched.items():
-        # Inside the transaction: if the evidence cannot be written, the
-        # import rolls back rather than leaving unrecorded PHI behind.
-        record_event(
-            actor=actor,
-            action=AuditAction.FHIR_IMPORT,
-            outcome=AuditOutcome.SUCCESS,
-            patient_ref=patient_ref,
-            record_type="Bundle",
-            reason=f"{created} new record(s)",
-        )
+    # Inside the transaction: if the evidence cannot be written, the import
+    # rolls back rather than leaving unrecorded PHI behind.
+    record_event(
+        actor=actor,
+        action=AuditAction.FHIR_IMPORT,
+        outcome=AuditOutcome.SUCCESS,
+        patient_ref=str(patient.pk),
+        record_type="Bundle",
+        reason=f"{sum(summary.created.values())} new record(s)",
+    )
     return summary
 
 

@@ -149,7 +149,7 @@ def test_entry_about_a_missing_patient_changes_nothing(tmp_path, real_bundle, ca
     error = capsys.readouterr().err
     index = real_bundle["entry"].index(bad)
     assert f"entry {index} (Condition/condition-about-nobody)" in error
-    assert "neither in this bundle nor already imported" in error
+    assert "field subject: not this bundle's Patient" in error
     assert last is not bad
     assert _stored_nothing()
 
@@ -464,7 +464,7 @@ def test_error_messages_never_repeat_a_patient_identifier(
     error = capsys.readouterr().err
     assert patient_id not in error and "patient-404-marker" not in error
     assert "entry 0 (Patient): field gender" in error
-    assert "refers to a patient who is neither in this bundle" in error
+    assert "field subject: not this bundle's Patient" in error
 
 
 @pytest.mark.parametrize(
@@ -580,3 +580,292 @@ def test_a_bundle_carrying_another_patients_identifier_is_refused(
     assert "already belongs to another patient" in capsys.readouterr().err
     assert _counts_in_database() == stored
     assert PatientIdentifier.objects.count() == identifiers
+
+
+def _index_of(bundle, resource) -> int:
+    return next(i for i, e in enumerate(bundle["entry"]) if e["resource"] is resource)
+
+
+@pytest.mark.parametrize("already_imported", [False, True])
+def test_a_record_about_another_imported_patient_is_refused(
+    tmp_path, synthea_bundles, capsys, already_imported
+):
+    first, second = (json.loads(path.read_text()) for path in synthea_bundles[:2])
+    call_command("import_fhir", str(_write(tmp_path, first, name="first.json")))
+    if already_imported:
+        call_command("import_fhir", str(_write(tmp_path, second, name="second.json")))
+    stored = _counts_in_database()
+    other_id = _first(first, "Patient")["id"]
+    misfiled = _first(second, "Observation")
+    misfiled["subject"] = {"reference": f"urn:uuid:{other_id}"}
+    capsys.readouterr()
+
+    _import_fails(_write(tmp_path, second, name="misfiled.json"))
+
+    index = _index_of(second, misfiled)
+    assert f"entry {index} (Observation/" in capsys.readouterr().err
+    failure = AuditEvent.objects.get(action=AuditAction.FHIR_IMPORT_FAILED)
+    assert failure.reason == (
+        f"nothing stored: entry {index} (Observation): "
+        "field subject: not this bundle's Patient"
+    )
+    assert _counts_in_database() == stored
+
+
+@pytest.mark.parametrize("already_imported", [False, True])
+def test_a_bundle_whose_patient_entry_lost_its_type_is_refused(
+    tmp_path, real_bundle, capsys, already_imported
+):
+    if already_imported:
+        call_command("import_fhir", str(_write(tmp_path, real_bundle, name="a.json")))
+    stored = _counts_in_database()
+    _first(real_bundle, "Patient")["resourceType"] = "Practitioner"
+    first_record = next(
+        e["resource"]
+        for e in real_bundle["entry"]
+        if e["resource"]["resourceType"] in CLINICAL_MODELS
+    )
+    capsys.readouterr()
+
+    _import_fails(_write(tmp_path, real_bundle))
+
+    index, kind = _index_of(real_bundle, first_record), first_record["resourceType"]
+    assert f"entry {index} ({kind}/" in capsys.readouterr().err
+    failure = AuditEvent.objects.get(action=AuditAction.FHIR_IMPORT_FAILED)
+    assert failure.reason == (
+        f"nothing stored: entry {index} ({kind}): "
+        "field subject: the bundle holds no Patient"
+    )
+    assert _counts_in_database() == stored
+
+
+def test_a_second_patient_in_one_bundle_is_refused(tmp_path, synthea_bundles, capsys):
+    first, second = (json.loads(path.read_text()) for path in synthea_bundles[:2])
+    other = next(
+        e for e in second["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    first["entry"].append(other)
+
+    _import_fails(_write(tmp_path, first))
+
+    index = len(first["entry"]) - 1
+    assert (
+        f"entry {index} (Patient): a second Patient; a bundle holds one patient's"
+        in capsys.readouterr().err
+    )
+    assert _stored_nothing()
+
+
+def test_a_bundle_of_hospitals_and_practitioners_imports_nothing(
+    tmp_path, synthea_bundles, capsys
+):
+    # What Synthea writes as hospitalInformation*.json and
+    # practitionerInformation*.json: no patient, no clinical record.
+    collection = next(
+        json.loads(path.read_text())
+        for path in synthea_bundles
+        if '"resourceType": "Organization"' in path.read_text()
+    )
+    collection["entry"] = [
+        e
+        for e in collection["entry"]
+        if e["resource"]["resourceType"] in ("Organization", "Practitioner")
+    ]
+
+    call_command("import_fhir", str(_write(tmp_path, collection, name="hospital.json")))
+
+    assert _stored_nothing()
+    assert "Skipped (not imported): Organization" in capsys.readouterr().out
+
+
+def _bundle_with(synthea_bundles, resource_type):
+    path = next(p for p in synthea_bundles if f'"{resource_type}"' in p.read_text())
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("resource_type", ["Condition", "AllergyIntolerance"])
+@pytest.mark.parametrize("already_imported", [False, True])
+def test_a_clinical_status_outside_fhirs_codes_is_refused(
+    tmp_path, synthea_bundles, capsys, resource_type, already_imported
+):
+    bundle = _bundle_with(synthea_bundles, resource_type)
+    if already_imported:
+        call_command("import_fhir", str(_write(tmp_path, bundle, name="good.json")))
+    stored = _counts_in_database()
+    spoiled = _first(bundle, resource_type)
+    spoiled["clinicalStatus"]["coding"][0]["code"] = "maybe"
+    capsys.readouterr()
+
+    _import_fails(_write(tmp_path, bundle))
+
+    index = _index_of(bundle, spoiled)
+    assert (
+        f"({resource_type}/{spoiled['id']}): field clinicalStatus: "
+        "not a code FHIR allows here" in capsys.readouterr().err
+    )
+    failure = AuditEvent.objects.get(action=AuditAction.FHIR_IMPORT_FAILED)
+    assert failure.reason.startswith(f"nothing stored: entry {index} ({resource_type})")
+    assert _counts_in_database() == stored
+
+
+def test_every_clinical_status_fhir_allows_is_stored(tmp_path, synthea_bundles):
+    from records.models import Condition
+
+    bundle = _bundle_with(synthea_bundles, "Condition")
+    conditions = [
+        e["resource"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "Condition"
+    ]
+    codes = ["active", "recurrence", "relapse", "inactive", "remission", "resolved"]
+    for condition, code in zip(conditions, codes, strict=False):
+        condition["clinicalStatus"]["coding"][0]["code"] = code
+
+    call_command("import_fhir", str(_write(tmp_path, bundle)))
+
+    assert set(codes) <= {condition.status for condition in Condition.objects.all()}
+
+
+@pytest.mark.parametrize("already_imported", [False, True])
+def test_the_same_record_twice_in_one_bundle_is_refused(
+    tmp_path, real_bundle, capsys, already_imported
+):
+    if already_imported:
+        call_command("import_fhir", str(_write(tmp_path, real_bundle, name="a.json")))
+    stored = _counts_in_database()
+    original = next(e for e in real_bundle["entry"] if "valueQuantity" in e["resource"])
+    twin = json.loads(json.dumps(original))
+    twin["resource"]["valueQuantity"]["value"] += 10
+    real_bundle["entry"].append(twin)
+    capsys.readouterr()
+
+    _import_fails(_write(tmp_path, real_bundle))
+
+    first, second = real_bundle["entry"].index(original), len(real_bundle["entry"]) - 1
+    assert (
+        f"entry {second} (Observation/{original['resource']['id']}): "
+        f"duplicate of entry {first}" in capsys.readouterr().err
+    )
+    failure = AuditEvent.objects.get(action=AuditAction.FHIR_IMPORT_FAILED)
+    assert failure.reason == (
+        f"nothing stored: entry {second} (Observation): duplicate of entry {first}"
+    )
+    assert _counts_in_database() == stored
+
+
+@pytest.mark.parametrize("entries", [None, {}, 0, False, "entries"])
+def test_an_entry_field_that_is_not_a_list_is_refused(tmp_path, capsys, entries):
+    path = _write(
+        tmp_path, {"resourceType": "Bundle", "type": "collection", "entry": entries}
+    )
+
+    _import_fails(path)
+
+    assert "broken.json: bundle: field entry: must be a list" in capsys.readouterr().err
+    failure = AuditEvent.objects.get(action=AuditAction.FHIR_IMPORT_FAILED)
+    assert failure.reason == "nothing stored: bundle: field entry: must be a list"
+
+
+@pytest.mark.parametrize("bundle", [{"entry": []}, {}])
+def test_a_bundle_without_entries_imports_nothing(tmp_path, capsys, bundle):
+    path = _write(tmp_path, {"resourceType": "Bundle", "type": "collection", **bundle})
+
+    call_command("import_fhir", str(path))
+
+    assert "Imported 1 bundle(s): patients 0 new" in capsys.readouterr().out
+    assert _stored_nothing()
+
+
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(
+    tmp_path, real_bundle, monkeypatch, empty
+):
+    _write(tmp_path, real_bundle, name="here.json")
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(CommandError, match="empty path"):
+        call_command("import_fhir", str(tmp_path / "here.json"), empty)
+
+    assert _stored_nothing()
+
+
+def test_a_folder_import_leaves_hidden_folders_and_files_out(
+    tmp_path, real_bundle, capsys
+):
+    folder = tmp_path / "fhir"
+    for hidden in (".venv/lib/site-packages", ".git", "nested/.cache"):
+        (folder / hidden).mkdir(parents=True)
+        _write(folder / hidden, "not a bundle", name="package.json")
+    _write(folder, "not a bundle", name=".draft.json")
+    _write(folder / "nested", real_bundle, name="patient.json")
+
+    call_command("import_fhir", str(folder))
+
+    assert Patient.objects.count() == 1
+    assert "Imported 1 bundle(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "field, value, reason",
+    [
+        ("vaccineCode", "CVX 08", "expected an object, not a text"),
+        ("vaccineCode", 8, "expected a CodeableConcept"),
+        ("occurrenceDateTime", "08/03/2020", "not in the form FHIR requires"),
+        ("lotNumber", {"value": "L-1"}, "expected a text"),
+        ("vaccineBrand", "X", "no such field"),
+    ],
+)
+def test_a_field_that_breaks_fhirs_rules_is_named_in_plain_words(
+    tmp_path, real_bundle, capsys, field, value, reason
+):
+    immunization = _first(real_bundle, "Immunization")
+    immunization[field] = value
+
+    _import_fails(_write(tmp_path, real_bundle))
+
+    index = _index_of(real_bundle, immunization)
+    problem = f"field {field}: not valid FHIR ({reason})"
+    assert problem in capsys.readouterr().err
+    failure = AuditEvent.objects.get(action=AuditAction.FHIR_IMPORT_FAILED)
+    assert failure.reason == f"nothing stored: entry {index} (Immunization): {problem}"
+    assert _stored_nothing()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\x00e\x00\xd8\xff\xe0binary",
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+        "\ufeff{}".encode("utf-16"),
+        b"\x00\x00\x00\x00",
+    ],
+)
+def test_a_file_that_is_not_json_text_is_named_so(tmp_path, capsys, content):
+    path = tmp_path / "scan.json"
+    path.write_bytes(content)
+
+    _import_fails(path)
+
+    error = capsys.readouterr().err
+    assert "scan.json: bundle: is not a JSON text file (not UTF-8 text)" in error
+    assert "codec" not in error
+    failure = AuditEvent.objects.get(action=AuditAction.FHIR_IMPORT_FAILED)
+    assert (
+        failure.reason
+        == "nothing stored: bundle: is not a JSON text file (not UTF-8 text)"
+    )
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ('{"entry": [1,\n }', "expecting value at line 2, column 2"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"total": ' + "9" * 5_000 + "}", "a number too long"),
+    ],
+)  # fmt: skip
+def test_broken_json_is_named_in_plain_words(tmp_path, capsys, text, reason):
+    _import_fails(_write(tmp_path, text))
+
+    error = capsys.readouterr().err
+    assert f"broken.json: bundle: is not valid JSON ({reason})" in error

@@ -20,6 +20,12 @@ class Command(BaseCommand):
         parser.add_argument("paths", nargs="+", help="bundle files or folders")
 
     def handle(self, *args, paths, **options):
+        # An empty argument (an unset shell variable) would be read as the
+        # current folder, and every JSON file under it imported.
+        if any(not path.strip() for path in paths):
+            raise CommandError(
+                "An empty path was given: name a bundle file or a folder."
+            )
         files = bundle_files(paths)
         if not files:
             raise CommandError("No bundle files found in the paths given.")
