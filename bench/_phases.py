@@ -5,6 +5,8 @@ _phases.py seed          a physician, a Synthea patient on their care team,
 _phases.py count         prints the number of chart-view audit events
 _phases.py verify N      writes N synthetic chained events, prints the
                          verifier's events per second
+_phases.py trail N ID    appends N synthetic chained views of patient ID to
+                         the trail, as if the chart had been opened N times
 """
 
 import datetime
@@ -100,25 +102,42 @@ COLUMNS = (
 )
 
 
-def _write_synthetic_events(total: int) -> None:
+def trail(total: int, patient_ref: str) -> None:
+    # Not analysed afterwards, on purpose: the chart's panel must stay cheap
+    # on a trail PostgreSQL holds no statistics for (autovacuum off here).
+    _write_synthetic_events(total, patients=[patient_ref], after_head=True)
+    print(total)
+
+
+def _write_synthetic_events(
+    total: int, *, patients: list[str] | None = None, after_head: bool = False
+) -> None:
     key = chain.chain_key()
-    patients = [str(uuid.uuid4()) for _ in range(500)]
+    patients = patients or [str(uuid.uuid4()) for _ in range(500)]
     users = [(number, f"clinician.{number}") for number in range(1, 60)]
     fields = ["conditions.description", "allergies.description", "vitals.value"]
     start = timezone.now() - datetime.timedelta(days=30)
-    previous = chain.GENESIS_HASH
 
     connection = connections["audit"]
     connection.ensure_connection()
     raw = connection.connection
+    head, previous, step = 0, chain.GENESIS_HASH, 1003
+    if after_head:
+        with raw.cursor() as cursor:
+            head, previous = chain.chain_head(cursor)
+            cursor.execute("SELECT max(occurred_at) FROM audit_auditevent")
+            latest = cursor.fetchone()[0]
+        # A microsecond apart from the head on: time runs forward along the
+        # chain, and the events opened after these come later still.
+        start, step = latest or timezone.now(), 1
     with (
         raw.cursor() as cursor,
         cursor.copy(
             f"COPY audit_auditevent ({COLUMNS}) FROM STDIN"  # noqa: S608 (constant)
         ) as copy,
     ):
-        for sequence in range(1, total + 1):
-            moment = start + datetime.timedelta(microseconds=sequence * 1003)
+        for sequence in range(head + 1, head + total + 1):
+            moment = start + datetime.timedelta(microseconds=(sequence - head) * step)
             actor_id, username = users[sequence % len(users)]
             ip = f"10.0.{sequence % 7}.{sequence % 250 + 1}"
             values = (
@@ -140,4 +159,9 @@ def _write_synthetic_events(total: int) -> None:
 
 if __name__ == "__main__":
     phase, *arguments = sys.argv[1:]
-    {"seed": seed, "count": count, "verify": lambda: verify(int(arguments[0]))}[phase]()
+    {
+        "seed": seed,
+        "count": count,
+        "verify": lambda: verify(int(arguments[0])),
+        "trail": lambda: trail(int(arguments[0]), arguments[1]),
+    }[phase]()
