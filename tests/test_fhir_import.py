@@ -555,14 +555,20 @@ def _identifiers(bundle) -> list[dict]:
     ]
 
 
+def _two_patients(tmp_path, synthea_bundles, second_imported: bool):
+    """Two real bundles parsed; the first imported, the second too if asked."""
+    first, second = (json.loads(path.read_text()) for path in synthea_bundles[:2])
+    call_command("import_fhir", str(_write(tmp_path, first, name="first.json")))
+    if second_imported:
+        call_command("import_fhir", str(_write(tmp_path, second, name="second.json")))
+    return first, second
+
+
 @pytest.mark.parametrize("already_imported", [False, True])
 def test_a_bundle_carrying_another_patients_identifier_is_refused(
     tmp_path, synthea_bundles, capsys, already_imported
 ):
-    first, second = (json.loads(path.read_text()) for path in synthea_bundles[:2])
-    call_command("import_fhir", str(_write(tmp_path, first, name="first.json")))
-    if already_imported:
-        call_command("import_fhir", str(_write(tmp_path, second, name="second.json")))
+    first, second = _two_patients(tmp_path, synthea_bundles, already_imported)
     stored = _counts_in_database()
     identifiers = PatientIdentifier.objects.count()
     # The second patient's bundle, now also claiming the first one's
@@ -590,10 +596,7 @@ def _index_of(bundle, resource) -> int:
 def test_a_record_about_another_imported_patient_is_refused(
     tmp_path, synthea_bundles, capsys, already_imported
 ):
-    first, second = (json.loads(path.read_text()) for path in synthea_bundles[:2])
-    call_command("import_fhir", str(_write(tmp_path, first, name="first.json")))
-    if already_imported:
-        call_command("import_fhir", str(_write(tmp_path, second, name="second.json")))
+    first, second = _two_patients(tmp_path, synthea_bundles, already_imported)
     stored = _counts_in_database()
     other_id = _first(first, "Patient")["id"]
     misfiled = _first(second, "Observation")
