@@ -35,6 +35,13 @@ class CareRelationAdmin(AuditedActionsMixin, admin.ModelAdmin):
         super().delete_queryset(request, queryset)
 
 
+ENDS_ON_HELP = (
+    "The last day of access, included: access ends when this day is over. "
+    "To end it at once, set yesterday, or delete the row if it began today "
+    "(both are audited)."
+)
+
+
 class DatedRelationAdmin(CareRelationAdmin):
     """A relation that lasts from one day to another, both days included."""
 
@@ -43,13 +50,6 @@ class DatedRelationAdmin(CareRelationAdmin):
         if db_field.name == "ends_on" and field is not None:
             field.help_text = ENDS_ON_HELP
         return field
-
-
-ENDS_ON_HELP = (
-    "The last day of access, included: access ends when this day is over. "
-    "To end it at once, set yesterday, or delete the row if it began today "
-    "(both are audited)."
-)
 
 
 @admin.register(CareTeamMembership)
