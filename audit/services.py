@@ -78,10 +78,21 @@ def record_event(
             "audit %s %s actor=%s event=%s",
             action,
             outcome,
-            event.actor_id,
+            _logged_actor(event),
             event.pk,
         )
     return event
+
+
+def _logged_actor(event: AuditEvent):
+    """A person by id; work with no person behind it by its system name.
+
+    Never a name typed at sign-in: it may be a password typed in the wrong
+    field.
+    """
+    if event.actor_id is None and event.actor_username.startswith("system:"):
+        return event.actor_username
+    return event.actor_id
 
 
 def record_events(

@@ -244,6 +244,8 @@ def _read_entries(path: Path) -> list[Entry]:
         )
     if document.get("resourceType") != "Bundle":
         found = document.get("resourceType")
+        if not isinstance(found, str) or not found:
+            raise BundleRejected(path, "is not a FHIR Bundle (it has no resourceType)")
         raise BundleRejected(path, f"resourceType must be 'Bundle', not {found!r}")
 
     # Absent is a bundle with no entries; null, an object or a number is a

@@ -872,3 +872,16 @@ def test_broken_json_is_named_in_plain_words(tmp_path, capsys, text, reason):
 
     error = capsys.readouterr().err
     assert f"broken.json: bundle: is not valid JSON ({reason})" in error
+
+
+def test_a_json_file_that_is_no_fhir_resource_is_named_plainly(
+    tmp_path, capsys, caplog
+):
+    path = _write(tmp_path, {"format": 2, "current": 1}, name="keyring.json")
+
+    with caplog.at_level("INFO", logger="ehr_portal.security"):
+        _import_fails(path)
+
+    assert "is not a FHIR Bundle (it has no resourceType)" in capsys.readouterr().err
+    # The security log names the importing system, never "None".
+    assert "FHIR_IMPORT_FAILED failure actor=system:import_fhir" in caplog.text
