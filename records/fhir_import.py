@@ -430,7 +430,7 @@ def _check_entries(path: Path, entries: list[Entry]) -> CheckedBundle:
             if not entry.resource_id:
                 raise BundleRejected(path, "has no id", entry)
             _check_unique(path, entry, first_of)
-            _check_subject(path, entry, patient)
+            _check_subject(path, entry, patient, entries)
             clinical.append(entry)
             # Every record, stored already or not: a spoiled copy of a bundle
             # imported before must be refused, not reported as present.
@@ -538,7 +538,9 @@ def _check_birth_date(path: Path, entry: Entry) -> None:
         raise BundleRejected(path, "field birthDate: not a plausible birth date", entry)
 
 
-def _check_subject(path: Path, entry: Entry, patient: Entry | None) -> None:
+def _check_subject(
+    path: Path, entry: Entry, patient: Entry | None, entries: list[Entry]
+) -> None:
     """A record must be about the bundle's own Patient.
 
     Never about a patient imported before: a reference edited to point at
@@ -551,6 +553,18 @@ def _check_subject(path: Path, entry: Entry, patient: Entry | None) -> None:
     if not reference:
         raise BundleRejected(path, f"field {name}: no patient reference", entry)
     if patient is None:
+        # Name the entry the record points at, if the bundle holds it under
+        # another type: that entry, not the record, is what is wrong.
+        for other in entries:
+            if other.resource_id and reference in (
+                f"urn:uuid:{other.resource_id}",
+                other.full_url,
+            ):
+                raise BundleRejected(
+                    path,
+                    f"is the patient of entry {entry.index} but is not a Patient",
+                    other,
+                )
         raise BundleRejected(path, f"field {name}: the bundle holds no Patient", entry)
     if reference not in _refs_for(patient):
         raise BundleRejected(path, f"field {name}: not this bundle's Patient", entry)

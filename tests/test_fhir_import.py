@@ -622,7 +622,8 @@ def test_a_bundle_whose_patient_entry_lost_its_type_is_refused(
     if already_imported:
         call_command("import_fhir", str(_write(tmp_path, real_bundle, name="a.json")))
     stored = _counts_in_database()
-    _first(real_bundle, "Patient")["resourceType"] = "Practitioner"
+    retyped = _first(real_bundle, "Patient")
+    retyped["resourceType"] = "Practitioner"
     first_record = next(
         e["resource"]
         for e in real_bundle["entry"]
@@ -632,12 +633,14 @@ def test_a_bundle_whose_patient_entry_lost_its_type_is_refused(
 
     _import_fails(_write(tmp_path, real_bundle))
 
-    index, kind = _index_of(real_bundle, first_record), first_record["resourceType"]
-    assert f"entry {index} ({kind}/" in capsys.readouterr().err
+    # The entry named is the retyped one, which is what the operator must fix.
+    index = _index_of(real_bundle, retyped)
+    record = _index_of(real_bundle, first_record)
+    assert f"entry {index} (Practitioner/" in capsys.readouterr().err
     failure = AuditEvent.objects.get(action=AuditAction.FHIR_IMPORT_FAILED)
     assert failure.reason == (
-        f"nothing stored: entry {index} ({kind}): "
-        "field subject: the bundle holds no Patient"
+        f"nothing stored: entry {index} (Practitioner): "
+        f"is the patient of entry {record} but is not a Patient"
     )
     assert _counts_in_database() == stored
 
