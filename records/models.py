@@ -10,7 +10,7 @@ import uuid
 
 from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, FieldError, ValidationError
-from django.db import models, transaction
+from django.db import models, router, transaction
 from django.db.models import Q
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
@@ -249,14 +249,29 @@ def _validate_dated_assignment(
             "access, included: to end access at once for a relation that began "
             "today, delete it."
         )
-    elif assignment.starts_on is not None:
-        others = same_relation.exclude(pk=assignment.pk).overlapping(
-            assignment.starts_on, assignment.ends_on
-        )
+    elif starts_on is not None:
+        _hold_member(assignment)
+        others = same_relation.exclude(pk=assignment.pk).overlapping(starts_on, ends_on)
         if others.exists():
             errors[NON_FIELD_ERRORS] = duplicate
     if errors:
         raise ValidationError(errors)
+
+
+def _hold_member(assignment) -> None:
+    """Lock the member's account row until the caller's transaction ends.
+
+    Two administrators saving the same member's relations at once then take
+    turns, and the second one's overlap check sees the first one's row. Only
+    inside a transaction (the admin saves in one); SQLite ignores the lock and
+    serialises writers instead.
+    """
+    if assignment.member_id is None:
+        return
+    connection = transaction.get_connection(router.db_for_write(type(assignment)))
+    if connection.in_atomic_block:
+        user_model = type(assignment).member.field.related_model
+        list(user_model.objects.select_for_update().filter(pk=assignment.member_id))
 
 
 class CareTeamMembership(models.Model):

@@ -160,3 +160,47 @@ def test_an_end_before_the_start_is_explained_not_reported_as_a_constraint(
     assert "The end comes before the start" in body
     assert "is violated" not in body
     assert not CareTeamMembership.objects.exists()
+
+
+@pytest.mark.postgresql
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_two_administrators_saving_the_same_relation_at_once_make_one(
+    nurse, marker_patient
+):
+    import threading
+    import time
+
+    from django.db import connections, transaction
+
+    first_checked = threading.Event()
+    outcomes = []
+
+    def add(hold_open: bool) -> None:
+        membership = CareTeamMembership(
+            member=nurse, patient=marker_patient, role=CareTeamRole.NURSE,
+            starts_on=TODAY,
+        )  # fmt: skip
+        try:
+            with transaction.atomic():
+                membership.full_clean()
+                membership.save()
+                if hold_open:
+                    # The second check runs while this row is uncommitted.
+                    first_checked.set()
+                    time.sleep(0.5)
+            outcomes.append("added")
+        except ValidationError:
+            outcomes.append("refused")
+        finally:
+            connections.close_all()
+
+    first = threading.Thread(target=add, args=(True,))
+    second = threading.Thread(target=add, args=(False,))
+    first.start()
+    assert first_checked.wait(10)
+    second.start()
+    first.join(20)
+    second.join(20)
+
+    assert sorted(outcomes) == ["added", "refused"]
+    assert CareTeamMembership.objects.filter(member=nurse).count() == 1
