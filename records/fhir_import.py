@@ -472,17 +472,14 @@ def _record_values(path: Path, entry: Entry) -> dict:
 
 
 def _names_of(entry: Entry) -> set[str]:
-    names = {f"{entry.resource_type}/{entry.resource_id}"}
+    """Every way a reference inside the bundle may name this entry."""
+    names = {
+        f"{entry.resource_type}/{entry.resource_id}",
+        f"urn:uuid:{entry.resource_id}",
+    }
     if entry.full_url:
         names.add(entry.full_url)
     return names
-
-
-def _refs_for(entry: Entry) -> set[str]:
-    refs = {f"Patient/{entry.resource_id}", f"urn:uuid:{entry.resource_id}"}
-    if entry.full_url:
-        refs.add(entry.full_url)
-    return refs
 
 
 def _check_patient(path: Path, entry: Entry) -> None:
@@ -556,17 +553,14 @@ def _check_subject(
         # Name the entry the record points at, if the bundle holds it under
         # another type: that entry, not the record, is what is wrong.
         for other in entries:
-            if other.resource_id and reference in (
-                f"urn:uuid:{other.resource_id}",
-                other.full_url,
-            ):
+            if other.resource_id and reference in _names_of(other):
                 raise BundleRejected(
                     path,
                     f"is the patient of entry {entry.index} but is not a Patient",
                     other,
                 )
         raise BundleRejected(path, f"field {name}: the bundle holds no Patient", entry)
-    if reference not in _refs_for(patient):
+    if reference not in _names_of(patient):
         raise BundleRejected(path, f"field {name}: not this bundle's Patient", entry)
 
 
