@@ -193,8 +193,7 @@ class _LoadedTogether:
         self.opened.add(attname)
         pk_attname, prefix = field._binding or field.binding()
 
-        # Each value is opened for its own row. The loop is written out
-        # rather than calling _row_id: it runs for every value of a page.
+        # Each value is opened for its own row.
         holders, tokens, row_ids = [], [], []
         for reference in self.rows:
             instance = reference()
@@ -202,31 +201,23 @@ class _LoadedTogether:
                 continue
             attributes = instance.__dict__
             token = None if attname in attributes else attributes[_TOKENS].get(attname)
-            if token is None:
+            row_id = _row_id(attributes, pk_attname) if token is not None else None
+            if row_id is None:
                 continue
-            pk = attributes.get(pk_attname)
-            row = attributes.get(_ROW_ID)
-            if row is None or row[0] is not pk:
-                if pk is None:
-                    continue
-                row = attributes[_ROW_ID] = (pk, str(pk).encode())
             holders.append(attributes)
             tokens.append(token)
-            row_ids.append(row[1])
+            row_ids.append(row_id)
 
         opened = crypto.open_sealed_column(prefix, tokens, row_ids)
-        if not field.parses:
-            for attributes, text in zip(holders, opened, strict=True):
-                if text is not None:
-                    attributes[attname] = text
-            return
         for attributes, text in zip(holders, opened, strict=True):
             if text is None:
                 continue
-            try:
-                attributes[attname] = field.opened(text)
-            except crypto.IntegrityError:
-                continue
+            if field.parses:
+                try:
+                    text = field.opened(text)
+                except crypto.IntegrityError:
+                    continue
+            attributes[attname] = text
 
 
 class SealedModelIterable(ModelIterable):
