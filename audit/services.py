@@ -109,22 +109,11 @@ def record_events(
     For bulk paths: as many events as records, at the cost of one chain
     write. Raises AuditUnavailable like record_event.
     """
-    events = [
-        _new_event(
-            actor=actor,
-            action=action,
-            outcome=outcome,
-            patient_ref=patient_ref,
-            record_type=record_type,
-            fields=fields,
-            purpose=purpose,
-            reason=reason,
-        )
+    rows = (
+        (patient_ref, record_type, fields, reason)
         for patient_ref, record_type, fields in records
-    ]
-    if events:
-        _append(events, action)
-    return events
+    )
+    return _write_many(actor, action, outcome, rows, purpose=purpose)
 
 
 def record_change_events(
@@ -141,18 +130,26 @@ def record_change_events(
     than one reason holds), and they are all written or none is. No patient
     is involved. Raises AuditUnavailable like record_event.
     """
+    rows = (
+        ("", record_type, fields, reason) for record_type, fields, reason in entries
+    )
+    return _write_many(actor, action, outcome, rows, purpose="")
+
+
+def _write_many(actor, action, outcome, rows, *, purpose: str) -> list[AuditEvent]:
+    """Events from (patient_ref, record_type, fields, reason), in one chain write."""
     events = [
         _new_event(
             actor=actor,
             action=action,
             outcome=outcome,
-            patient_ref="",
+            patient_ref=patient_ref,
             record_type=record_type,
             fields=fields,
-            purpose="",
+            purpose=purpose,
             reason=reason,
         )
-        for record_type, fields, reason in entries
+        for patient_ref, record_type, fields, reason in rows
     ]
     if events:
         _append(events, action)

@@ -158,22 +158,25 @@ def categories_visible_to(user) -> set[str]:
     inactive user holds nothing, a superuser everything.
     """
     visible = {Sensitivity.ROUTINE.value}
-    sensitive = {
-        category.permission.partition(".")[2]: category.value
-        for category in Sensitivity
-        if category != Sensitivity.ROUTINE
-    }
     if not user.is_active:
         return visible
     if user.is_superuser:
-        return visible | set(sensitive.values())
+        return visible | set(_CATEGORY_OF_GRANT.values())
 
     granted = (
         Permission.objects.filter(
-            content_type__app_label="records", codename__in=sensitive
+            content_type__app_label="records", codename__in=_CATEGORY_OF_GRANT
         )
         .filter(Q(user=user) | Q(group__user=user))
         .values_list("codename", flat=True)
         .distinct()
     )
-    return visible | {sensitive[codename] for codename in granted}
+    return visible | {_CATEGORY_OF_GRANT[codename] for codename in granted}
+
+
+# The records app's permission codename that grants each sensitive category.
+_CATEGORY_OF_GRANT = {
+    category.permission.partition(".")[2]: category.value
+    for category in Sensitivity
+    if category != Sensitivity.ROUTINE
+}
