@@ -67,6 +67,30 @@ class AuditedActionsMixin:
             return super().response_action(request, queryset)
 
 
+class AuditedSaveMixin:
+    """Reads the stored state before the admin saves, and audits after it.
+
+    ``before_save`` reads what the database holds (the form has already put
+    the new values on the object); ``record_saved`` writes the events once
+    the row and its many-to-many fields are saved, inside the admin's
+    transaction, so an audit outage undoes the change.
+    """
+
+    def before_save(self, obj):
+        raise NotImplementedError
+
+    def record_saved(self, request, form, change, before):
+        raise NotImplementedError
+
+    def save_model(self, request, obj, form, change):
+        setattr(form, BEFORE_ATTRIBUTE, self.before_save(obj) if change else None)
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        self.record_saved(request, form, change, getattr(form, BEFORE_ATTRIBUTE))
+
+
 # What an account may do: read-only on one's own page in the admin.
 OWN_PRIVILEGE_FIELDS = (
     "is_active", "is_staff", "is_superuser", "groups", "user_permissions",
@@ -74,7 +98,7 @@ OWN_PRIVILEGE_FIELDS = (
 
 
 @admin.register(User)
-class PortalUserAdmin(AuditedActionsMixin, UserAdmin):
+class PortalUserAdmin(AuditedActionsMixin, AuditedSaveMixin, UserAdmin):
     actions = [reset_authenticator, unlock, deactivate]
     # Set by sign-ins and creation, never by hand; the form would also round
     # them to whole seconds and report them as changed.
@@ -90,22 +114,15 @@ class PortalUserAdmin(AuditedActionsMixin, UserAdmin):
             return (*readonly, *OWN_PRIVILEGE_FIELDS)
         return readonly
 
-    def save_model(self, request, obj, form, change):
-        # Read before saving: the form has already put the new values on obj.
-        before = account_privileges(obj) if change else None
-        setattr(form, BEFORE_ATTRIBUTE, before)
-        super().save_model(request, obj, form, change)
+    def before_save(self, obj):
+        return account_privileges(obj)
 
-    def save_related(self, request, form, formsets, change):
-        # Groups and permissions are saved here, after the row: only now is
-        # the whole change in the database to compare.
-        super().save_related(request, form, formsets, change)
-
+    def record_saved(self, request, form, change, before):
+        # Groups and permissions are saved after the row: only now is the
+        # whole change in the database to compare.
         if change:
             record_account_changed(
-                actor=request.user,
-                user=form.instance,
-                before=getattr(form, BEFORE_ATTRIBUTE),
+                actor=request.user, user=form.instance, before=before
             )
         else:
             record_account_created(actor=request.user, user=form.instance)
@@ -172,19 +189,12 @@ admin.site.unregister(Group)
 
 
 @admin.register(Group)
-class PortalGroupAdmin(AuditedActionsMixin, GroupAdmin):
-    def save_model(self, request, obj, form, change):
-        before = group_privileges(obj) if change else None
-        setattr(form, BEFORE_ATTRIBUTE, before)
-        super().save_model(request, obj, form, change)
+class PortalGroupAdmin(AuditedActionsMixin, AuditedSaveMixin, GroupAdmin):
+    def before_save(self, obj):
+        return group_privileges(obj)
 
-    def save_related(self, request, form, formsets, change):
-        super().save_related(request, form, formsets, change)
-        record_group_saved(
-            actor=request.user,
-            group=form.instance,
-            before=getattr(form, BEFORE_ATTRIBUTE),
-        )
+    def record_saved(self, request, form, change, before):
+        record_group_saved(actor=request.user, group=form.instance, before=before)
 
     def delete_model(self, request, obj):
         delete_groups(actor=request.user, groups=[obj])

@@ -2,24 +2,21 @@
 
 from django.contrib import admin
 
-from accounts.admin import AuditedActionsMixin
+from accounts.admin import AuditedActionsMixin, AuditedSaveMixin
 from records.models import Admission, CareTeamMembership, Unit, UnitAssignment
 from records.services import record_care_relation_change
 
 
-class CareRelationAdmin(AuditedActionsMixin, admin.ModelAdmin):
-    """Who may open which chart: every change is audited, or is not made.
+class CareRelationAdmin(AuditedActionsMixin, AuditedSaveMixin, admin.ModelAdmin):
+    """Who may open which chart: every change is audited, or is not made."""
 
-    The admin saves inside a transaction; the audit write comes after the
-    save and before the commit, so an audit outage undoes the change.
-    """
+    def before_save(self, obj):
+        return type(obj).objects.get(pk=obj.pk)
 
-    def save_model(self, request, obj, form, change):
-        # Read before saving: the form has already put the new values on obj.
-        before = type(obj).objects.get(pk=obj.pk) if change else None
-        super().save_model(request, obj, form, change)
+    def record_saved(self, request, form, change, before):
         record_care_relation_change(
-            actor=request.user, relation=obj, what="changed" if change else "added",
+            actor=request.user, relation=form.instance,
+            what="changed" if change else "added",
             fields=form.changed_data, before=before,
         )  # fmt: skip
 
