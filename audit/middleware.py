@@ -2,11 +2,8 @@
 
 import logging
 
-from django.http import JsonResponse
-from django.shortcuts import render
-
 from audit.services import AuditUnavailable
-from ehr_portal import request_context
+from ehr_portal.failure_pages import stopped_response
 
 logger = logging.getLogger(__name__)
 
@@ -19,18 +16,13 @@ class AuditFailClosedMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        if isinstance(exception, AuditUnavailable):
-            logger.error("Request refused: the audit trail is unavailable")
-            if request.path.startswith("/api/"):
-                return JsonResponse(
-                    {"detail": "Records are unavailable: the audit trail cannot "
-                     "be written. Try again shortly."},
-                    status=503,
-                )  # fmt: skip
-            return render(
-                request,
-                "audit_unavailable.html",
-                {"request_id": request_context.current_request_id()},
-                status=503,
-            )
-        return None
+        if not isinstance(exception, AuditUnavailable):
+            return None
+        logger.error("Request refused: the audit trail is unavailable")
+        return stopped_response(
+            request,
+            status=503,
+            template="audit_unavailable.html",
+            detail="Records are unavailable: the audit trail cannot be written. "
+            "Try again shortly.",
+        )

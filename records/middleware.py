@@ -9,12 +9,9 @@ written (ASVS V16.3.4).
 
 import logging
 
-from django.http import JsonResponse
-from django.shortcuts import render
-
 from audit.models import AuditAction, AuditOutcome
 from audit.services import AuditUnavailable, record_event
-from ehr_portal import request_context
+from ehr_portal.failure_pages import stopped_response
 from records import crypto
 
 logger = logging.getLogger(__name__)
@@ -56,12 +53,9 @@ class SealedDataFailureMiddleware:
         logger.error("Request stopped: %s", type(exception).__name__)
         _record(request, action)
 
-        request_id = request_context.current_request_id()
-        if request.path.startswith("/api/"):
-            return JsonResponse(
-                {"detail": message, "request_id": request_id}, status=status
-            )
-        return render(request, template, {"request_id": request_id}, status=status)
+        return stopped_response(
+            request, status=status, template=template, detail=message
+        )
 
 
 def _record(request, action: AuditAction) -> None:

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.decorators import clinician_required, role_required
 from accounts.roles import Role
+from ehr_portal.failure_pages import stopped_response
 from ehr_portal.request_context import current_request_id
 from records import break_glass
 from records.forms import (
@@ -57,12 +58,12 @@ def patient_list(request):
             results = search_patients(request.user, query)
         except SearchRateExceeded:
             return render(request, "records/search_rate.html", status=429)
-        except SearchUnavailable:
-            return render(
+        except SearchUnavailable as error:
+            return stopped_response(
                 request,
-                "records/search_unavailable.html",
-                {"request_id": current_request_id()},
                 status=503,
+                template="records/search_unavailable.html",
+                detail=str(error),
             )
 
     patients = list_my_patients(request.user) if results is None else results

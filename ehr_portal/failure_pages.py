@@ -1,0 +1,19 @@
+"""The page a request ends on when a safeguard stops it: HTML, or JSON for the API.
+
+Either way it names the request id, for support to find the log line and the
+audit event, and shows no patient data.
+"""
+
+from django.http import JsonResponse
+from django.shortcuts import render
+
+from ehr_portal import request_context
+
+API_PREFIX = "/api/"
+
+
+def stopped_response(request, *, status: int, template: str, detail: str):
+    request_id = request_context.current_request_id()
+    if request.path.startswith(API_PREFIX):
+        return JsonResponse({"detail": detail, "request_id": request_id}, status=status)
+    return render(request, template, {"request_id": request_id}, status=status)
