@@ -687,7 +687,8 @@ def _reclassify(model, patient, keys, existing, sensitivities, *, actor) -> None
         return
     for record in model.objects.filter(patient=patient, source_key__in=list(changed)):
         record.sensitivity = changed[record.source_key]
-        record.save()
+        # The category only: the sealed values stay as stored, unopened.
+        record.save(update_fields=["sensitivity"])
     record_events(
         actor=actor,
         action=AuditAction.RECORD_RECLASSIFIED,
