@@ -25,6 +25,7 @@ from accounts.services import (
     record_activity,
 )
 from audit.models import AuditAction
+from ehr_portal.failure_pages import API_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +35,6 @@ OPEN_PATH_PREFIXES = (
     "/favicon.ico",
     "/session_security/ping/",
 )
-# The API answers for itself (401/403 as JSON, from DRF's default permission
-# class, which demands the same verified second factor), never a redirect.
-API_PREFIX = "/api/"
 PASSWORD_STEP_PATHS = (
     "/accounts/verify/",
     "/accounts/enrol/",
@@ -80,6 +78,9 @@ class VerifiedSessionMiddleware:
 
     def __call__(self, request):
         path = request.path
+        # The API answers for itself (401/403 as JSON, from DRF's default
+        # permission class, which demands the same verified second factor),
+        # never a redirect.
         if path.startswith(OPEN_PATH_PREFIXES) or path.startswith(API_PREFIX):
             return self.get_response(request)
 

@@ -8,6 +8,7 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from ehr_portal import request_context
+from ehr_portal.failure_pages import API_PREFIX
 
 
 class RequestContextMiddleware:
@@ -77,7 +78,7 @@ class MethodNotAllowedPageMiddleware:
         if (
             response.status_code == 405
             and not response.content
-            and not request.path.startswith("/api/")
+            and not request.path.startswith(API_PREFIX)
         ):
             page = render(request, "405.html", status=405)
             page["Allow"] = response.get("Allow", "")
