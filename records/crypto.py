@@ -415,10 +415,12 @@ def _split(token: str) -> tuple[str, int, str]:
 def open_sealed(token: str, associated_data: bytes) -> str:
     """The plaintext of a sealed value; IntegrityError unless it authenticates.
 
-    Every chart field passes through here, so a well-formed value under a key
-    this process holds takes one short path; anything else (another
-    algorithm, a malformed token, a version written after a rotation this
-    process has not seen yet) goes through the careful one.
+    A value opened alone (and each value key rotation re-seals) passes
+    through here, so a well-formed value under a key this process holds
+    takes one short path, written out for one value rather than through
+    open_sealed_column's lists; anything else (another algorithm, a
+    malformed token, a version written after a rotation this process has
+    not seen yet) goes through the careful one.
     """
     try:
         algorithm, label, payload = token.split(".", 2)
