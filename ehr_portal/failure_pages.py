@@ -6,6 +6,7 @@ audit event, and shows no patient data.
 
 from django.http import JsonResponse
 from django.shortcuts import render
+from rest_framework.views import exception_handler
 
 from ehr_portal import request_context
 
@@ -17,3 +18,15 @@ def stopped_response(request, *, status: int, template: str, detail: str):
     if request.path.startswith(API_PREFIX):
         return JsonResponse({"detail": detail, "request_id": request_id}, status=status)
     return render(request, template, {"request_id": request_id}, status=status)
+
+
+def api_exception_handler(exc, context):
+    """DRF's error answers, each naming its request id beside its detail.
+
+    Only answers with a ``detail``: a form's field errors keep their shape.
+    """
+    response = exception_handler(exc, context)
+    data = response.data if response is not None else None
+    if isinstance(data, dict) and "detail" in data:
+        data["request_id"] = request_context.current_request_id()
+    return response

@@ -391,6 +391,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_THROTTLE_CLASSES": ["ehr_portal.throttling.PortalUserRateThrottle"],
+    "EXCEPTION_HANDLER": "ehr_portal.failure_pages.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         "user": env.read("PORTAL_API_RATE", "600/minute"),
     },

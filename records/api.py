@@ -4,10 +4,12 @@ from django.http import Http404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.decorators import api_view
+from rest_framework.exceptions import PermissionDenied, Throttled
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
 from accounts.decorators import refuse
+from ehr_portal.throttling import CounterUnavailable
 from records import services
 from records.serializers import (
     NoteCreateSerializer,
@@ -54,13 +56,9 @@ def patient_search(request):
     try:
         patients = services.search_patients(request.user, query)
     except services.SearchRateExceeded as refusal:
-        return Response(
-            {"detail": str(refusal)}, status=status.HTTP_429_TOO_MANY_REQUESTS
-        )
+        raise Throttled(detail=str(refusal)) from refusal
     except services.SearchUnavailable as refusal:
-        return Response(
-            {"detail": str(refusal)}, status=status.HTTP_503_SERVICE_UNAVAILABLE
-        )
+        raise CounterUnavailable(detail=str(refusal)) from refusal
     return Response(PatientIdentitySerializer(patients, many=True).data)
 
 
@@ -120,5 +118,5 @@ def note_create(request, patient_id):
             author=request.user, patient_id=patient_id, **form.validated_data
         )
     except services.NoteRefused as refusal:
-        return Response({"detail": str(refusal)}, status=status.HTTP_403_FORBIDDEN)
+        raise PermissionDenied(str(refusal)) from refusal
     return Response(NoteSerializer(note).data, status=status.HTTP_201_CREATED)

@@ -136,6 +136,7 @@ def test_search_without_its_rate_counter_is_refused_plainly_and_audited(
     # The API's own brake counts in the same cache: it answers nothing.
     assert api.status_code == 503
     assert api.json()["detail"].startswith("the API is unavailable for a moment")
+    assert api.json()["request_id"] == api["X-Request-ID"]
     assert listed.status_code == 200
     assert (
         AuditEvent.objects.filter(
