@@ -16,6 +16,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from faker import Faker
 
@@ -219,15 +220,18 @@ def _assign_care_teams(users: dict[str, object], rng: random.Random) -> None:
         Admission.objects.create(patient=patient, unit=unit)
 
 
-ADMIN_MODELS = ("user", "careteammembership", "unit", "unitassignment", "admission")
+ADMIN_MODELS = (
+    ("accounts", "user"), ("auth", "group"), ("records", "careteammembership"),
+    ("records", "unit"), ("records", "unitassignment"), ("records", "admission"),
+)  # fmt: skip
 
 
 def _grant_admin_permissions(user) -> None:
-    user.user_permissions.set(
-        Permission.objects.filter(content_type__model__in=ADMIN_MODELS).exclude(
-            content_type__app_label="auth"
-        )
-    )
+    # Groups too: roles and the sensitive-category grants are given to them.
+    wanted = Q()
+    for app_label, model in ADMIN_MODELS:
+        wanted |= Q(content_type__app_label=app_label, content_type__model=model)
+    user.user_permissions.set(Permission.objects.filter(wanted))
 
 
 @transaction.atomic
