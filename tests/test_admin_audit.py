@@ -588,3 +588,15 @@ def test_an_administrator_with_a_clinical_role_still_reads_no_chart(
     )  # fmt: skip
     with pytest.raises(ValidationError, match="administers the portal"):
         membership.full_clean()
+
+
+def test_the_audit_screen_names_the_details_an_administrator_changed(
+    admin_client, nurse, compliance_officer
+):
+    admin_client.post(change_url(nurse), change_form(nurse, email="new@ward.test"))
+
+    body = verified_client(compliance_officer).get("/compliance/audit/")
+
+    # Which detail changed, never its value.
+    assert "fields: email" in body.content.decode()
+    assert "new@ward.test" not in body.content.decode()
