@@ -92,6 +92,10 @@ class AuditedSaveMixin:
 
 
 # What an account may do: read-only on one's own page in the admin.
+OWN_PRIVILEGES_NOTICE = (
+    "What your own account may do (active, staff, superuser, groups, "
+    "permissions) is changed by another administrator, never by yourself."
+)
 OWN_PRIVILEGE_FIELDS = (
     "is_active", "is_staff", "is_superuser", "groups", "user_permissions",
 )  # fmt: skip
@@ -113,6 +117,11 @@ class PortalUserAdmin(AuditedActionsMixin, AuditedSaveMixin, UserAdmin):
         if obj is not None and obj.pk == request.user.pk:
             return (*readonly, *OWN_PRIVILEGE_FIELDS)
         return readonly
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        if request.method == "GET" and str(request.user.pk) == unquote(object_id):
+            messages.info(request, OWN_PRIVILEGES_NOTICE)
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def before_save(self, obj):
         return account_privileges(obj)

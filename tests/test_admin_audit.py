@@ -559,6 +559,7 @@ def test_an_administrator_cannot_change_what_their_own_account_may_do(
     )
 
     assert 'name="groups"' not in page
+    assert "changed by another administrator, never by yourself" in page
     assert response.status_code == 302
     assert set(fresh(administrator).groups.all()) == held
     assert fresh(administrator).is_superuser
