@@ -239,3 +239,19 @@ def test_create_master_key_makes_no_key_that_cannot_open_the_keyring(
         call_command("create_master_key")
 
     assert not stray.exists()
+
+
+def test_create_master_key_makes_no_second_keyring_beside_sealed_records(
+    isolated_keys, tmp_path
+):
+    from django.core.management import CommandError, call_command
+
+    _patient()
+    mistyped = tmp_path / "keys" / "keyrnig.json"
+    isolated_keys.PORTAL_KEYRING_FILE = mistyped
+    crypto.reset_keyring_cache()
+
+    with pytest.raises(CommandError, match="PORTAL_KEYRING_FILE"):
+        call_command("create_master_key")
+
+    assert not mistyped.exists()

@@ -4,8 +4,19 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from records import crypto, keyproviders
+from records.models import Patient
+
+
+def _sealed_data_exists() -> bool:
+    """Whether the database already holds patients sealed under some keyring."""
+    try:
+        return Patient.objects.exists()
+    except DatabaseError:
+        # Not migrated yet: a new installation, with nothing sealed.
+        return False
 
 
 class Command(BaseCommand):
@@ -18,6 +29,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         keyring_path = Path(settings.PORTAL_KEYRING_FILE)
+        if not keyring_path.exists() and _sealed_data_exists():
+            # Most likely a mistyped path: a fresh keyring beside the real one
+            # would seal new records under keys the old ones do not open.
+            raise CommandError(
+                f"no keyring at {keyring_path}, but the database already holds "
+                "patients sealed under another keyring, which a new one could "
+                "not open: point PORTAL_KEYRING_FILE at the keyring in use"
+            )
         try:
             if settings.PORTAL_MASTER_KEY_PROVIDER == "file":
                 path = Path(settings.PORTAL_MASTER_KEY_FILE)
