@@ -170,15 +170,18 @@ DATABASES = {
         conn_max_age=60,
     ),
 }
+# SQLite serialises writers; IMMEDIATE takes the write lock when a
+# transaction begins, so two processes wait their turn instead of both
+# reading the same state and acting on it: two audit writers would read the
+# same chain head, and two administrators saving the same member's care
+# relations would each find no overlap (SQLite reads take no row locks, so
+# the select_for_update in their check does nothing there).
 for _alias, _database in DATABASES.items():
     if _database["ENGINE"].endswith("sqlite3"):
         _database["CONN_MAX_AGE"] = 0
-        _database.setdefault("OPTIONS", {})["timeout"] = 20
-# SQLite serialises writers; IMMEDIATE takes the write lock when the chain
-# transaction begins, so two processes wait their turn instead of both reading
-# the same chain head and one failing on the upgrade to a write lock.
-if DATABASES["audit"]["ENGINE"].endswith("sqlite3"):
-    DATABASES["audit"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
+        _options = _database.setdefault("OPTIONS", {})
+        _options["timeout"] = 20
+        _options["transaction_mode"] = "IMMEDIATE"
 DATABASE_ROUTERS = ["audit.routers.AuditRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -162,7 +162,6 @@ def test_an_end_before_the_start_is_explained_not_reported_as_a_constraint(
     assert not CareTeamMembership.objects.exists()
 
 
-@pytest.mark.postgresql
 @pytest.mark.django_db(transaction=True, databases="__all__")
 def test_two_administrators_saving_the_same_relation_at_once_make_one(
     nurse, marker_patient
