@@ -165,3 +165,17 @@ def test_demo_administrator_can_manage_users_and_care_teams(credentials):
     ]:
         assert client.get(url).status_code == 200, url
     assert client.get(f"/patients/{Patient.objects.first().pk}/").status_code == 403
+
+
+def test_the_embedded_databases_are_private_to_the_portal_user(tmp_path):
+    embedded = {"DATABASE_URL": "", "AUDIT_DATABASE_URL": ""}
+    result = _manage(
+        "check", "--database", "default", "--database", "audit",
+        PORTAL_MODE="development", PORTAL_DATA_DIR=str(tmp_path), **embedded,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    files = sorted(tmp_path.glob("*.sqlite3"))
+    assert [path.name for path in files] == ["audit.sqlite3", "portal.sqlite3"]
+    for path in files:
+        assert path.stat().st_mode & 0o777 == 0o600, path.name
