@@ -6,10 +6,12 @@ in one transaction; the audit events are written inside it, after the save
 the administrator sees the 503 page instead of a success message.
 """
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
 from django.db import router, transaction
 from django.shortcuts import redirect
 from django.utils.decorators import method_decorator
@@ -29,6 +31,7 @@ from accounts.administration import (
 )
 from accounts.decorators import step_up_required
 from accounts.models import User
+from accounts.roles import Role
 from accounts.services import reset_second_factor, unlock_account
 
 # Where the state before a save waits for the audit write after it: the form
@@ -196,9 +199,69 @@ class PortalUserAdmin(AuditedActionsMixin, AuditedSaveMixin, UserAdmin):
 
 admin.site.unregister(Group)
 
+# A role is a group's name (accounts.models.User.roles): renaming a group is
+# giving or taking a role from every member at once, so role groups keep
+# their names and no other group may take one.
+ROLE_NAMES = frozenset(Role.values)
+ROLE_NAME_TAKEN = (
+    "This is the name of one of the portal's roles. Roles are given by adding "
+    "people to the role's own group, not by naming another group after it."
+)
+OWN_GROUP_NOTICE = (
+    "You belong to this group: what it may do is changed by another "
+    "administrator, never by yourself."
+)
+
+
+class PortalGroupForm(forms.ModelForm):
+    class Meta:
+        model = Group
+        fields = ("name", "permissions")
+
+    def clean_name(self):
+        name = self.cleaned_data["name"]
+        if name in ROLE_NAMES:
+            raise ValidationError(ROLE_NAME_TAKEN)
+        return name
+
+
+def _is_member(user, group) -> bool:
+    return user.groups.filter(pk=group.pk).exists()
+
 
 @admin.register(Group)
 class PortalGroupAdmin(AuditedActionsMixin, AuditedSaveMixin, GroupAdmin):
+    form = PortalGroupForm
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = super().get_readonly_fields(request, obj)
+        if obj is not None and obj.name in ROLE_NAMES:
+            return (*readonly, "name")
+        return readonly
+
+    def has_change_permission(self, request, obj=None):
+        # Separation of duties, as for one's own account: an administrator
+        # who could change their own group could rename it into a clinical
+        # role or grant it what administrators must not have.
+        if obj is not None and _is_member(request.user, obj):
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        # Deleting a role group takes the role from everyone at once, and a
+        # group one belongs to is one's own privileges.
+        if obj is not None and (
+            obj.name in ROLE_NAMES or _is_member(request.user, obj)
+        ):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        group = self.get_object(request, unquote(object_id))
+        if request.method == "GET" and group and _is_member(request.user, group):
+            messages.info(request, OWN_GROUP_NOTICE)
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def before_save(self, obj):
         return group_privileges(obj)
 

@@ -256,14 +256,73 @@ def test_a_group_permission_change_is_audited(admin_client, physician):
     )
 
 
-def test_renaming_a_role_group_is_audited(admin_client, physician):
-    group = Group.objects.get(name=Role.PHYSICIAN.value)
+def test_renaming_a_group_is_audited(admin_client, physician):
+    group = Group.objects.create(name="hiv_clinic")
+    physician.groups.add(group)
 
-    save_group(admin_client, group, name="doctors")
+    save_group(admin_client, group, name="hiv_team")
 
     [event] = events(AuditAction.PRIVILEGES_CHANGED)
     assert event.fields == ["name"]
-    assert event.reason == "group doctors (1 members): name physician -> doctors"
+    assert event.reason == "group hiv_team (1 members): name hiv_clinic -> hiv_team"
+
+
+def test_a_role_group_keeps_its_name_and_cannot_be_deleted(admin_client, physician):
+    group = Group.objects.get(name=Role.PHYSICIAN.value)
+
+    page = admin_client.get(f"/admin/auth/group/{group.pk}/change/").content.decode()
+    renamed = save_group(admin_client, group, name="doctors")
+    deleted = admin_client.post(
+        f"/admin/auth/group/{group.pk}/delete/", {"post": "yes"}
+    )
+
+    assert 'name="name"' not in page
+    assert renamed.status_code == 302
+    assert deleted.status_code == 403
+    assert Group.objects.get(pk=group.pk).name == Role.PHYSICIAN.value
+    assert fresh(physician).has_role(Role.PHYSICIAN)
+    assert not events(AuditAction.PRIVILEGES_CHANGED)
+    assert not events(AuditAction.GROUP_DELETED)
+
+
+def test_no_other_group_takes_a_roles_name(admin_client):
+    # As if the role's own group had gone: the name still belongs to the role.
+    Group.objects.filter(name=Role.EXPORT_STAFF.value).delete()
+    clerks = Group.objects.create(name="ward_clerks")
+
+    created = admin_client.post(
+        "/admin/auth/group/add/", {"name": Role.EXPORT_STAFF.value}
+    )
+    renamed = save_group(admin_client, clerks, name=Role.EXPORT_STAFF.value)
+
+    for response in (created, renamed):
+        assert response.status_code == 200
+        assert "name of one of the portal&#x27;s roles" in response.content.decode()
+    assert not Group.objects.filter(name=Role.EXPORT_STAFF.value).exists()
+    assert not events(AuditAction.GROUP_CREATED)
+
+
+def test_an_administrator_cannot_turn_their_own_group_into_a_clinical_role(
+    admin_client, administrator, marker_patient
+):
+    own = administrator.groups.get(name=Role.ADMIN.value)
+
+    page = admin_client.get(f"/admin/auth/group/{own.pk}/change/").content.decode()
+    renamed = save_group(admin_client, own, name=Role.PHYSICIAN.value)
+    granted = save_group(
+        admin_client, own, permissions=[permission("records.view_hiv").pk]
+    )
+    deleted = admin_client.post(f"/admin/auth/group/{own.pk}/delete/", {"post": "yes"})
+
+    assert "changed by another administrator, never by yourself" in page
+    assert (renamed.status_code, granted.status_code) == (403, 403)
+    assert deleted.status_code == 403
+    own.refresh_from_db()
+    assert own.name == Role.ADMIN.value
+    assert not own.permissions.exists()
+    assert not fresh(administrator).is_clinician
+    chart = admin_client.get(f"/patients/{marker_patient.pk}/")
+    assert chart.status_code == 403
 
 
 def test_an_audit_outage_leaves_the_group_unchanged(
