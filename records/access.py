@@ -77,11 +77,11 @@ def _admitted_to_my_unit(user, patient: Patient) -> bool:
     my_units = UnitAssignment.objects.active_on(timezone.localdate()).filter(
         member=user
     )
-    return Admission.objects.filter(
-        patient=patient,
-        discharged_at__isnull=True,
-        unit_id__in=my_units.values("unit_id"),
-    ).exists()
+    return (
+        Admission.objects.under_way_at(timezone.now())
+        .filter(patient=patient, unit_id__in=my_units.values("unit_id"))
+        .exists()
+    )
 
 
 def active_break_glass(user, patient: Patient) -> BreakGlassAccess | None:
@@ -158,8 +158,8 @@ def patients_in_care_of(user):
     reachable = models.Q(pk__in=on_team.values("patient_id"))
     if user.has_role(Role.NURSE):
         my_units = UnitAssignment.objects.active_on(today).filter(member=user)
-        on_my_units = Admission.objects.filter(
-            discharged_at__isnull=True, unit_id__in=my_units.values("unit_id")
+        on_my_units = Admission.objects.under_way_at(timezone.now()).filter(
+            unit_id__in=my_units.values("unit_id")
         )
         reachable |= models.Q(pk__in=on_my_units.values("patient_id"))
     return Patient.objects.filter(reachable)

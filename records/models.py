@@ -577,8 +577,21 @@ class UnitAssignment(models.Model):
         )
 
 
+class AdmissionQuerySet(models.QuerySet):
+    def under_way_at(self, moment):
+        """Stays the patient is on the unit for at ``moment``.
+
+        Admitted by then and not yet discharged: an admission entered ahead
+        of time gives the unit's nurses nothing before it starts, and a
+        planned discharge keeps them on the chart until it comes.
+        """
+        return self.filter(admitted_at__lte=moment).filter(
+            Q(discharged_at__isnull=True) | Q(discharged_at__gt=moment)
+        )
+
+
 class Admission(models.Model):
-    """A patient's stay on a unit; open while ``discharged_at`` is empty."""
+    """A patient's stay on a unit, from ``admitted_at`` until ``discharged_at``."""
 
     patient = models.ForeignKey(
         Patient, on_delete=models.PROTECT, related_name="admissions"
@@ -586,6 +599,8 @@ class Admission(models.Model):
     unit = models.ForeignKey(Unit, on_delete=models.PROTECT, related_name="admissions")
     admitted_at = models.DateTimeField(default=timezone.now)
     discharged_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AdmissionQuerySet.as_manager()
 
     class Meta:
         constraints = [

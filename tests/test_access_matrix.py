@@ -29,6 +29,9 @@ pytestmark = pytest.mark.django_db(databases="__all__")
 RULE_BOOK = Path(__file__).resolve().parents[1] / "docs" / "ACCESS.md"
 ROLES = [role.value for role in Role]
 RELATIONS = ["on team", "unit", "off team", "glass", "glass expired", "ended"]
+NURSE_UNIT_RELATIONS = [
+    "unit, admission planned", "unit, discharge planned", "unit, discharged",
+]  # fmt: skip
 SECTIONS = [
     "encounters", "conditions", "medications", "allergies", "immunizations",
     "vitals", "labs", "observations", "procedures", "notes",
@@ -83,6 +86,8 @@ def test_every_role_and_relation_has_a_rule():
     for role in (Role.PHYSICIAN, Role.NURSE):
         for relation in RELATIONS:
             assert (role.value, relation) in PATIENT_RULES
+    for relation in NURSE_UNIT_RELATIONS:
+        assert (Role.NURSE.value, relation) in PATIENT_RULES
     for route, row in ROUTES.items():
         if row["scope"] == "global":
             assert set(ROLES) <= set(GLOBAL_RULES[route]), route
@@ -107,10 +112,19 @@ def _establish(relation: str, user, patient) -> None:
             starts_on=today - datetime.timedelta(days=90),
             ends_on=today - datetime.timedelta(days=1),
         )  # fmt: skip
-    elif relation == "unit":
+    elif relation.startswith("unit"):
         unit = Unit.objects.create(code="4west", name="4 West")
         UnitAssignment.objects.create(unit=unit, member=user)
-        Admission.objects.create(patient=patient, unit=unit)
+        day, hour = datetime.timedelta(days=1), datetime.timedelta(hours=1)
+        admitted, discharged = {
+            "unit": (now - day, None),
+            "unit, admission planned": (now + day, None),
+            "unit, discharge planned": (now - day, now + day),
+            "unit, discharged": (now - 3 * day, now - hour),
+        }[relation]
+        Admission.objects.create(
+            patient=patient, unit=unit, admitted_at=admitted, discharged_at=discharged
+        )
     elif relation in ("glass", "glass expired"):
         started = now if relation == "glass" else now - datetime.timedelta(hours=2)
         BreakGlassAccess.objects.create(
@@ -241,9 +255,9 @@ def test_lists_and_search_show_only_reachable_patients(world, role, relation):
     user = users[role]
     _establish(relation, user, patient)
     client = verified_client(user)
+    # Break-the-glass opens one chart, never the lists.
     reachable = (
-        relation in ("on team", "unit")
-        and PATIENT_RULES[(role, relation)]["read"] == "allow"
+        relation != "glass" and PATIENT_RULES[(role, relation)]["read"] == "allow"
     )
     chart_link = f"/patients/{patient.pk}/"
 
