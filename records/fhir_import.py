@@ -281,13 +281,41 @@ def _read_json(path: Path):
         return json.loads(text)
     except json.JSONDecodeError as error:
         reason = error.msg[:1].lower() + error.msg[1:]
-        where = f"at line {error.lineno}, column {error.colno}"
+        # Some of json's messages end in "at" already ("... starting at").
+        where = f"line {error.lineno}, column {error.colno}"
+        if not reason.endswith(" at"):
+            where = f"at {where}"
         raise BundleRejected(path, f"is not valid JSON ({reason} {where})") from None
     except RecursionError:
         raise BundleRejected(path, "is not valid JSON (nested too deeply)") from None
     except ValueError:
         # Python refuses to read an integer of thousands of digits.
         raise BundleRejected(path, "is not valid JSON (a number too long)") from None
+
+
+def _field_holding_nul(resource: dict) -> str | None:
+    """A field (dotted, as in FHIR validation errors) whose text holds NUL.
+
+    JSON may spell NUL as an escape, and FHIR's models take it: PostgreSQL
+    then refuses the row part-way through the import, and SQLite stores it.
+    Walked without recursion, as a bundle may nest as deep as JSON allows.
+    """
+    pending = [((), resource)]
+    while pending:
+        location, value = pending.pop()
+        if isinstance(value, str):
+            if "\0" in value:
+                return ".".join(location) or "(text)"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if "\0" in key:
+                    return ".".join((*location, "(a field name)"))
+                pending.append(((*location, key), item))
+        elif isinstance(value, list):
+            pending.extend(
+                ((*location, str(index)), item) for index, item in enumerate(value)
+            )
+    return None
 
 
 def _validate_resource(path: Path, entry: Entry) -> None:
@@ -299,6 +327,12 @@ def _validate_resource(path: Path, entry: Entry) -> None:
         ) from None
     if entry.resource_type not in IMPORTED_TYPES:
         return
+
+    field = _field_holding_nul(entry.resource)
+    if field is not None:
+        raise BundleRejected(
+            path, f"field {field}: not valid FHIR (text holds a NUL character)", entry
+        )
 
     try:
         model.model_validate(entry.resource)

@@ -866,6 +866,7 @@ def test_a_file_that_is_not_json_text_is_named_so(tmp_path, capsys, content):
     "text, reason",
     [
         ('{"entry": [1,\n }', "expecting value at line 2, column 2"),
+        ('{"id": "x', "unterminated string starting at line 1, column 8"),
         ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
         ('{"total": ' + "9" * 5_000 + "}", "a number too long"),
     ],
@@ -888,3 +889,25 @@ def test_a_json_file_that_is_no_fhir_resource_is_named_plainly(
     assert "is not a FHIR Bundle (it has no resourceType)" in capsys.readouterr().err
     # The security log names the importing system, never "None".
     assert "FHIR_IMPORT_FAILED failure actor=system:import_fhir" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "resource_type, field",
+    [("Patient", "name.0.family"), ("Encounter", "class.code")],
+)
+def test_text_holding_a_nul_character_is_refused_by_field(
+    tmp_path, real_bundle, capsys, resource_type, field
+):
+    resource = _first(real_bundle, resource_type)
+    if resource_type == "Patient":
+        resource["name"][0]["family"] += "\u0000"
+    else:
+        resource["class"]["code"] += "\u0000"
+
+    _import_fails(_write(tmp_path, real_bundle))
+
+    problem = f"field {field}: not valid FHIR (text holds a NUL character)"
+    assert problem in capsys.readouterr().err
+    failure = AuditEvent.objects.get(action=AuditAction.FHIR_IMPORT_FAILED)
+    assert failure.reason.endswith(f"({resource_type}): {problem}")
+    assert _stored_nothing()
