@@ -78,7 +78,7 @@ class VerifiedSessionMiddleware:
 
     def __call__(self, request):
         path = request.path
-        # The API answers for itself (401/403 as JSON, from DRF's default
+        # The API answers for itself (403 as JSON, from DRF's default
         # permission class, which demands the same verified second factor),
         # never a redirect.
         if path.startswith(OPEN_PATH_PREFIXES) or path.startswith(API_PREFIX):

@@ -4,6 +4,7 @@ from django.shortcuts import redirect, render
 
 from accounts.roles import Role
 from ehr_portal import request_context
+from ehr_portal.failure_pages import stopped_response
 
 
 def home(request):
@@ -15,12 +16,20 @@ def home(request):
     return render(request, "home.html")
 
 
+# What the API says for each, in DRF's words, where a page shows its template.
+API_DETAILS = {
+    400: "Bad request.",
+    403: "You do not have permission to perform this action.",
+    404: "Not found.",
+    500: "A server error occurred.",
+}
+
+
 def _error_page(request, template: str, status: int):
-    return render(
-        request,
-        template,
-        {"request_id": request_context.current_request_id()},
-        status=status,
+    # An address under /api/ that no route matches (a malformed patient id)
+    # never reaches DRF: its client still expects JSON.
+    return stopped_response(
+        request, status=status, template=template, detail=API_DETAILS[status]
     )
 
 

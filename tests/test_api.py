@@ -163,3 +163,24 @@ def test_an_audit_outage_is_a_json_503_with_no_phi(
     assert response.status_code == 503
     assert response["Content-Type"] == "application/json"
     assert marker_patient.family_name not in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["/api/v1/patients/not-a-patient-id/", "/api/v1/no-such-endpoint/"],
+)
+def test_an_address_no_route_matches_is_a_json_404(physician, url):
+    response = verified_client(physician).get(url)
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    answer = response.json()
+    assert answer["detail"] == "Not found."
+    assert answer["request_id"] == response["X-Request-ID"]
+
+
+def test_a_page_no_route_matches_is_still_an_html_404(physician):
+    response = verified_client(physician).get("/patients/not-a-patient-id/")
+
+    assert response.status_code == 404
+    assert b"<html" in response.content
