@@ -7,6 +7,16 @@ BACKUP_CODE_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz234567-")
 class SignInForm(AuthenticationForm):
     """Username and password; the username is folded like the lockout counter."""
 
+    # Django's own message says both fields may be case-sensitive; here only
+    # the password is.
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "invalid_login": (
+            "Please enter a correct username and password. The password is "
+            "case-sensitive; the username is not."
+        ),
+    }
+
     def clean_username(self):
         return (self.cleaned_data.get("username") or "").strip().casefold()
 

@@ -140,3 +140,10 @@ def test_an_administrator_unlocks_and_it_is_audited(client, nurse):
     event = AuditEvent.objects.get(action=AuditAction.UNLOCK)
     assert event.actor_id == admin_user.pk
     assert event.reason == "account nurse.jones"
+
+
+def test_a_wrong_password_says_only_the_password_is_case_sensitive(client, nurse):
+    page = wrong_password(client, "NURSE.JONES").content.decode()
+
+    assert "The password is case-sensitive; the username is not." in page
+    assert "both fields may be case-sensitive" not in page
