@@ -179,3 +179,16 @@ def test_the_embedded_databases_are_private_to_the_portal_user(tmp_path):
     assert [path.name for path in files] == ["audit.sqlite3", "portal.sqlite3"]
     for path in files:
         assert path.stat().st_mode & 0o777 == 0o600, path.name
+
+
+def test_demo_code_in_a_folder_without_the_demo_says_so(tmp_path):
+    embedded = {"DATABASE_URL": "", "AUDIT_DATABASE_URL": ""}
+    result = _manage(
+        "demo_code", "dr.patel",
+        PORTAL_MODE="development", PORTAL_DATA_DIR=str(tmp_path), **embedded,
+    )  # fmt: skip
+
+    assert result.returncode != 0
+    assert f"No demo in {tmp_path}: run scripts/demo.sh first" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("*.sqlite3")), "no empty database left behind"
