@@ -110,22 +110,53 @@ def _grant(clinician, patient: Patient, reason: str, justification: str):
     return access
 
 
+# How long a grant waits for a background worker to answer before the alert
+# is sent from the web process instead.
+WORKER_ANSWER_SECONDS = 1.0
+
+
+def _a_worker_is_listening() -> bool:
+    """Whether a Celery worker answers now (always, with tasks in-process).
+
+    A queued alert with no worker running would wait, unseen, until one
+    starts; one ping per grant (break-the-glass is rare) rules that out.
+    """
+    from ehr_portal.celery import app
+
+    if app.conf.task_always_eager:
+        return True
+    try:
+        answers = app.control.ping(timeout=WORKER_ANSWER_SECONDS, limit=1)
+    except Exception as error:
+        logger.error("Could not ask for a worker (%s)", type(error).__name__)
+        return False
+    return bool(answers)
+
+
 def _alert_compliance(access_id) -> None:
     from records.tasks import alert_compliance_of_break_glass
 
-    try:
-        alert_compliance_of_break_glass.delay(str(access_id))
-        return
-    except Exception as error:
+    if _a_worker_is_listening():
+        try:
+            alert_compliance_of_break_glass.delay(str(access_id))
+            return
+        except Exception as error:
+            logger.error(
+                "Could not queue the break-the-glass alert %s (%s): sending it now",
+                access_id,
+                type(error).__name__,
+            )
+    else:
         logger.error(
-            "Could not queue the break-the-glass alert %s (%s): sending it now",
+            "No background worker answered: sending the break-the-glass alert %s "
+            "from this process",
             access_id,
-            type(error).__name__,
         )
 
-    # With the broker down the alert is sent from this process instead: the
-    # e-mail needs no queue, and compliance must hear of the access now, not
-    # whenever the queue is back. The review queue lists it either way.
+    # With the broker or the workers down the alert is sent from this process
+    # instead: the e-mail needs no queue, and compliance must hear of the
+    # access now, not whenever the queue is back. The review queue lists it
+    # either way.
     try:
         alert_compliance_of_break_glass.apply(args=[str(access_id)], throw=True)
     except Exception:

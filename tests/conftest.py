@@ -6,6 +6,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import redis
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.commands import flush
@@ -16,6 +17,7 @@ from django_otp import DEVICE_ID_SESSION_KEY
 
 from accounts.models import TOTPAuthenticator
 from accounts.roles import Role
+from ehr_portal.celery import app as celery_app
 from records.models import CareTeamMembership, CareTeamRole, PatientSource
 from records.services import register_patient
 
@@ -304,3 +306,37 @@ def pytest_collection_modifyitems(config, items):
     if postgresql_only:
         config.hook.pytest_deselected(items=postgresql_only)
         items[:] = [item for item in items if item not in postgresql_only]
+
+
+# A Redis database of the test's own, emptied before and after: two checkouts
+# running the suite at once each name their own.
+QUEUE_URL = os.environ.get("EHR_TEST_QUEUE_REDIS_URL", "redis://127.0.0.1:6379/4")
+
+
+@pytest.fixture
+def redis_queue():
+    """Celery over its own Redis database (QUEUE_URL), emptied before and after."""
+    store = redis.Redis.from_url(QUEUE_URL)
+    store.flushdb()
+    saved = {
+        key: celery_app.conf[key]
+        for key in ("broker_url", "result_backend", "task_always_eager")
+    }
+    _forget_connections()
+    celery_app.conf.update(
+        broker_url=QUEUE_URL, result_backend=QUEUE_URL, task_always_eager=False
+    )
+    yield store
+    _forget_connections()
+    celery_app.conf.update(saved)
+    store.flushdb()
+
+
+def _forget_connections() -> None:
+    # The app caches its broker pool, producers and result backend from the
+    # first use (another test may have tried the default broker).
+    if celery_app._pool is not None:
+        celery_app._pool.force_close_all()
+        celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+    vars(celery_app._local).pop("backend", None)

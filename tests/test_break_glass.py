@@ -2,6 +2,7 @@
 
 import datetime
 import re
+import time
 from unittest import mock
 
 import pytest
@@ -258,3 +259,47 @@ def test_the_alert_is_sent_from_the_web_process_when_the_broker_is_down(
     assert client.get(f"/patients/{marker_patient.pk}/").status_code == 200
     assert len(mail.outbox) == 1
     assert mail.outbox[0].to == ["privacy@hospital.test"]
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_the_alert_is_sent_from_the_web_process_when_no_worker_runs(
+    nurse, compliance_officer, marker_patient, redis_queue, caplog
+):
+    compliance_officer.email = "privacy@hospital.test"
+    compliance_officer.save()
+    client = verified_client(nurse)
+
+    with caplog.at_level("ERROR", logger="records.break_glass"):
+        response = _request(client, marker_patient, one_time_code=current_code(nurse))
+
+    assert response.status_code == 302
+    assert [message.to for message in mail.outbox] == [["privacy@hospital.test"]]
+    # Nothing waits in the queue to send it a second time once a worker starts.
+    assert redis_queue.llen("celery") == 0
+    assert "No background worker answered" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_a_running_worker_sends_the_alert(
+    nurse, compliance_officer, marker_patient, redis_queue, caplog
+):
+    from celery.contrib.testing.worker import start_worker
+
+    from ehr_portal.celery import app
+
+    compliance_officer.email = "privacy@hospital.test"
+    compliance_officer.save()
+    client = verified_client(nurse)
+
+    with (
+        start_worker(app, pool="solo", perform_ping_check=False),
+        caplog.at_level("ERROR", logger="records.break_glass"),
+    ):
+        response = _request(client, marker_patient, one_time_code=current_code(nurse))
+        deadline = time.monotonic() + 30
+        while not mail.outbox and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    assert response.status_code == 302
+    assert [message.to for message in mail.outbox] == [["privacy@hospital.test"]]
+    assert "No background worker answered" not in caplog.text

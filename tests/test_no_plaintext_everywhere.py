@@ -4,10 +4,8 @@ import base64
 import io
 import json
 import logging
-import os
 
 import pytest
-import redis
 from django.contrib import admin
 from django.core import mail
 from django.core.cache import caches
@@ -29,9 +27,6 @@ MARKERS = [
     "Quillonemarker", "Zyxwvutmarker", "Markerstreet", "555-010-9999",
     "Markercondition", "Markerdrug", "Markerreason", "Markervalue",
 ]  # fmt: skip
-# A Redis database of the test's own, emptied before and after: two checkouts
-# running the suite at once each name their own.
-QUEUE_URL = os.environ.get("EHR_TEST_QUEUE_REDIS_URL", "redis://127.0.0.1:6379/4")
 
 
 @pytest.fixture
@@ -149,35 +144,6 @@ def test_no_marker_in_the_cache(chart, physician):
     for alias in caches:
         stored = getattr(caches[alias], "_cache", {})
         assert _leaks(b"".join(bytes(value) for value in stored.values())) == []
-
-
-@pytest.fixture
-def redis_queue():
-    """Celery over its own Redis database (QUEUE_URL), emptied before and after."""
-    store = redis.Redis.from_url(QUEUE_URL)
-    store.flushdb()
-    saved = {
-        key: celery_app.conf[key]
-        for key in ("broker_url", "result_backend", "task_always_eager")
-    }
-    _forget_connections()
-    celery_app.conf.update(
-        broker_url=QUEUE_URL, result_backend=QUEUE_URL, task_always_eager=False
-    )
-    yield store
-    _forget_connections()
-    celery_app.conf.update(saved)
-    store.flushdb()
-
-
-def _forget_connections() -> None:
-    # The app caches its broker pool, producers and result backend from the
-    # first use (another test may have tried the default broker).
-    if celery_app._pool is not None:
-        celery_app._pool.force_close_all()
-        celery_app._pool = None
-    celery_app.amqp._producer_pool = None
-    vars(celery_app._local).pop("backend", None)
 
 
 def _redis_contents(store) -> bytes:
