@@ -129,6 +129,7 @@ class ImportSummary:
     patients_existing: int = 0
     created: Counter = field(default_factory=Counter)
     unchanged: Counter = field(default_factory=Counter)
+    reclassified: Counter = field(default_factory=Counter)
     skipped: Counter = field(default_factory=Counter)
 
     def add(self, other: "ImportSummary") -> None:
@@ -137,6 +138,7 @@ class ImportSummary:
         self.patients_existing += other.patients_existing
         self.created.update(other.created)
         self.unchanged.update(other.unchanged)
+        self.reclassified.update(other.reclassified)
         self.skipped.update(other.skipped)
 
 
@@ -612,9 +614,12 @@ def _store(path: Path, bundle: CheckedBundle, *, actor: str) -> ImportSummary:
     for entry in bundle.clinical:
         by_type.setdefault(entry.resource_type, []).append(entry)
     for resource_type, entries in by_type.items():
-        created = _store_records(patient, resource_type, entries, bundle, actor=actor)
+        created, reclassified = _store_records(
+            patient, resource_type, entries, bundle, actor=actor
+        )
         summary.created[resource_type] += created
         summary.unchanged[resource_type] += len(entries) - created
+        summary.reclassified[resource_type] += reclassified
 
     # Inside the transaction: if the evidence cannot be written, the import
     # rolls back rather than leaving unrecorded PHI behind.
@@ -676,7 +681,8 @@ def _store_records(
     bundle: CheckedBundle,
     *,
     actor: str,
-) -> int:
+) -> tuple[int, int]:
+    """Store the records not stored yet: (records created, records reclassified)."""
     model = CLINICAL_MODELS[resource_type]
     keys = {_source_key(entry): entry for entry in entries}
     existing = dict(
@@ -684,7 +690,9 @@ def _store_records(
             "source_key", "sensitivity"
         )
     )
-    _reclassify(model, patient, keys, existing, bundle.sensitivities, actor=actor)
+    reclassified = _reclassify(
+        model, patient, keys, existing, bundle.sensitivities, actor=actor
+    )
 
     records = [
         model(
@@ -697,10 +705,10 @@ def _store_records(
         if key not in existing
     ]
     model.objects.bulk_create(records, batch_size=500, actor=actor)
-    return len(records)
+    return len(records), reclassified
 
 
-def _reclassify(model, patient, keys, existing, sensitivities, *, actor) -> None:
+def _reclassify(model, patient, keys, existing, sensitivities, *, actor) -> int:
     """Give records imported before their category was known the right one.
 
     The code lists and the references followed grow over time; a bundle
@@ -718,7 +726,7 @@ def _reclassify(model, patient, keys, existing, sensitivities, *, actor) -> None
         if stored == routine and sensitivities[keys[key].index] != routine
     }
     if not changed:
-        return
+        return 0
     for record in model.objects.filter(patient=patient, source_key__in=list(changed)):
         record.sensitivity = changed[record.source_key]
         # The category only: the sealed values stay as stored, unopened.
@@ -730,6 +738,7 @@ def _reclassify(model, patient, keys, existing, sensitivities, *, actor) -> None
         records=[(str(patient.pk), model.__name__, ["sensitivity"])] * len(changed),
         reason="sensitive category set again at re-import",
     )
+    return len(changed)
 
 
 # Clocks differ and time zones run ahead; a day's grace, no more.

@@ -322,7 +322,9 @@ def test_references_carry_a_category_along_a_chain_but_not_through_the_encounter
     assert found == ["substance_use", "substance_use", "substance_use", ""]
 
 
-def test_a_record_imported_under_older_rules_is_reclassified_at_re_import(physician):
+def test_a_record_imported_under_older_rules_is_reclassified_at_re_import(
+    physician, capsys
+):
     from audit.models import AuditAction, AuditEvent
 
     call_command("import_fhir", str(SYNTHEA_DIR / SUD_BUNDLE))
@@ -332,8 +334,13 @@ def test_a_record_imported_under_older_rules_is_reclassified_at_re_import(physic
     for procedure in procedures:
         procedure.sensitivity = ""
         procedure.save()
+    capsys.readouterr()
 
     call_command("import_fhir", str(SYNTHEA_DIR / SUD_BUNDLE))
+
+    summary = capsys.readouterr().out
+    assert f"({len(procedures)} now withheld as sensitive)" in summary
+    assert "already present keep what was stored" in summary
 
     assert procedures
     assert {Procedure.objects.get(pk=p.pk).sensitivity for p in procedures} == {

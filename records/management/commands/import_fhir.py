@@ -52,9 +52,23 @@ class Command(BaseCommand):
             f" new, {summary.patients_existing} already present."
         )
         for resource_type in sorted(set(summary.created) | set(summary.unchanged)):
+            reclassified = summary.reclassified[resource_type]
             self.stdout.write(
                 f"  {resource_type:<20} {summary.created[resource_type]:>6} new"
                 f"  {summary.unchanged[resource_type]:>6} already present"
+                + (
+                    f" ({reclassified} now withheld as sensitive)"
+                    if reclassified
+                    else ""
+                )
+            )
+        if summary.patients_existing or sum(summary.unchanged.values()):
+            # An edited copy of a bundle is not a correction: what is stored
+            # stays as it was (a record can only move into a sensitive
+            # category), so the operator is told rather than left to assume.
+            self.stdout.write(
+                "  Patients and records already present keep what was stored: "
+                "a bundle imported again adds only what is new."
             )
         if summary.skipped:
             skipped = ", ".join(
