@@ -376,6 +376,10 @@ PLAIN_REASONS = {
     "float_parsing": "expected a number",
     "decimal_type": "expected a number",
     "decimal_parsing": "expected a number",
+    # The models read a number as seconds since 1970; FHIR writes dates as text.
+    "date_from_datetime_inexact": "expected a date as text",
+    "date_type": "expected a date as text",
+    "datetime_type": "expected a date and time as text",
 }
 
 
@@ -546,7 +550,12 @@ EARLIEST_BIRTH = datetime.date(1880, 1, 1)
 
 
 def _check_deceased_date(path: Path, entry: Entry) -> None:
-    deceased = _date_of(entry.resource.get("deceasedDateTime"))
+    value = entry.resource.get("deceasedDateTime")
+    if value is not None and not isinstance(value, str):
+        raise BundleRejected(
+            path, "field deceasedDateTime: expected a date and time as text", entry
+        )
+    deceased = _date_of(value)
     born = datetime.date.fromisoformat(entry.resource["birthDate"])
     if deceased and not born <= deceased <= datetime.date.today():
         raise BundleRejected(
@@ -559,6 +568,9 @@ def _check_birth_date(path: Path, entry: Entry) -> None:
     value = entry.resource.get("birthDate")
     if not value:
         raise BundleRejected(path, "field birthDate: required for a patient", entry)
+    if not isinstance(value, str):
+        # The FHIR models take a whole number of days' seconds as a date.
+        raise BundleRejected(path, "field birthDate: expected a date as text", entry)
     try:
         born = datetime.date.fromisoformat(value)
     except ValueError:
@@ -793,6 +805,10 @@ def parse_instant(value: str | None) -> datetime.datetime | None:
     """A FHIR date or dateTime as an aware datetime (partial dates start the period)."""
     if not value:
         return None
+    if not isinstance(value, str):
+        raise EntryInvalid(
+            "a date or time given as a number (FHIR writes them as text)"
+        )
     if len(value) == 4:
         value = f"{value}-01-01"
     elif len(value) == 7:

@@ -911,3 +911,33 @@ def test_text_holding_a_nul_character_is_refused_by_field(
     failure = AuditEvent.objects.get(action=AuditAction.FHIR_IMPORT_FAILED)
     assert failure.reason.endswith(f"({resource_type}): {problem}")
     assert _stored_nothing()
+
+
+@pytest.mark.parametrize(
+    "resource_type, field, value, problem",
+    [
+        ("Patient", "birthDate", 946_684_800, "birthDate: expected a date as text"),
+        ("Patient", "birthDate", 12345, "expected a date as text"),
+        (
+            "Patient", "deceasedDateTime", 1_700_000_000,
+            "field deceasedDateTime: expected a date and time as text",
+        ),
+        ("Encounter", "period", {"start": 1_700_000_000}, "given as a number"),
+    ],
+)  # fmt: skip
+def test_a_date_given_as_a_number_is_refused_by_name(
+    tmp_path, real_bundle, capsys, resource_type, field, value, problem
+):
+    resource = _first(real_bundle, resource_type)
+    resource[field] = value
+
+    _import_fails(_write(tmp_path, real_bundle))
+
+    error = capsys.readouterr().err
+    assert problem in error
+    assert (
+        f"({resource_type})"
+        in AuditEvent.objects.get(action=AuditAction.FHIR_IMPORT_FAILED).reason
+    )
+    assert "could not be imported" not in error
+    assert _stored_nothing()
