@@ -4,6 +4,8 @@ Views parse input, ask the services (which ask the access decision and write
 the audit events) and render; no PHI is read here any other way.
 """
 
+import logging
+
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
@@ -13,6 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.decorators import clinician_required, role_required
 from accounts.roles import Role
+from audit.services import AuditUnavailable
 from ehr_portal.failure_pages import stopped_response
 from ehr_portal.request_context import current_request_id
 from records import break_glass
@@ -40,6 +43,8 @@ from records.services import (
 )
 
 PAGE_SIZE = 25
+
+logger = logging.getLogger(__name__)
 
 
 @clinician_required(record_type="PatientList")
@@ -171,6 +176,20 @@ def note_create(request, patient_id):
             kind=form.cleaned_data["kind"],
             title=form.cleaned_data["title"],
             body=form.cleaned_data["body"],
+        )
+    except AuditUnavailable:
+        # Fail closed, but give the clinician back what they typed, and
+        # nothing from the chart: a note is not retyped from memory.
+        logger.error("Note not saved: the audit trail is unavailable")
+        return render(
+            request,
+            "note_not_saved.html",
+            {
+                "title": form.cleaned_data["title"],
+                "body": form.cleaned_data["body"],
+                "request_id": current_request_id(),
+            },
+            status=503,
         )
     except NoteRefused as refusal:
         form.add_error("kind", str(refusal).capitalize() + ".")

@@ -449,3 +449,34 @@ def test_a_membership_cannot_end_before_it_starts(nurse, marker_patient):
             nurse, marker_patient,
             starts_on=today, ends_on=today - datetime.timedelta(days=1),
         )  # fmt: skip
+
+
+def test_a_note_sent_during_an_audit_outage_comes_back_to_copy_and_is_not_saved(
+    physician, marker_patient, monkeypatch
+):
+    from audit import services as audit_services
+    from records.models import ClinicalNote
+
+    add_to_care_team(physician, marker_patient)
+    client = verified_client(physician)
+
+    def unreachable(*args, **kwargs):
+        raise audit_services.AuditUnavailable("audit database unreachable")
+
+    monkeypatch.setattr(audit_services, "_append", unreachable)
+    response = client.post(
+        f"/patients/{marker_patient.pk}/notes/new/",
+        {
+            "kind": "progress",
+            "title": "Night review",
+            "body": "Chest clear; <b>afebrile</b> overnight.",
+        },
+    )
+
+    assert response.status_code == 503
+    body = response.content.decode()
+    assert "Your note was not saved" in body
+    assert 'value="Night review"' in body
+    assert "Chest clear; &lt;b&gt;afebrile&lt;/b&gt; overnight." in body
+    _assert_no_phi(response, marker_patient)
+    assert not ClinicalNote.objects.exists()
