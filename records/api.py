@@ -74,21 +74,25 @@ def patient_detail(request, patient_id):
     return Response(PatientIdentitySerializer(chart.patient).data)
 
 
-@extend_schema(
-    operation_id="chart_section",
-    responses=inline_serializer(
-        "ChartSectionPage",
-        {
-            "count": serializers.IntegerField(),
-            "next": serializers.URLField(allow_null=True),
-            "previous": serializers.URLField(allow_null=True),
-            "withheld": serializers.IntegerField(),
-            "results": serializers.ListField(child=serializers.DictField()),
-        },
-    ),
+SECTION_PAGE = inline_serializer(
+    "ChartSectionPage",
+    {
+        "count": serializers.IntegerField(),
+        "next": serializers.URLField(allow_null=True),
+        "previous": serializers.URLField(allow_null=True),
+        "withheld": serializers.IntegerField(),
+        "results": serializers.ListField(child=serializers.DictField()),
+    },
 )
+
+
+@extend_schema(operation_id="chart_section", responses=SECTION_PAGE)
 @api_view(["GET"])
 def chart_section(request, patient_id, section):
+    return _section_page(request, patient_id, section)
+
+
+def _section_page(request, patient_id, section: str):
     chart_section = services.CHART_SECTIONS.get(section)
     if chart_section is None:
         raise Http404("No such chart section")
@@ -107,9 +111,17 @@ def chart_section(request, patient_id, section):
     return response
 
 
-@extend_schema(request=NoteCreateSerializer, responses={201: NoteSerializer})
-@api_view(["POST"])
+@extend_schema(
+    methods=["POST"], request=NoteCreateSerializer, responses={201: NoteSerializer}
+)
+@extend_schema(methods=["GET"], responses=SECTION_PAGE, operation_id="notes_list")
+@api_view(["GET", "POST"])
 def note_create(request, patient_id):
+    # The notes section shares its address with adding a note, so the
+    # section's page is read here, as every other section's is.
+    if request.method == "GET":
+        return _section_page(request, patient_id, "notes")
+
     form = NoteCreateSerializer(data=request.data)
     form.is_valid(raise_exception=True)
 

@@ -184,3 +184,27 @@ def test_a_page_no_route_matches_is_still_an_html_404(physician):
 
     assert response.status_code == 404
     assert b"<html" in response.content
+
+
+def test_the_notes_section_reads_through_the_api_like_any_other(
+    physician, nurse, marker_patient
+):
+    add_to_care_team(physician, marker_patient)
+    client = verified_client(physician)
+    notes_url = f"/api/v1/patients/{marker_patient.pk}/notes/"
+    client.post(
+        notes_url,
+        {"kind": "progress", "title": "Ward round", "body": "Walking unaided."},
+        content_type="application/json",
+    )
+
+    page = client.get(notes_url)
+    off_team = verified_client(nurse).get(notes_url)
+
+    assert page.status_code == 200
+    [note] = page.json()["results"]
+    assert (note["description"], note["body"]) == ("Ward round", "Walking unaided.")
+    viewed = AuditEvent.objects.filter(action=AuditAction.VIEWED).last()
+    assert (viewed.actor_id, viewed.record_type) == (physician.pk, "ClinicalNote")
+    assert off_team.status_code == 403
+    assert "Walking unaided" not in off_team.content.decode()
