@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
+import kombu.pools
 import pytest
 import redis
 from django.contrib.auth import get_user_model
@@ -334,9 +335,12 @@ def redis_queue():
 
 def _forget_connections() -> None:
     # The app caches its broker pool, producers and result backend from the
-    # first use (another test may have tried the default broker).
+    # first use (another test may have tried the default broker), and kombu
+    # keeps producer pools per broker address for the whole process: a second
+    # test on the same address would get the pool the first one closed.
     if celery_app._pool is not None:
         celery_app._pool.force_close_all()
         celery_app._pool = None
     celery_app.amqp._producer_pool = None
+    kombu.pools.reset()
     vars(celery_app._local).pop("backend", None)
