@@ -39,11 +39,30 @@ from accounts.services import reset_second_factor, unlock_account
 BEFORE_ATTRIBUTE = "portal_privileges_before"
 
 
+ADMINISTRATOR_CREDENTIALS_REFUSED = (
+    "Only a superuser sets the password or resets the authenticator of an "
+    "administrator's account."
+)
+
+
+def may_reset_credentials(actor, user) -> bool:
+    """Whether ``actor`` may set ``user``'s password or reset their second factor.
+
+    Taking over another administrator's sign-in is a way to change one's
+    own privileges through that account: only a superuser may.
+    """
+    return actor.is_superuser or not (user.is_staff or user.is_superuser)
+
+
 @admin.action(description="Reset authenticator (user enrols again at next sign-in)")
 def reset_authenticator(modeladmin, request, queryset):
-    for user in queryset:
+    allowed = [user for user in queryset if may_reset_credentials(request.user, user)]
+    if len(allowed) < len(queryset):
+        messages.error(request, ADMINISTRATOR_CREDENTIALS_REFUSED)
+    for user in allowed:
         reset_second_factor(actor=request.user, user=user)
-    messages.success(request, f"Authenticator reset for {queryset.count()} user(s).")
+    if allowed:
+        messages.success(request, f"Authenticator reset for {len(allowed)} user(s).")
 
 
 @admin.action(description="Unlock account (lift a sign-in lockout)")
@@ -102,6 +121,13 @@ OWN_PRIVILEGES_NOTICE = (
 OWN_PRIVILEGE_FIELDS = (
     "is_active", "is_staff", "is_superuser", "groups", "user_permissions",
 )  # fmt: skip
+# Only a superuser makes or unmakes administrators (staff status, superuser
+# status, the admin role): otherwise one administrator could make a second
+# account and have it change what the first may do.
+ADMINISTRATOR_FIELDS = ("is_staff", "is_superuser")
+ONLY_SUPERUSERS_MAKE_ADMINISTRATORS = (
+    "Only a superuser gives or takes the administrator role."
+)
 
 
 @admin.register(User)
@@ -119,7 +145,25 @@ class PortalUserAdmin(AuditedActionsMixin, AuditedSaveMixin, UserAdmin):
         readonly = super().get_readonly_fields(request, obj)
         if obj is not None and obj.pk == request.user.pk:
             return (*readonly, *OWN_PRIVILEGE_FIELDS)
+        if not request.user.is_superuser:
+            return (*readonly, *ADMINISTRATOR_FIELDS)
         return readonly
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        if request.user.is_superuser or "groups" not in form.base_fields:
+            return form
+
+        class AdministratorRoleStaysForm(form):
+            def clean_groups(self):
+                groups = self.cleaned_data["groups"]
+                held = self.instance.pk and self.instance.has_role(Role.ADMIN)
+                given = any(group.name == Role.ADMIN.value for group in groups)
+                if bool(held) != given:
+                    raise ValidationError(ONLY_SUPERUSERS_MAKE_ADMINISTRATORS)
+                return groups
+
+        return AdministratorRoleStaysForm
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         if request.method == "GET" and str(request.user.pk) == unquote(object_id):
@@ -164,6 +208,9 @@ class PortalUserAdmin(AuditedActionsMixin, AuditedSaveMixin, UserAdmin):
         user = self.get_object(request, unquote(id))
         if user is not None and user.pk == request.user.pk:
             return redirect("accounts:password_change")
+        if user is not None and not may_reset_credentials(request.user, user):
+            messages.error(request, ADMINISTRATOR_CREDENTIALS_REFUSED)
+            return redirect("admin:accounts_user_change", user.pk)
         return self._set_another_users_password(request, id, form_url, user)
 
     @method_decorator(step_up_required)

@@ -660,3 +660,68 @@ def test_the_audit_screen_names_the_details_an_administrator_changed(
     # Which detail changed, never its value.
     assert "fields: email" in body.content.decode()
     assert "new@ward.test" not in body.content.decode()
+
+
+@pytest.fixture
+def staff_administrator(db):
+    """An administrator as the demo makes one: staff, admin role, no superuser."""
+    from records.demo import _grant_admin_permissions
+
+    user = make_user("admin.kim", Role.ADMIN)
+    User.objects.filter(pk=user.pk).update(is_staff=True)
+    user = fresh(user)
+    _grant_admin_permissions(user)
+    return fresh(user)
+
+
+def test_only_a_superuser_makes_an_administrator(staff_administrator, nurse):
+    client = verified_client(staff_administrator)
+    admin_group = Group.objects.get(name=Role.ADMIN.value)
+    nurse_group = Group.objects.get(name=Role.NURSE.value)
+
+    flags = client.post(
+        change_url(nurse), change_form(nurse, is_staff=True, is_superuser=True)
+    )
+    role = client.post(
+        change_url(nurse), change_form(nurse, groups=[nurse_group.pk, admin_group.pk])
+    )
+
+    assert flags.status_code == 302
+    assert role.status_code == 200
+    assert "Only a superuser gives or takes the administrator role" in (
+        role.content.decode()
+    )
+    nurse = fresh(nurse)
+    assert not (nurse.is_staff or nurse.is_superuser)
+    assert not nurse.has_role(Role.ADMIN)
+    assert not events(AuditAction.PRIVILEGES_CHANGED)
+
+
+def test_one_administrator_cannot_have_another_unmade_or_taken_over(
+    staff_administrator,
+):
+    other = make_user("admin.lee", Role.ADMIN)
+    User.objects.filter(pk=other.pk).update(is_staff=True)
+    physician_group = Group.objects.get_or_create(name=Role.PHYSICIAN.value)[0]
+    client = verified_client(staff_administrator)
+
+    unmade = client.post(
+        change_url(other), change_form(other, groups=[physician_group.pk])
+    )
+    password = set_password(client, other)
+    reset = client.post(
+        "/admin/accounts/user/",
+        {"action": "reset_authenticator", "_selected_action": [other.pk]},
+        follow=True,
+    )
+
+    assert unmade.status_code == 200
+    assert fresh(other).has_role(Role.ADMIN)
+    assert not fresh(other).has_role(Role.PHYSICIAN)
+    assert password.status_code == 302
+    assert not fresh(other).check_password(NEW_PASSWORD)
+    assert "Only a superuser sets the password or resets the authenticator" in (
+        reset.content.decode()
+    )
+    assert other.totpauthenticator_set.filter(confirmed=True).exists()
+    assert not events(AuditAction.PASSWORD_SET)
