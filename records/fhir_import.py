@@ -19,7 +19,7 @@ from pathlib import Path
 
 from django.db import transaction
 from fhir.resources.R4B import get_fhir_model_class
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from audit.models import AuditAction, AuditOutcome
 from audit.services import record_event, record_events
@@ -337,10 +337,48 @@ def _validate_resource(path: Path, entry: Entry) -> None:
         )
 
     try:
-        model.model_validate(entry.resource)
+        validated = model.model_validate(entry.resource)
     except ValidationError as error:
         raise BundleRejected(path, _plain_violation(error), entry) from None
+    try:
+        field = _date_written_as_number(entry.resource, validated)
+    except RecursionError:
+        raise BundleRejected(path, "nested too deeply", entry) from None
+    if field is not None:
+        raise BundleRejected(
+            path, f"field {field}: not valid FHIR (expected a date as text)", entry
+        )
     _check_required_codes(path, entry)
+
+
+def _date_written_as_number(raw, validated, location=()) -> str | None:
+    """A field (dotted) the models read as a date though the JSON holds a number.
+
+    FHIR writes dates and times as text; the models take a number as
+    seconds since 1970 (or false as 0), so such a value would pass as a
+    date nobody wrote. Walks the JSON beside what the models made of it.
+    """
+    if isinstance(raw, bool | int | float):
+        if isinstance(validated, datetime.date | datetime.time):
+            return ".".join(location) or "(value)"
+        return None
+    if isinstance(raw, list) and isinstance(validated, list):
+        for index, (item, made) in enumerate(zip(raw, validated, strict=False)):
+            found = _date_written_as_number(item, made, (*location, str(index)))
+            if found is not None:
+                return found
+    elif isinstance(raw, dict) and isinstance(validated, BaseModel):
+        attributes = {
+            (info.alias or name): name
+            for name, info in type(validated).model_fields.items()
+        }
+        for key, item in raw.items():
+            if key in attributes:
+                made = getattr(validated, attributes[key], None)
+                found = _date_written_as_number(item, made, (*location, key))
+                if found is not None:
+                    return found
+    return None
 
 
 def _plain_violation(error: ValidationError) -> str:
@@ -550,12 +588,7 @@ EARLIEST_BIRTH = datetime.date(1880, 1, 1)
 
 
 def _check_deceased_date(path: Path, entry: Entry) -> None:
-    value = entry.resource.get("deceasedDateTime")
-    if value is not None and not isinstance(value, str):
-        raise BundleRejected(
-            path, "field deceasedDateTime: expected a date and time as text", entry
-        )
-    deceased = _date_of(value)
+    deceased = _date_of(entry.resource.get("deceasedDateTime"))
     born = datetime.date.fromisoformat(entry.resource["birthDate"])
     if deceased and not born <= deceased <= datetime.date.today():
         raise BundleRejected(
@@ -568,9 +601,6 @@ def _check_birth_date(path: Path, entry: Entry) -> None:
     value = entry.resource.get("birthDate")
     if not value:
         raise BundleRejected(path, "field birthDate: required for a patient", entry)
-    if not isinstance(value, str):
-        # The FHIR models take a whole number of days' seconds as a date.
-        raise BundleRejected(path, "field birthDate: expected a date as text", entry)
     try:
         born = datetime.date.fromisoformat(value)
     except ValueError:
@@ -803,9 +833,10 @@ def _telecom_text(resource: dict) -> str:
 
 def parse_instant(value: str | None) -> datetime.datetime | None:
     """A FHIR date or dateTime as an aware datetime (partial dates start the period)."""
-    if not value:
+    if value is None or value == "":
         return None
     if not isinstance(value, str):
+        # _date_written_as_number names the field first; this is the backstop.
         raise EntryInvalid(
             "a date or time given as a number (FHIR writes them as text)"
         )

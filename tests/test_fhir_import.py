@@ -916,13 +916,25 @@ def test_text_holding_a_nul_character_is_refused_by_field(
 @pytest.mark.parametrize(
     "resource_type, field, value, problem",
     [
-        ("Patient", "birthDate", 946_684_800, "birthDate: expected a date as text"),
+        ("Patient", "birthDate", 946_684_800, "birthDate: not valid FHIR (expected a"),
         ("Patient", "birthDate", 12345, "expected a date as text"),
         (
             "Patient", "deceasedDateTime", 1_700_000_000,
-            "field deceasedDateTime: expected a date and time as text",
+            "field deceasedDateTime: not valid FHIR (expected a date as text)",
         ),
-        ("Encounter", "period", {"start": 1_700_000_000}, "given as a number"),
+        (
+            "Encounter", "period", {"start": 1_700_000_000},
+            "field period.start: not valid FHIR (expected a date as text)",
+        ),
+        ("Observation", "issued", 1, "field issued: not valid FHIR (expected a date"),
+        (
+            "Immunization", "occurrenceDateTime", 0,
+            "field occurrenceDateTime: not valid FHIR (expected a date as text)",
+        ),
+        (
+            "Condition", "recordedDate", 2020.5,
+            "field recordedDate: not valid FHIR (expected a date as text)",
+        ),
     ],
 )  # fmt: skip
 def test_a_date_given_as_a_number_is_refused_by_name(
