@@ -138,6 +138,9 @@ def test_seed_demo_exits_non_zero_in_production(tmp_path):
         "PORTAL_ALLOWED_HOSTS": "portal.example",
         "PORTAL_KEYRING_FILE": str(tmp_path / "keyring.json"),
         "PORTAL_MASTER_KEY_FILE": str(tmp_path / "master.key"),
+        # The embedded databases in tmp_path, whatever the suite runs on.
+        "DATABASE_URL": "",
+        "AUDIT_DATABASE_URL": "",
         **AUDIT_KEYS,
     }
     created = _manage("create_master_key", **production)
@@ -192,3 +195,24 @@ def test_demo_code_in_a_folder_without_the_demo_says_so(tmp_path):
     assert f"No demo in {tmp_path}: run scripts/demo.sh first" in result.stderr
     assert "Traceback" not in result.stderr
     assert not list(tmp_path.glob("*.sqlite3")), "no empty database left behind"
+
+
+def test_create_master_key_refuses_when_the_database_cannot_be_asked(tmp_path):
+    keys = {
+        "PORTAL_MODE": "development",
+        "PORTAL_DATA_DIR": str(tmp_path),
+        "PORTAL_KEYRING_FILE": str(tmp_path / "site" / "keyring.json"),
+        "PORTAL_MASTER_KEY_FILE": str(tmp_path / "site" / "master.key"),
+        # Nothing listens on port 1 of this machine.
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:1/nothing",
+        "AUDIT_DATABASE_URL": "",
+    }
+
+    refused = _manage("create_master_key", **keys)
+    assert refused.returncode != 0
+    assert "cannot be asked whether it already holds patients" in refused.stderr
+    assert not (tmp_path / "site").exists()
+
+    created = _manage("create_master_key", "--new-installation", **keys)
+    assert created.returncode == 0, created.stderr
+    assert (tmp_path / "site" / "keyring.json").exists()

@@ -4,19 +4,23 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError
+from django.db import DatabaseError, connections, router
 
 from records import crypto, keyproviders
 from records.models import Patient
 
 
 def _sealed_data_exists() -> bool:
-    """Whether the database already holds patients sealed under some keyring."""
-    try:
-        return Patient.objects.exists()
-    except DatabaseError:
+    """Whether the database already holds patients sealed under some keyring.
+
+    Raises DatabaseError when the database cannot be asked: an unreachable
+    database may well hold them.
+    """
+    connection = connections[router.db_for_read(Patient)]
+    if Patient._meta.db_table not in connection.introspection.table_names():
         # Not migrated yet: a new installation, with nothing sealed.
         return False
+    return Patient.objects.exists()
 
 
 class Command(BaseCommand):
@@ -27,16 +31,18 @@ class Command(BaseCommand):
         "PKCS#11 token) and a keyring wrapped by it. Refuses to replace either."
     )
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--new-installation",
+            action="store_true",
+            help="make a keyring without asking the database whether it already "
+            "holds patients (for a database not created yet)",
+        )
+
+    def handle(self, *args, new_installation=False, **options):
         keyring_path = Path(settings.PORTAL_KEYRING_FILE)
-        if not keyring_path.exists() and _sealed_data_exists():
-            # Most likely a mistyped path: a fresh keyring beside the real one
-            # would seal new records under keys the old ones do not open.
-            raise CommandError(
-                f"no keyring at {keyring_path}, but the database already holds "
-                "patients sealed under another keyring, which a new one could "
-                "not open: point PORTAL_KEYRING_FILE at the keyring in use"
-            )
+        if not keyring_path.exists() and not new_installation:
+            self._refuse_beside_sealed_data(keyring_path)
         try:
             if settings.PORTAL_MASTER_KEY_PROVIDER == "file":
                 path = Path(settings.PORTAL_MASTER_KEY_FILE)
@@ -75,3 +81,23 @@ class Command(BaseCommand):
                 )
         except (keyproviders.MasterKeyUnavailable, crypto.KeyringUnavailable) as error:
             raise CommandError(str(error)) from error
+
+    @staticmethod
+    def _refuse_beside_sealed_data(keyring_path: Path) -> None:
+        try:
+            sealed = _sealed_data_exists()
+        except DatabaseError as error:
+            raise CommandError(
+                f"no keyring at {keyring_path}, and the database cannot be asked "
+                f"whether it already holds patients ({type(error).__name__}): "
+                "check DATABASE_URL, or pass --new-installation for a database "
+                "not created yet"
+            ) from None
+        if sealed:
+            # Most likely a mistyped path: a fresh keyring beside the real one
+            # would seal new records under keys the old ones do not open.
+            raise CommandError(
+                f"no keyring at {keyring_path}, but the database already holds "
+                "patients sealed under another keyring, which a new one could "
+                "not open: point PORTAL_KEYRING_FILE at the keyring in use"
+            )
