@@ -6,6 +6,8 @@ in one transaction; the audit events are written inside it, after the save
 the administrator sees the 503 page instead of a success message.
 """
 
+import unicodedata
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
@@ -267,9 +269,20 @@ class PortalGroupForm(forms.ModelForm):
 
     def clean_name(self):
         name = self.cleaned_data["name"]
-        if name in ROLE_NAMES:
+        if _as_compared(name) in ROLE_NAMES:
             raise ValidationError(ROLE_NAME_TAKEN)
         return name
+
+
+def _as_compared(name: str) -> str:
+    """A group name as a reader sees it: case, width and invisible marks ignored.
+
+    "PHYSICIAN" or "nurse" with a zero-width space gives no role, but beside
+    the real group in a list of groups it would pass for it.
+    """
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    visible = "".join(ch for ch in folded if unicodedata.category(ch) != "Cf")
+    return " ".join(visible.split())
 
 
 def _is_member(user, group) -> bool:
