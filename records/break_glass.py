@@ -126,7 +126,13 @@ def _a_worker_is_listening() -> bool:
     if app.conf.task_always_eager:
         return True
     try:
-        answers = app.control.ping(timeout=WORKER_ANSWER_SECONDS, limit=1)
+        with app.connection_for_write() as connection:
+            # One try: ping's own connection would retry for seconds against
+            # a broker that refuses, while the clinician waits.
+            connection.ensure_connection(max_retries=0)
+            answers = app.control.ping(
+                timeout=WORKER_ANSWER_SECONDS, limit=1, connection=connection
+            )
     except Exception as error:
         logger.error("Could not ask for a worker (%s)", type(error).__name__)
         return False

@@ -303,3 +303,23 @@ def test_a_running_worker_sends_the_alert(
     assert response.status_code == 302
     assert [message.to for message in mail.outbox] == [["privacy@hospital.test"]]
     assert "No background worker answered" not in caplog.text
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_the_alert_is_sent_from_the_web_process_when_the_broker_refuses(
+    nurse, compliance_officer, marker_patient, redis_queue, caplog
+):
+    from ehr_portal.celery import app
+
+    # Nothing listens on port 1 of this machine: a broker that refuses at once.
+    app.conf.broker_url = "redis://127.0.0.1:1/0"
+    compliance_officer.email = "privacy@hospital.test"
+    compliance_officer.save()
+    client = verified_client(nurse)
+
+    with caplog.at_level("ERROR", logger="records.break_glass"):
+        response = _request(client, marker_patient, one_time_code=current_code(nurse))
+
+    assert response.status_code == 302
+    assert [message.to for message in mail.outbox] == [["privacy@hospital.test"]]
+    assert "Could not ask for a worker (OperationalError)" in caplog.text
