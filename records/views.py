@@ -181,21 +181,31 @@ def note_create(request, patient_id):
         # Fail closed, but give the clinician back what they typed, and
         # nothing from the chart: a note is not retyped from memory.
         logger.error("Note not saved: the audit trail is unavailable")
-        return render(
-            request,
-            "note_not_saved.html",
-            {
-                "title": form.cleaned_data["title"],
-                "body": form.cleaned_data["body"],
-                "request_id": current_request_id(),
-            },
-            status=503,
-        )
+        return _note_not_saved(request, patient_id, form, refused=False, status=503)
+    except PermissionDenied:
+        # Refused (and audited) by the access decision: a care relation that
+        # ended while the note was being written loses no text either.
+        return _note_not_saved(request, patient_id, form, refused=True, status=403)
     except NoteRefused as refusal:
         form.add_error("kind", str(refusal).capitalize() + ".")
         return _section_response(request, patient_id, "notes", form, status=403)
     messages.success(request, "Note saved.")
     return redirect("records:chart_section", patient_id=patient_id, section="notes")
+
+
+def _note_not_saved(request, patient_id, form, *, refused: bool, status: int):
+    return render(
+        request,
+        "note_not_saved.html",
+        {
+            "patient_id": patient_id,
+            "refused": refused,
+            "title": form.cleaned_data["title"],
+            "body": form.cleaned_data["body"],
+            "request_id": current_request_id(),
+        },
+        status=status,
+    )
 
 
 @clinician_required(record_type="BreakGlassAccess")

@@ -480,3 +480,32 @@ def test_a_note_sent_during_an_audit_outage_comes_back_to_copy_and_is_not_saved(
     assert "Chest clear; &lt;b&gt;afebrile&lt;/b&gt; overnight." in body
     _assert_no_phi(response, marker_patient)
     assert not ClinicalNote.objects.exists()
+
+
+def test_a_note_refused_by_the_access_decision_comes_back_to_copy(
+    nurse, marker_patient
+):
+    from records.models import ClinicalNote
+
+    # A care relation that has just ended: the form was opened while it held.
+    add_to_care_team(
+        nurse, marker_patient,
+        starts_on=timezone.localdate() - datetime.timedelta(days=30),
+        ends_on=timezone.localdate() - datetime.timedelta(days=1),
+    )  # fmt: skip
+    client = verified_client(nurse)
+
+    response = client.post(
+        f"/patients/{marker_patient.pk}/notes/new/",
+        {"kind": "progress", "title": "Handover", "body": "Drain output 40 ml."},
+    )
+
+    assert response.status_code == 403
+    body = response.content.decode()
+    assert "Your note was not saved" in body
+    assert "Drain output 40 ml." in body
+    assert f"/patients/{marker_patient.pk}/emergency-access/" in body
+    _assert_no_phi(response, marker_patient)
+    assert not ClinicalNote.objects.exists()
+    denial = AuditEvent.objects.get(action=AuditAction.ACCESS_DENIED)
+    assert denial.actor_id == nurse.pk
