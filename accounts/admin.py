@@ -260,6 +260,10 @@ OWN_GROUP_NOTICE = (
     "You belong to this group: what it may do is changed by another "
     "administrator, never by yourself."
 )
+ROLE_GROUP_STAYS = (
+    "A role's own group is never deleted: that would take the role from "
+    "everyone in it at once. Take people out of the group instead."
+)
 
 
 class PortalGroupForm(forms.ModelForm):
@@ -321,6 +325,40 @@ class PortalGroupAdmin(AuditedActionsMixin, AuditedSaveMixin, GroupAdmin):
         if request.method == "GET" and group and _is_member(request.user, group):
             messages.info(request, OWN_GROUP_NOTICE)
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def _why_kept(self, request, group) -> str | None:
+        if group.name in ROLE_NAMES:
+            return ROLE_GROUP_STAYS
+        if _is_member(request.user, group):
+            return OWN_GROUP_NOTICE
+        return None
+
+    def delete_view(self, request, object_id, extra_context=None):
+        # Said in words on the group's page, rather than Django's bare 403.
+        group = self.get_object(request, unquote(object_id))
+        why = group and self._why_kept(request, group)
+        if why:
+            messages.error(request, why)
+            return redirect("admin:auth_group_change", group.pk)
+        return super().delete_view(request, object_id, extra_context)
+
+    def get_deleted_objects(self, objs, request):
+        deleted, counts, permissions_needed, protected = super().get_deleted_objects(
+            objs, request
+        )
+        # The bulk action's page would blame "related objects" otherwise; a
+        # protected line keeps every group and says why.
+        kept = [
+            f"group {group.name}: {why}"
+            for group in objs
+            if (why := self._why_kept(request, group))
+        ]
+        if kept:
+            permissions_needed = set(permissions_needed) - {
+                str(Group._meta.verbose_name)
+            }
+            protected = [*protected, *kept]
+        return deleted, counts, permissions_needed, protected
 
     def before_save(self, obj):
         return group_privileges(obj)
