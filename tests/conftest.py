@@ -344,3 +344,14 @@ def _forget_connections() -> None:
     celery_app.amqp._producer_pool = None
     kombu.pools.reset()
     vars(celery_app._local).pop("backend", None)
+
+
+@pytest.fixture
+def audit_outage(monkeypatch):
+    """The trail cannot be written: every audit write raises AuditUnavailable."""
+    from audit import services as audit_services
+
+    def unreachable(*args, **kwargs):
+        raise audit_services.AuditUnavailable("audit database unreachable")
+
+    monkeypatch.setattr(audit_services, "_append", unreachable)

@@ -17,7 +17,6 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from accounts.roles import Role
-from audit import services as audit_services
 from audit.models import AuditAction, AuditEvent
 from records.models import CareTeamMembership, CareTeamRole
 from tests.conftest import add_to_care_team, make_user, verified_client
@@ -39,16 +38,6 @@ def administrator(db):
 @pytest.fixture
 def admin_client(administrator):
     return verified_client(administrator)
-
-
-@pytest.fixture
-def audit_outage(monkeypatch):
-    """The trail cannot be written: every audit write raises AuditUnavailable."""
-
-    def unreachable(events, action):
-        raise audit_services.AuditUnavailable("audit database unreachable")
-
-    monkeypatch.setattr(audit_services, "_append", unreachable)
 
 
 def fresh(user):

@@ -146,18 +146,11 @@ def test_unknown_search_fields_are_refused(nurse):
     assert "surname" in response.json()
 
 
-def test_an_audit_outage_is_a_json_503_with_no_phi(
-    physician, marker_patient, monkeypatch
-):
-    from audit import services as audit_services
-
+def test_an_audit_outage_is_a_json_503_with_no_phi(physician, marker_patient, request):
     add_to_care_team(physician, marker_patient)
     client = verified_client(physician)
 
-    def unreachable(*args, **kwargs):
-        raise audit_services.AuditUnavailable("audit database unreachable")
-
-    monkeypatch.setattr(audit_services, "_append", unreachable)
+    request.getfixturevalue("audit_outage")
     response = client.get(f"/api/v1/patients/{marker_patient.pk}/")
 
     assert response.status_code == 503

@@ -261,19 +261,31 @@ def test_the_alert_is_sent_from_the_web_process_when_the_broker_is_down(
     assert mail.outbox[0].to == ["privacy@hospital.test"]
 
 
+PRIVACY_OFFICE = "privacy@hospital.test"
+
+
+@pytest.fixture
+def privacy_office(compliance_officer):
+    """The compliance officer's address, where break-the-glass alerts go."""
+    compliance_officer.email = PRIVACY_OFFICE
+    compliance_officer.save()
+    return [[PRIVACY_OFFICE]]
+
+
+def _grant_watching_the_log(nurse, patient, caplog):
+    client = verified_client(nurse)
+    with caplog.at_level("ERROR", logger="records.break_glass"):
+        return _request(client, patient, one_time_code=current_code(nurse))
+
+
 @pytest.mark.django_db(transaction=True, databases="__all__")
 def test_the_alert_is_sent_from_the_web_process_when_no_worker_runs(
-    nurse, compliance_officer, marker_patient, redis_queue, caplog
+    nurse, privacy_office, marker_patient, redis_queue, caplog
 ):
-    compliance_officer.email = "privacy@hospital.test"
-    compliance_officer.save()
-    client = verified_client(nurse)
-
-    with caplog.at_level("ERROR", logger="records.break_glass"):
-        response = _request(client, marker_patient, one_time_code=current_code(nurse))
+    response = _grant_watching_the_log(nurse, marker_patient, caplog)
 
     assert response.status_code == 302
-    assert [message.to for message in mail.outbox] == [["privacy@hospital.test"]]
+    assert [message.to for message in mail.outbox] == privacy_office
     # Nothing waits in the queue to send it a second time once a worker starts.
     assert redis_queue.llen("celery") == 0
     assert "No background worker answered" in caplog.text
@@ -281,45 +293,34 @@ def test_the_alert_is_sent_from_the_web_process_when_no_worker_runs(
 
 @pytest.mark.django_db(transaction=True, databases="__all__")
 def test_a_running_worker_sends_the_alert(
-    nurse, compliance_officer, marker_patient, redis_queue, caplog
+    nurse, privacy_office, marker_patient, redis_queue, caplog
 ):
     from celery.contrib.testing.worker import start_worker
 
     from ehr_portal.celery import app
 
-    compliance_officer.email = "privacy@hospital.test"
-    compliance_officer.save()
-    client = verified_client(nurse)
-
-    with (
-        start_worker(app, pool="solo", perform_ping_check=False),
-        caplog.at_level("ERROR", logger="records.break_glass"),
-    ):
-        response = _request(client, marker_patient, one_time_code=current_code(nurse))
+    with start_worker(app, pool="solo", perform_ping_check=False):
+        response = _grant_watching_the_log(nurse, marker_patient, caplog)
         deadline = time.monotonic() + 30
         while not mail.outbox and time.monotonic() < deadline:
             time.sleep(0.1)
 
     assert response.status_code == 302
-    assert [message.to for message in mail.outbox] == [["privacy@hospital.test"]]
+    assert [message.to for message in mail.outbox] == privacy_office
     assert "No background worker answered" not in caplog.text
 
 
 @pytest.mark.django_db(transaction=True, databases="__all__")
 def test_the_alert_is_sent_from_the_web_process_when_the_broker_refuses(
-    nurse, compliance_officer, marker_patient, redis_queue, caplog
+    nurse, privacy_office, marker_patient, redis_queue, caplog
 ):
     from ehr_portal.celery import app
 
     # Nothing listens on port 1 of this machine: a broker that refuses at once.
     app.conf.broker_url = "redis://127.0.0.1:1/0"
-    compliance_officer.email = "privacy@hospital.test"
-    compliance_officer.save()
-    client = verified_client(nurse)
 
-    with caplog.at_level("ERROR", logger="records.break_glass"):
-        response = _request(client, marker_patient, one_time_code=current_code(nurse))
+    response = _grant_watching_the_log(nurse, marker_patient, caplog)
 
     assert response.status_code == 302
-    assert [message.to for message in mail.outbox] == [["privacy@hospital.test"]]
+    assert [message.to for message in mail.outbox] == privacy_office
     assert "Could not ask for a worker (OperationalError)" in caplog.text

@@ -452,18 +452,14 @@ def test_a_membership_cannot_end_before_it_starts(nurse, marker_patient):
 
 
 def test_a_note_sent_during_an_audit_outage_comes_back_to_copy_and_is_not_saved(
-    physician, marker_patient, monkeypatch
+    physician, marker_patient, request
 ):
-    from audit import services as audit_services
     from records.models import ClinicalNote
 
     add_to_care_team(physician, marker_patient)
     client = verified_client(physician)
 
-    def unreachable(*args, **kwargs):
-        raise audit_services.AuditUnavailable("audit database unreachable")
-
-    monkeypatch.setattr(audit_services, "_append", unreachable)
+    request.getfixturevalue("audit_outage")
     response = client.post(
         f"/patients/{marker_patient.pk}/notes/new/",
         {
