@@ -41,26 +41,32 @@ from accounts.services import reset_second_factor, unlock_account
 BEFORE_ATTRIBUTE = "portal_privileges_before"
 
 
-ADMINISTRATOR_CREDENTIALS_REFUSED = (
-    "Only a superuser sets the password or resets the authenticator of an "
-    "administrator's account."
+ADMINISTRATOR_ACCOUNT_REFUSED = (
+    "Only a superuser changes, deactivates or deletes another administrator's "
+    "account, or sets its password or resets its authenticator."
 )
 
 
-def may_reset_credentials(actor, user) -> bool:
-    """Whether ``actor`` may set ``user``'s password or reset their second factor.
+def may_manage_account(actor, user) -> bool:
+    """Whether ``actor`` may change, take over or remove ``user``'s account.
 
-    Taking over another administrator's sign-in is a way to change one's
-    own privileges through that account: only a superuser may.
+    An administrator who could act on another administrator's account
+    (grant it permissions, sign in as it, switch it off) could use it to
+    change their own privileges or unmake a superuser: only a superuser may.
     """
     return actor.is_superuser or not (user.is_staff or user.is_superuser)
 
 
+def _manageable(request, queryset) -> list:
+    allowed = [user for user in queryset if may_manage_account(request.user, user)]
+    if len(allowed) < len(queryset):
+        messages.error(request, ADMINISTRATOR_ACCOUNT_REFUSED)
+    return allowed
+
+
 @admin.action(description="Reset authenticator (user enrols again at next sign-in)")
 def reset_authenticator(modeladmin, request, queryset):
-    allowed = [user for user in queryset if may_reset_credentials(request.user, user)]
-    if len(allowed) < len(queryset):
-        messages.error(request, ADMINISTRATOR_CREDENTIALS_REFUSED)
+    allowed = _manageable(request, queryset)
     for user in allowed:
         reset_second_factor(actor=request.user, user=user)
     if allowed:
@@ -79,8 +85,10 @@ def unlock(modeladmin, request, queryset):
     permissions=["change"],
 )
 def deactivate(modeladmin, request, queryset):
-    count = deactivate_accounts(actor=request.user, users=queryset)
-    messages.success(request, f"Deactivated {count} account(s).")
+    allowed = _manageable(request, queryset)
+    if allowed:
+        count = deactivate_accounts(actor=request.user, users=allowed)
+        messages.success(request, f"Deactivated {count} account(s).")
 
 
 class AuditedActionsMixin:
@@ -167,9 +175,27 @@ class PortalUserAdmin(AuditedActionsMixin, AuditedSaveMixin, UserAdmin):
 
         return AdministratorRoleStaysForm
 
+    def _guarded(self, request, user) -> bool:
+        # One's own account has rules of its own (get_readonly_fields).
+        return user.pk != request.user.pk and not may_manage_account(request.user, user)
+
+    def has_change_permission(self, request, obj=None):
+        if obj is not None and self._guarded(request, obj):
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and self._guarded(request, obj):
+            return False
+        return super().has_delete_permission(request, obj)
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        if request.method == "GET" and str(request.user.pk) == unquote(object_id):
-            messages.info(request, OWN_PRIVILEGES_NOTICE)
+        if request.method == "GET":
+            user = self.get_object(request, unquote(object_id))
+            if user is not None and user.pk == request.user.pk:
+                messages.info(request, OWN_PRIVILEGES_NOTICE)
+            elif user is not None and self._guarded(request, user):
+                messages.info(request, ADMINISTRATOR_ACCOUNT_REFUSED)
         return super().change_view(request, object_id, form_url, extra_context)
 
     def before_save(self, obj):
@@ -192,6 +218,15 @@ class PortalUserAdmin(AuditedActionsMixin, AuditedSaveMixin, UserAdmin):
         # Shown on the confirmation page like a PROTECTed row: nothing is
         # deleted, and the page names the accounts to deactivate instead.
         protected = [*protected, *deletion_refusals(objs)]
+        guarded = [user for user in objs if self._guarded(request, user)]
+        if guarded:
+            permissions_needed = set(permissions_needed) - {
+                str(User._meta.verbose_name)
+            }
+            protected += [
+                f"account {user.get_username()}: {ADMINISTRATOR_ACCOUNT_REFUSED}"
+                for user in guarded
+            ]
         return deleted, counts, permissions_needed, protected
 
     def delete_model(self, request, obj):
@@ -210,8 +245,8 @@ class PortalUserAdmin(AuditedActionsMixin, AuditedSaveMixin, UserAdmin):
         user = self.get_object(request, unquote(id))
         if user is not None and user.pk == request.user.pk:
             return redirect("accounts:password_change")
-        if user is not None and not may_reset_credentials(request.user, user):
-            messages.error(request, ADMINISTRATOR_CREDENTIALS_REFUSED)
+        if user is not None and not may_manage_account(request.user, user):
+            messages.error(request, ADMINISTRATOR_ACCOUNT_REFUSED)
             return redirect("admin:accounts_user_change", user.pk)
         return self._set_another_users_password(request, id, form_url, user)
 

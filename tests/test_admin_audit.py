@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from accounts.roles import Role
 from audit.models import AuditAction, AuditEvent
+from records.demo import _grant_admin_permissions
 from records.models import CareTeamMembership, CareTeamRole
 from tests.conftest import add_to_care_team, make_user, verified_client
 
@@ -669,8 +670,6 @@ def test_the_audit_screen_names_the_details_an_administrator_changed(
 @pytest.fixture
 def staff_administrator(db):
     """An administrator as the demo makes one: staff, admin role, no superuser."""
-    from records.demo import _grant_admin_permissions
-
     user = make_user("admin.kim", Role.ADMIN)
     User.objects.filter(pk=user.pk).update(is_staff=True)
     user = fresh(user)
@@ -706,26 +705,48 @@ def test_one_administrator_cannot_have_another_unmade_or_taken_over(
 ):
     other = make_user("admin.lee", Role.ADMIN)
     User.objects.filter(pk=other.pk).update(is_staff=True)
+    _grant_admin_permissions(fresh(other))
     physician_group = Group.objects.get_or_create(name=Role.PHYSICIAN.value)[0]
     client = verified_client(staff_administrator)
 
+    page = client.get(change_url(other)).content.decode()
     unmade = client.post(
-        change_url(other), change_form(other, groups=[physician_group.pk])
+        change_url(other),
+        change_form(other, groups=[physician_group.pk], user_permissions=[]),
     )
+    switched_off = client.post(change_url(other), change_form(other, is_active=False))
     password = set_password(client, other)
-    reset = client.post(
-        "/admin/accounts/user/",
-        {"action": "reset_authenticator", "_selected_action": [other.pk]},
-        follow=True,
+    actions = [
+        client.post(
+            "/admin/accounts/user/",
+            {"action": action, "_selected_action": [other.pk], "post": "yes"},
+            follow=True,
+        ).content.decode()
+        for action in ("reset_authenticator", "deactivate", "delete_selected")
+    ]
+    deleted = client.post(f"/admin/accounts/user/{other.pk}/delete/", {"post": "yes"})
+
+    assert "Only a superuser changes, deactivates or deletes another" in page
+    assert (unmade.status_code, switched_off.status_code) == (403, 403)
+    assert password.status_code == 302
+    assert deleted.status_code == 403
+    for answer in actions:
+        assert "Only a superuser changes, deactivates or deletes another" in answer
+    other = fresh(other)
+    assert other.is_active and other.has_role(Role.ADMIN)
+    assert not other.has_role(Role.PHYSICIAN)
+    assert other.user_permissions.exists()
+    assert not other.check_password(NEW_PASSWORD)
+    assert other.totpauthenticator_set.filter(confirmed=True).exists()
+    assert not events(AuditAction.PRIVILEGES_CHANGED)
+    assert not events(AuditAction.PASSWORD_SET)
+
+
+def test_a_superuser_still_manages_administrators(admin_client, staff_administrator):
+    response = admin_client.post(
+        change_url(staff_administrator),
+        change_form(staff_administrator, is_active=False),
     )
 
-    assert unmade.status_code == 200
-    assert fresh(other).has_role(Role.ADMIN)
-    assert not fresh(other).has_role(Role.PHYSICIAN)
-    assert password.status_code == 302
-    assert not fresh(other).check_password(NEW_PASSWORD)
-    assert "Only a superuser sets the password or resets the authenticator" in (
-        reset.content.decode()
-    )
-    assert other.totpauthenticator_set.filter(confirmed=True).exists()
-    assert not events(AuditAction.PASSWORD_SET)
+    assert response.status_code == 302
+    assert not fresh(staff_administrator).is_active
