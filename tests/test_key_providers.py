@@ -251,7 +251,8 @@ def test_create_master_key_makes_no_second_keyring_beside_sealed_records(
     isolated_keys.PORTAL_KEYRING_FILE = mistyped
     crypto.reset_keyring_cache()
 
-    with pytest.raises(CommandError, match="PORTAL_KEYRING_FILE"):
-        call_command("create_master_key")
+    for flags in ([], ["--new-installation"]):
+        with pytest.raises(CommandError, match="PORTAL_KEYRING_FILE"):
+            call_command("create_master_key", *flags)
 
     assert not mistyped.exists()

@@ -35,14 +35,14 @@ class Command(BaseCommand):
         parser.add_argument(
             "--new-installation",
             action="store_true",
-            help="make a keyring without asking the database whether it already "
-            "holds patients (for a database not created yet)",
+            help="make a keyring even when the database cannot be reached to "
+            "ask whether it already holds patients (a database not created yet)",
         )
 
     def handle(self, *args, new_installation=False, **options):
         keyring_path = Path(settings.PORTAL_KEYRING_FILE)
-        if not keyring_path.exists() and not new_installation:
-            self._refuse_beside_sealed_data(keyring_path)
+        if not keyring_path.exists():
+            self._refuse_beside_sealed_data(keyring_path, new_installation)
         try:
             if settings.PORTAL_MASTER_KEY_PROVIDER == "file":
                 path = Path(settings.PORTAL_MASTER_KEY_FILE)
@@ -83,10 +83,13 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from error
 
     @staticmethod
-    def _refuse_beside_sealed_data(keyring_path: Path) -> None:
+    def _refuse_beside_sealed_data(keyring_path: Path, new_installation: bool) -> None:
         try:
             sealed = _sealed_data_exists()
         except DatabaseError as error:
+            if new_installation:
+                # Said so by the operator: the database is not created yet.
+                return
             raise CommandError(
                 f"no keyring at {keyring_path}, and the database cannot be asked "
                 f"whether it already holds patients ({type(error).__name__}): "
