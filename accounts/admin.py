@@ -308,20 +308,36 @@ class PortalGroupForm(forms.ModelForm):
 
     def clean_name(self):
         name = self.cleaned_data["name"]
-        if _as_compared(name) in ROLE_NAMES:
+        if _as_read(name) in ROLES_AS_READ:
             raise ValidationError(ROLE_NAME_TAKEN)
         return name
 
 
-def _as_compared(name: str) -> str:
-    """A group name as a reader sees it: case, width and invisible marks ignored.
+# Letters of other scripts drawn like Latin ones in the admin's fonts.
+LOOK_ALIKES = str.maketrans({
+    "а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "у": "y", "х": "x",
+    "і": "i", "ј": "j", "ѕ": "s", "ԁ": "d", "һ": "h", "ո": "n", "α": "a",
+    "ο": "o", "ν": "v", "ι": "i", "ρ": "p", "τ": "t", "κ": "k", "ı": "i",
+})  # fmt: skip
 
-    "PHYSICIAN" or "nurse" with a zero-width space gives no role, but beside
-    the real group in a list of groups it would pass for it.
+
+def _as_read(name: str) -> str:
+    """A group name as a reader sees it in a list of groups.
+
+    "PHYSICIAN", "nurse" with a zero-width space, a Cyrillic "а" in "admin",
+    an accent or a space for the underscore give no role, but beside the
+    real group they would pass for it: case, width, invisible marks,
+    accents, look-alike letters and separators are all set aside.
     """
-    folded = unicodedata.normalize("NFKC", name).casefold()
-    visible = "".join(ch for ch in folded if unicodedata.category(ch) != "Cf")
-    return " ".join(visible.split())
+    decomposed = unicodedata.normalize("NFKD", name).casefold()
+    kept = "".join(
+        ch for ch in decomposed if unicodedata.category(ch) not in ("Cf", "Mn")
+    )
+    words = kept.translate(LOOK_ALIKES).replace("_", " ").replace("-", " ").split()
+    return " ".join(words)
+
+
+ROLES_AS_READ = frozenset(_as_read(name) for name in ROLE_NAMES)
 
 
 def _is_member(user, group) -> bool:

@@ -285,7 +285,16 @@ def test_a_role_group_keeps_its_name_and_cannot_be_deleted(admin_client, physici
 
 @pytest.mark.parametrize(
     "name",
-    [Role.EXPORT_STAFF.value, "EXPORT_STAFF", " Export_Staff ", "export\u200b_staff"],
+    [
+        Role.EXPORT_STAFF.value,
+        "EXPORT_STAFF",
+        " Export_Staff ",
+        "export\u200b_staff",
+        "export staff",
+        "export\u00a0staff",
+        "\u0435xport_staff",
+        "expo\u0301rt-staff",
+    ],
 )
 def test_no_other_group_takes_a_roles_name(admin_client, name):
     # As if the role's own group had gone: the name still belongs to the role.
