@@ -140,6 +140,10 @@ def _section_response(request, patient_id, section, note_form=None, status=200):
         fields=chart_section.fields,
     )
     if refusal:
+        if note_form is not None and note_form.is_bound:
+            # A note sent back for a correction, to a chart no longer open
+            # to its writer: they keep the text.
+            return _note_not_saved(request, patient_id, note_form, refused=True)
         return refusal
 
     if chart_section.slug == "notes" and note_form is None:
@@ -164,6 +168,16 @@ def _section_response(request, patient_id, section, note_form=None, status=200):
 @require_POST
 def note_create(request, patient_id):
     form = NoteForm(request.POST, writer=request.user)
+    try:
+        return _save_note(request, patient_id, form)
+    except AuditUnavailable:
+        # Fail closed, but give the clinician back what they typed, and
+        # nothing from the chart: a note is not retyped from memory.
+        logger.error("Note not saved: the audit trail is unavailable")
+        return _note_not_saved(request, patient_id, form, refused=False)
+
+
+def _save_note(request, patient_id, form):
     if not form.is_valid():
         # Show the form again with what was typed: a clinician's note is not
         # thrown away for one field too long.
@@ -177,15 +191,10 @@ def note_create(request, patient_id):
             title=form.cleaned_data["title"],
             body=form.cleaned_data["body"],
         )
-    except AuditUnavailable:
-        # Fail closed, but give the clinician back what they typed, and
-        # nothing from the chart: a note is not retyped from memory.
-        logger.error("Note not saved: the audit trail is unavailable")
-        return _note_not_saved(request, patient_id, form, refused=False, status=503)
     except PermissionDenied:
         # Refused (and audited) by the access decision: a care relation that
         # ended while the note was being written loses no text either.
-        return _note_not_saved(request, patient_id, form, refused=True, status=403)
+        return _note_not_saved(request, patient_id, form, refused=True)
     except NoteRefused as refusal:
         form.add_error("kind", str(refusal).capitalize() + ".")
         return _section_response(request, patient_id, "notes", form, status=403)
@@ -193,18 +202,19 @@ def note_create(request, patient_id):
     return redirect("records:chart_section", patient_id=patient_id, section="notes")
 
 
-def _note_not_saved(request, patient_id, form, *, refused: bool, status: int):
+def _note_not_saved(request, patient_id, form, *, refused: bool):
+    # What was typed, as sent: the form may not have validated.
     return render(
         request,
         "note_not_saved.html",
         {
             "patient_id": patient_id,
             "refused": refused,
-            "title": form.cleaned_data["title"],
-            "body": form.cleaned_data["body"],
+            "title": form.data.get("title", ""),
+            "body": form.data.get("body", ""),
             "request_id": current_request_id(),
         },
-        status=status,
+        status=403 if refused else 503,
     )
 
 

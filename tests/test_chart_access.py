@@ -505,3 +505,28 @@ def test_a_note_refused_by_the_access_decision_comes_back_to_copy(
     assert not ClinicalNote.objects.exists()
     denial = AuditEvent.objects.get(action=AuditAction.ACCESS_DENIED)
     assert denial.actor_id == nurse.pk
+
+
+@pytest.mark.parametrize("outage", [False, True])
+def test_a_note_needing_a_correction_keeps_its_text_when_the_chart_is_closed(
+    nurse, marker_patient, request, outage
+):
+    # Without the outage the relation ended yesterday, after the form opened.
+    today = timezone.localdate()
+    add_to_care_team(
+        nurse, marker_patient,
+        starts_on=today - datetime.timedelta(days=30),
+        ends_on=None if outage else today - datetime.timedelta(days=1),
+    )  # fmt: skip
+    client = verified_client(nurse)
+    if outage:
+        request.getfixturevalue("audit_outage")
+
+    response = client.post(
+        f"/patients/{marker_patient.pk}/notes/new/",
+        {"kind": "progress", "title": "   ", "body": "Pressure areas intact."},
+    )
+
+    assert response.status_code == (503 if outage else 403)
+    assert "Pressure areas intact." in response.content.decode()
+    _assert_no_phi(response, marker_patient)
