@@ -15,6 +15,7 @@ from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import router, transaction
+from django.db.models import Q
 from django.shortcuts import redirect
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
@@ -340,8 +341,18 @@ def _as_read(name: str) -> str:
 ROLES_AS_READ = frozenset(_as_read(name) for name in ROLE_NAMES)
 
 
+ADMINISTRATORS_GROUP_NOTICE = (
+    "Administrators belong to this group: only a superuser changes what it "
+    "may do, as only a superuser changes another administrator's account."
+)
+
+
 def _is_member(user, group) -> bool:
     return user.groups.filter(pk=group.pk).exists()
+
+
+def _holds_administrators(group) -> bool:
+    return group.user_set.filter(Q(is_staff=True) | Q(is_superuser=True)).exists()
 
 
 @admin.register(Group)
@@ -355,33 +366,35 @@ class PortalGroupAdmin(AuditedActionsMixin, AuditedSaveMixin, GroupAdmin):
         return readonly
 
     def has_change_permission(self, request, obj=None):
-        # Separation of duties, as for one's own account: an administrator
-        # who could change their own group could rename it into a clinical
-        # role or grant it what administrators must not have.
-        if obj is not None and _is_member(request.user, obj):
+        # Separation of duties, as for accounts: an administrator who could
+        # change their own group could rename it into a clinical role or grant
+        # it what administrators must not have, and one who could change a
+        # group of other administrators could widen or strip what they may do.
+        if obj is not None and self._why_kept(request, obj, renaming=False):
             return False
         return super().has_change_permission(request, obj)
 
     def has_delete_permission(self, request, obj=None):
-        # Deleting a role group takes the role from everyone at once, and a
-        # group one belongs to is one's own privileges.
-        if obj is not None and (
-            obj.name in ROLE_NAMES or _is_member(request.user, obj)
-        ):
+        # Deleting a role group takes the role from everyone at once.
+        if obj is not None and self._why_kept(request, obj):
             return False
         return super().has_delete_permission(request, obj)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         group = self.get_object(request, unquote(object_id))
-        if request.method == "GET" and group and _is_member(request.user, group):
-            messages.info(request, OWN_GROUP_NOTICE)
+        why = group and self._why_kept(request, group, renaming=False)
+        if request.method == "GET" and why:
+            messages.info(request, why)
         return super().change_view(request, object_id, form_url, extra_context)
 
-    def _why_kept(self, request, group) -> str | None:
-        if group.name in ROLE_NAMES:
+    def _why_kept(self, request, group, *, renaming=True) -> str | None:
+        """Why ``group`` may not be deleted (or, renaming=False, changed) here."""
+        if renaming and group.name in ROLE_NAMES:
             return ROLE_GROUP_STAYS
         if _is_member(request.user, group):
             return OWN_GROUP_NOTICE
+        if not request.user.is_superuser and _holds_administrators(group):
+            return ADMINISTRATORS_GROUP_NOTICE
         return None
 
     def delete_view(self, request, object_id, extra_context=None):

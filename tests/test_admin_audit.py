@@ -759,3 +759,24 @@ def test_a_superuser_still_manages_administrators(admin_client, staff_administra
 
     assert response.status_code == 302
     assert not fresh(staff_administrator).is_active
+
+
+def test_a_group_of_other_administrators_is_changed_by_a_superuser_only(
+    staff_administrator, admin_client
+):
+    other = make_user("admin.lee", Role.ADMIN)
+    User.objects.filter(pk=other.pk).update(is_staff=True)
+    helpers = Group.objects.create(name="admin_helpers")
+    other.groups.add(helpers)
+    grant = permission("accounts.change_user")
+    client = verified_client(staff_administrator)
+
+    page = client.get(f"/admin/auth/group/{helpers.pk}/change/").content.decode()
+    refused = save_group(client, helpers, permissions=[grant.pk])
+    allowed = save_group(admin_client, helpers, permissions=[grant.pk])
+
+    assert "only a superuser changes what it may do" in page
+    assert (refused.status_code, allowed.status_code) == (403, 302)
+    assert list(helpers.permissions.all()) == [grant]
+    [event] = events(AuditAction.PRIVILEGES_CHANGED)
+    assert event.actor_username == "admin.ross"
