@@ -43,8 +43,8 @@ BEFORE_ATTRIBUTE = "portal_privileges_before"
 
 
 ADMINISTRATOR_ACCOUNT_REFUSED = (
-    "Only a superuser changes, deactivates or deletes another administrator's "
-    "account, or sets its password or resets its authenticator."
+    "Only a superuser changes, deactivates, deletes or unlocks another "
+    "administrator's account, or sets its password or resets its authenticator."
 )
 
 
@@ -76,9 +76,13 @@ def reset_authenticator(modeladmin, request, queryset):
 
 @admin.action(description="Unlock account (lift a sign-in lockout)")
 def unlock(modeladmin, request, queryset):
-    for user in queryset:
+    # Lifting another administrator's lockout would let more passwords be
+    # guessed at their account.
+    allowed = _manageable(request, queryset)
+    for user in allowed:
         unlock_account(actor=request.user, username=user.get_username())
-    messages.success(request, f"Unlocked {queryset.count()} account(s).")
+    if allowed:
+        messages.success(request, f"Unlocked {len(allowed)} account(s).")
 
 
 @admin.action(
@@ -199,6 +203,14 @@ class PortalUserAdmin(AuditedActionsMixin, AuditedSaveMixin, UserAdmin):
                 messages.info(request, ADMINISTRATOR_ACCOUNT_REFUSED)
         return super().change_view(request, object_id, form_url, extra_context)
 
+    def delete_view(self, request, object_id, extra_context=None):
+        # Another administrator's account: its page says why, rather than
+        # Django's bare 403.
+        user = self.get_object(request, unquote(object_id))
+        if user is not None and self._guarded(request, user):
+            return redirect("admin:accounts_user_change", user.pk)
+        return super().delete_view(request, object_id, extra_context)
+
     def before_save(self, obj):
         return account_privileges(obj)
 
@@ -247,7 +259,7 @@ class PortalUserAdmin(AuditedActionsMixin, AuditedSaveMixin, UserAdmin):
         if user is not None and user.pk == request.user.pk:
             return redirect("accounts:password_change")
         if user is not None and not may_manage_account(request.user, user):
-            messages.error(request, ADMINISTRATOR_ACCOUNT_REFUSED)
+            # The account's page, where the reason is shown.
             return redirect("admin:accounts_user_change", user.pk)
         return self._set_another_users_password(request, id, form_url, user)
 
@@ -309,7 +321,7 @@ class PortalGroupForm(forms.ModelForm):
 
     def clean_name(self):
         name = self.cleaned_data["name"]
-        if _as_read(name) in ROLES_AS_READ:
+        if _reads_as_a_role(name):
             raise ValidationError(ROLE_NAME_TAKEN)
         return name
 
@@ -322,23 +334,48 @@ LOOK_ALIKES = str.maketrans({
 })  # fmt: skip
 
 
-def _as_read(name: str) -> str:
-    """A group name as a reader sees it in a list of groups.
+def _latin_skeleton(name: str) -> tuple[str, bool]:
+    """The Latin letters and digits a reader sees in ``name``, and whether more.
 
-    "PHYSICIAN", "nurse" with a zero-width space, a Cyrillic "а" in "admin",
-    an accent or a space for the underscore give no role, but beside the
-    real group they would pass for it: case, width, invisible marks,
-    accents, look-alike letters and separators are all set aside.
+    Case, width, accents and invisible marks are set aside and look-alike
+    letters of other scripts read as Latin; whatever else is left out of the
+    skeleton, and the flag says something was.
     """
     decomposed = unicodedata.normalize("NFKD", name).casefold()
     kept = "".join(
         ch for ch in decomposed if unicodedata.category(ch) not in ("Cf", "Mn")
     )
-    words = kept.translate(LOOK_ALIKES).replace("_", " ").replace("-", " ").split()
-    return " ".join(words)
+    read = kept.translate(LOOK_ALIKES)
+    skeleton = "".join(ch for ch in read if ch.isascii() and ch.isalnum())
+    other = any(not ch.isascii() and not ch.isspace() for ch in read)
+    return skeleton, other
 
 
-ROLES_AS_READ = frozenset(_as_read(name) for name in ROLE_NAMES)
+def _reads_as_a_role(name: str) -> bool:
+    """Whether ``name`` would pass for a role's name in a list of groups.
+
+    "PHYSICIAN", "export staff", a zero-width space, a Cyrillic "а" in
+    "admin" or a filler character give no role, but beside the real group
+    they read as it. A name with letters of other scripts counts when its
+    Latin letters are the role's with one or two left out: a look-alike
+    letter no table lists is what would leave that gap.
+    """
+    skeleton, other = _latin_skeleton(name)
+    for role in ROLE_SKELETONS:
+        if skeleton == role:
+            return True
+        if other and 0 < len(role) - len(skeleton) <= 2 and _within(skeleton, role):
+            return True
+    return False
+
+
+def _within(part: str, whole: str) -> bool:
+    """Whether ``part``'s letters appear in ``whole`` in the same order."""
+    letters = iter(whole)
+    return all(letter in letters for letter in part)
+
+
+ROLE_SKELETONS = frozenset(_latin_skeleton(name)[0] for name in ROLE_NAMES)
 
 
 ADMINISTRATORS_GROUP_NOTICE = (
@@ -402,7 +439,10 @@ class PortalGroupAdmin(AuditedActionsMixin, AuditedSaveMixin, GroupAdmin):
         group = self.get_object(request, unquote(object_id))
         why = group and self._why_kept(request, group)
         if why:
-            messages.error(request, why)
+            # The group's page says why it cannot be changed; a role group
+            # that can be changed needs the reason it cannot be deleted.
+            if not self._why_kept(request, group, renaming=False):
+                messages.error(request, why)
             return redirect("admin:auth_group_change", group.pk)
         return super().delete_view(request, object_id, extra_context)
 
