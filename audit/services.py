@@ -16,6 +16,7 @@ from audit.checkpoints import write_checkpoint
 from audit.models import AuditAction, AuditEvent, AuditOutcome
 from audit.routers import AUDIT_DATABASE
 from ehr_portal import request_context
+from ehr_portal.logging import error_kind
 
 logger = logging.getLogger(__name__)
 security_logger = logging.getLogger("ehr_portal.security")
@@ -192,9 +193,7 @@ def _append(events: list[AuditEvent], action) -> None:
     try:
         chain.append(events)
     except Exception as error:
-        logger.error(
-            "Audit write failed for action %s: %s", action, type(error).__name__
-        )
+        logger.error("Audit write failed for action %s: %s", action, error_kind(error))
         raise AuditUnavailable("the audit trail could not be written") from error
     _checkpoint_if_due()
 
@@ -224,7 +223,7 @@ def _write_checkpoint() -> None:
     try:
         write_checkpoint()
     except Exception as error:
-        logger.error("Audit checkpoint not written: %s", type(error).__name__)
+        logger.error("Audit checkpoint not written: %s", error_kind(error))
 
 
 def recent_events_for_patient(

@@ -11,6 +11,8 @@ import os
 import stat
 from pathlib import Path
 
+from ehr_portal.logging import error_kind
+
 logger = logging.getLogger(__name__)
 
 
@@ -29,6 +31,4 @@ def keep_sqlite_file_private(sender, connection, **kwargs) -> None:
             path.chmod(stat.S_IMODE(status.st_mode) & 0o600)
     except OSError as error:
         # A file the portal cannot chmod still opens; the folder guards it.
-        logger.warning(
-            "Could not make a SQLite file private (%s)", type(error).__name__
-        )
+        logger.warning("Could not make a SQLite file private (%s)", error_kind(error))

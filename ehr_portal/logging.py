@@ -7,6 +7,15 @@ import traceback
 from ehr_portal import request_context
 
 
+def error_kind(error: BaseException) -> str:
+    """What went wrong, for a log line or a refusal: the exception's class only.
+
+    Its message may quote the value that failed (a name that did not parse,
+    a row in a database error), which can be PHI.
+    """
+    return type(error).__name__
+
+
 class UTCFormatter(logging.Formatter):
     converter = time.gmtime
 

@@ -7,6 +7,8 @@ from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.throttling import UserRateThrottle
 
+from ehr_portal.logging import error_kind
+
 logger = logging.getLogger(__name__)
 
 
@@ -34,5 +36,5 @@ class PortalUserRateThrottle(UserRateThrottle):
         try:
             return super().allow_request(request, view)
         except Exception as error:
-            logger.error("API rate counter unavailable (%s)", type(error).__name__)
+            logger.error("API rate counter unavailable (%s)", error_kind(error))
             raise CounterUnavailable from error

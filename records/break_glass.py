@@ -19,6 +19,7 @@ from accounts.roles import Role
 from accounts.services import verify_second_factor
 from audit.models import AuditAction, AuditOutcome
 from audit.services import record_event, record_events
+from ehr_portal.logging import error_kind
 from records.access import ChartAction, Purpose, decide
 from records.models import BreakGlassAccess, BreakGlassReason, BreakGlassReview, Patient
 
@@ -134,7 +135,7 @@ def _a_worker_is_listening() -> bool:
                 timeout=WORKER_ANSWER_SECONDS, limit=1, connection=connection
             )
     except Exception as error:
-        logger.error("Could not ask for a worker (%s)", type(error).__name__)
+        logger.error("Could not ask for a worker (%s)", error_kind(error))
         return False
     return bool(answers)
 
@@ -150,7 +151,7 @@ def _alert_compliance(access_id) -> None:
             logger.error(
                 "Could not queue the break-the-glass alert %s (%s): sending it now",
                 access_id,
-                type(error).__name__,
+                error_kind(error),
             )
     else:
         logger.error(

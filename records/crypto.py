@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from ehr_portal.logging import error_kind
 from records import keyproviders
 
 logger = logging.getLogger(__name__)
@@ -277,7 +278,7 @@ def parse_keyring(document: dict, path: Path, provider_factory) -> Keyring:
         raise KeyringUnavailable(str(error)) from error
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise KeyringUnavailable(
-            f"the keyring file is malformed ({type(error).__name__})"
+            f"the keyring file is malformed ({error_kind(error)})"
         ) from error
 
 
@@ -311,7 +312,7 @@ def load_keyring(*, create_if_missing: bool) -> Keyring:
         document = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise KeyringUnavailable(
-            f"the keyring cannot be read ({type(error).__name__})"
+            f"the keyring cannot be read ({error_kind(error)})"
         ) from error
     # A master key is made only with a new keyring: a new one could never
     # open a keyring that an earlier key wrapped.
@@ -359,7 +360,7 @@ def keyring() -> Keyring:
                 logger.error(
                     "The replaced keyring does not open (%s); the keys already "
                     "loaded stay in force",
-                    type(error).__name__,
+                    error_kind(error),
                 )
                 return _keyring
             _keyring = loaded

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from audit.models import AuditAction, AuditOutcome
 from audit.services import record_event, record_events
 from ehr_portal import request_context
+from ehr_portal.logging import error_kind
 from records import crypto
 from records.models import (
     AllergyIntolerance,
@@ -208,7 +209,7 @@ def _import_bundle_file(path: Path, *, actor: str | None) -> ImportSummary:
         # evidence; the traceback goes to the log, whose lines carry no PHI.
         logger.exception("Unexpected error importing a bundle")
         rejected = BundleRejected(
-            path, f"could not be imported ({type(error).__name__}); see the log"
+            path, f"could not be imported ({error_kind(error)}); see the log"
         )
         _record_rejection(actor, rejected.problem, records_undone=storing)
         raise rejected from error
@@ -544,7 +545,7 @@ def _record_values(path: Path, entry: Entry) -> dict:
     except (KeyError, TypeError, ValueError) as error:
         # Library messages may quote the value; name only the kind of error.
         raise BundleRejected(
-            path, f"cannot be read ({type(error).__name__})", entry
+            path, f"cannot be read ({error_kind(error)})", entry
         ) from None
     return values
 

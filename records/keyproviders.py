@@ -21,6 +21,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from ehr_portal import environment
+from ehr_portal.logging import error_kind
 
 logger = logging.getLogger(__name__)
 
@@ -239,7 +240,7 @@ def _token_session(library_path: str, token_label: str, pin: str):
             ) from None
         except (pkcs11.PKCS11Error, OSError, RuntimeError) as error:
             raise MasterKeyUnavailable(
-                f"the PKCS#11 token cannot be opened: {type(error).__name__}"
+                f"the PKCS#11 token cannot be opened: {error_kind(error)}"
             ) from error
         _sessions[(library_path, token_label)] = (os.getpid(), session)
         return session

@@ -12,6 +12,7 @@ import logging
 from audit.models import AuditAction, AuditOutcome
 from audit.services import AuditUnavailable, record_event
 from ehr_portal.failure_pages import stopped_response
+from ehr_portal.logging import error_kind
 from records import crypto
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class SealedDataFailureMiddleware:
 
         # The exception's own message never reaches the log: it names no PHI
         # today, but a log line is no place to find out otherwise.
-        logger.error("Request stopped: %s", type(exception).__name__)
+        logger.error("Request stopped: %s", error_kind(exception))
         _record(request, action)
 
         return stopped_response(

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from audit.models import CHART_ACCESS_ACTIONS, AuditAction, AuditOutcome
 from audit.services import recent_events_for_patient, record_event
+from ehr_portal.logging import error_kind
 from records import crypto
 from records import mrn as mrn_rules
 from records.access import (
@@ -232,7 +233,7 @@ def _check_search_rate(user) -> None:
     except Exception as error:
         # Fail closed: without its brake, search would be a way to harvest
         # the patient list. The user's own list needs no counter and works.
-        logger.error("Search rate counter unavailable (%s)", type(error).__name__)
+        logger.error("Search rate counter unavailable (%s)", error_kind(error))
         record_event(
             actor=user, action=AuditAction.ACCESS_DENIED, outcome=AuditOutcome.DENIED,
             record_type="PatientSearch", reason="search rate counter unavailable",

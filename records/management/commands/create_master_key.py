@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections, router
 
+from ehr_portal.logging import error_kind
 from records import crypto, keyproviders
 from records.models import Patient
 
@@ -92,7 +93,7 @@ class Command(BaseCommand):
                 return
             raise CommandError(
                 f"no keyring at {keyring_path}, and the database cannot be asked "
-                f"whether it already holds patients ({type(error).__name__}): "
+                f"whether it already holds patients ({error_kind(error)}): "
                 "check DATABASE_URL, or pass --new-installation for a database "
                 "not created yet"
             ) from None
