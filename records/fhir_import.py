@@ -250,6 +250,8 @@ def _read_entries(path: Path) -> list[Entry]:
         if not isinstance(found, str) or not found:
             raise BundleRejected(path, "is not a FHIR Bundle (it has no resourceType)")
         raise BundleRejected(path, f"resourceType must be 'Bundle', not {found!r}")
+    if document.get("type") not in BUNDLE_TYPES:
+        raise BundleRejected(path, "field type: required, one of FHIR's bundle types")
 
     # Absent is a bundle with no entries; null, an object or a number is a
     # broken file, not an empty one (FHIR's JSON has no null properties).
@@ -264,6 +266,13 @@ def _read_entries(path: Path) -> list[Entry]:
             raise BundleRejected(path, "has no resource object", index)
         entries.append(Entry(index, str(raw.get("fullUrl") or ""), resource))
     return entries
+
+
+# FHIR R4's required value set for Bundle.type.
+BUNDLE_TYPES = frozenset({
+    "document", "message", "transaction", "transaction-response", "batch",
+    "batch-response", "history", "searchset", "collection",
+})  # fmt: skip
 
 
 def _read_json(path: Path):

@@ -953,3 +953,20 @@ def test_a_date_given_as_a_number_is_refused_by_name(
     )
     assert "could not be imported" not in error
     assert _stored_nothing()
+
+
+@pytest.mark.parametrize("bundle_type", [None, "", "bag"])
+def test_a_bundle_without_one_of_fhirs_bundle_types_is_refused(
+    tmp_path, real_bundle, capsys, bundle_type
+):
+    if bundle_type is None:
+        del real_bundle["type"]
+    else:
+        real_bundle["type"] = bundle_type
+
+    _import_fails(_write(tmp_path, real_bundle))
+
+    assert "field type: required, one of FHIR's bundle types" in (
+        capsys.readouterr().err
+    )
+    assert _stored_nothing()
