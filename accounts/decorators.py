@@ -3,6 +3,7 @@
 from functools import wraps
 from urllib.parse import urlencode
 
+from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
 from django.urls import reverse
@@ -59,6 +60,13 @@ def clinician_required(*, record_type: str):
 STEP_UP_WINDOW_SECONDS = 5 * 60
 
 
+STEP_UP_NOTHING_DONE = (
+    "Nothing was done yet: this needs a one-time code from the last five "
+    "minutes. After the code, fill in the form again and send it; what you "
+    "had entered was not kept."
+)
+
+
 def step_up_required(
     view=None, *, within: int = STEP_UP_WINDOW_SECONDS, return_to: str | None = None
 ):
@@ -76,6 +84,11 @@ def step_up_required(
             age = seconds_since_otp(request.session)
             if age is not None and 0 <= age <= within:
                 return view_function(request, *args, **kwargs)
+            if return_to:
+                # The form sent cannot be replayed after the code: say so on
+                # the page the user comes back to, rather than leave them to
+                # think it went through (or to send it again half empty).
+                messages.warning(request, STEP_UP_NOTHING_DONE)
             target = reverse(return_to) if return_to else request.get_full_path()
             query = urlencode({"next": target})
             return redirect(f"{reverse('accounts:step_up')}?{query}")

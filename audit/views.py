@@ -4,7 +4,7 @@ import json
 
 from django.conf import settings
 from django.core.paginator import Paginator
-from django.http import HttpResponse, HttpResponseBadRequest
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -59,7 +59,10 @@ def audit_export(request):
     """The current filter's events, newest first, as a FHIR R4 Bundle download."""
     event_filter = AuditEventFilter(request.POST, queryset=AuditEvent.objects.all())
     if not event_filter.is_valid():
-        return HttpResponseBadRequest("The filter is not valid.")
+        # The trail's own page, with the filter's errors beside its fields.
+        page = audit_events(request)
+        page.status_code = 400
+        return page
 
     events = event_filter.qs
     total = events.count()

@@ -88,3 +88,22 @@ def test_export_asks_for_a_fresh_code_after_five_minutes(compliance_officer):
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/step-up/")
     assert "next=%2Fcompliance%2Faudit%2F" in response["Location"]
+    # The filter cannot come along: the page asking for the code says so.
+    step_up = client.get(response["Location"]).content.decode()
+    assert "Nothing was done yet" in step_up
+    assert "what you had entered was not kept" in step_up
+    assert not AuditEvent.objects.filter(action=AuditAction.AUDIT_EXPORT).exists()
+
+
+def test_an_invalid_filter_on_export_shows_the_trail_with_its_errors(
+    compliance_officer,
+):
+    response = verified_client(compliance_officer).post(
+        "/compliance/audit/export/",
+        {"occurred_from": "2027-01-01", "occurred_to": "2020-01-01"},
+    )
+
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert "<form" in body and "later than" in body
+    assert not AuditEvent.objects.filter(action=AuditAction.AUDIT_EXPORT).exists()
