@@ -179,45 +179,67 @@ class _LoadedTogether:
     The rows are held by weak reference: each row keeps the group alive, but
     not the other rows, so a page's rows (and their plaintext) are freed as
     soon as the page is done with them, without waiting for the cycle
-    collector, whose passes over them cost more than the links save.
+    collector, whose passes over them cost more than the links save. Their
+    token dicts hold only ciphertext and are held directly, so a column's
+    tokens are gathered without visiting each row.
     """
 
-    __slots__ = ("opened", "rows")
+    __slots__ = ("opened", "pks", "row_ids", "rows", "tokens")
 
-    def __init__(self, rows: list[weakref.ref]):
-        self.rows = rows
+    def __init__(self, rows: list):
+        self.rows = [weakref.ref(row) for row in rows]
+        self.tokens = [row.__dict__[_TOKENS] for row in rows]
         self.opened = set()
+        self.pks = self.row_ids = None
+
+    def _identify_rows(self, pk_attname: str) -> None:
+        # Each row's id for the associated data, encoded once for all its
+        # columns. The primary key it came from is kept, so that a row given
+        # another key since is not opened for the old one.
+        pks, row_ids = [], []
+        for reference in self.rows:
+            instance = reference()
+            pk = None if instance is None else instance.__dict__.get(pk_attname)
+            if pk is None:
+                pks.append(_NO_ROW)
+                row_ids.append(b"")
+            else:
+                pks.append(pk)
+                row_ids.append(str(pk).encode())
+        self.pks, self.row_ids = pks, row_ids
 
     def open_column(self, field) -> None:
         attname = field.attname
         self.opened.add(attname)
         pk_attname, prefix = field._binding or field.binding()
+        if self.row_ids is None:
+            self._identify_rows(pk_attname)
 
-        # Each value is opened for its own row.
-        holders, tokens, row_ids = [], [], []
-        for reference in self.rows:
+        tokens = [row_tokens.get(attname) for row_tokens in self.tokens]
+        opened = crypto.open_sealed_column(prefix, tokens, self.row_ids)
+
+        # A value opens only into a row still missing it (one assigned since
+        # loading stays), and only for the key it was loaded under.
+        parses = field.parses
+        for reference, pk, text in zip(self.rows, self.pks, opened, strict=True):
+            if text is None:
+                continue
             instance = reference()
             if instance is None:
                 continue
             attributes = instance.__dict__
-            token = None if attname in attributes else attributes[_TOKENS].get(attname)
-            row_id = _row_id(attributes, pk_attname) if token is not None else None
-            if row_id is None:
+            if attname in attributes or attributes.get(pk_attname) is not pk:
                 continue
-            holders.append(attributes)
-            tokens.append(token)
-            row_ids.append(row_id)
-
-        opened = crypto.open_sealed_column(prefix, tokens, row_ids)
-        for attributes, text in zip(holders, opened, strict=True):
-            if text is None:
-                continue
-            if field.parses:
+            if parses:
                 try:
                     text = field.opened(text)
                 except crypto.IntegrityError:
                     continue
             attributes[attname] = text
+
+
+# Stands for a row without a primary key: no row's key is ever this object.
+_NO_ROW = object()
 
 
 class SealedModelIterable(ModelIterable):
@@ -248,7 +270,7 @@ class SealedModelIterable(ModelIterable):
 def _load_together(rows) -> None:
     for start in range(0, len(rows), BATCH_ROWS):
         batch = rows[start : start + BATCH_ROWS]
-        together = _LoadedTogether([weakref.ref(row) for row in batch])
+        together = _LoadedTogether(batch)
         for row in batch:
             row.__dict__[_BATCH] = together
 

@@ -340,6 +340,41 @@ def test_rows_loaded_together_each_open_their_own_values(marker_patient):
     assert {row.source_key: row.description for row in streamed} == descriptions
 
 
+def test_a_value_assigned_before_its_column_is_read_stays(marker_patient):
+    _encounters(marker_patient, 3)
+    first, second, third = Encounter.objects.filter(patient=marker_patient).order_by(
+        "source_key"
+    )
+
+    second.description = "Corrected before reading"
+
+    # The first read opens the column for all three rows loaded together.
+    assert first.description == "Markvisit0"
+    assert second.description == "Corrected before reading"
+    assert third.description == "Markvisit2"
+
+
+def test_a_pages_rows_and_their_plaintext_are_freed_with_the_page(marker_patient):
+    import gc
+    import weakref
+
+    _encounters(marker_patient, 3)
+    # Without the cycle collector: rows linked to each other strongly would
+    # keep every row's plaintext alive until its next pass.
+    gc.disable()
+    try:
+        rows = list(Encounter.objects.filter(patient=marker_patient))
+        assert {row.description for row in rows} == {
+            "Markvisit0", "Markvisit1", "Markvisit2",
+        }  # fmt: skip
+        watched = [weakref.ref(row) for row in rows]
+        del rows
+
+        assert [reference() for reference in watched] == [None, None, None]
+    finally:
+        gc.enable()
+
+
 @pytest.mark.parametrize("damaged_read_first", [True, False])
 def test_a_moved_value_fails_on_its_own_row_only(marker_patient, damaged_read_first):
     descriptions = _encounters(marker_patient, 4)
