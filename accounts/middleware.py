@@ -72,6 +72,28 @@ def _return_to(request) -> str:
     return reverse("home")
 
 
+def _typed_text_given_back(request):
+    """For text typed on one of the portal's pages and sent after the session
+    ended: the page its view gives back (``view.when_signed_out``), else None.
+
+    Only for a post the browser says came from the portal itself (Origin):
+    the session's CSRF token went with the session, and a page elsewhere
+    could otherwise post any text and have it shown under the portal's name.
+    """
+    if request.method != "POST":
+        return None
+    if request.headers.get("Origin") != f"{request.scheme}://{request.get_host()}":
+        return None
+    try:
+        match = resolve(request.path_info)
+    except Resolver404:
+        return None
+    give_back = getattr(match.func, "when_signed_out", None)
+    if give_back is None:
+        return None
+    return give_back(request, *match.args, **match.kwargs)
+
+
 class VerifiedSessionMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
@@ -86,6 +108,9 @@ class VerifiedSessionMiddleware:
 
         user = request.user
         if not user.is_authenticated:
+            given_back = _typed_text_given_back(request)
+            if given_back is not None:
+                return given_back
             return redirect(
                 f"{reverse('accounts:login')}?next={quote(_return_to(request))}"
             )

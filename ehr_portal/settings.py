@@ -117,6 +117,9 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Outside the sign-in checks, so that the pages they answer with (a note
+    # given back after sign-out) are kept by no cache either.
+    "ehr_portal.middleware.NoStoreMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -127,7 +130,6 @@ MIDDLEWARE = [
     "accounts.middleware.SessionTimeoutMiddleware",
     "accounts.middleware.VerifiedSessionMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "ehr_portal.middleware.NoStoreMiddleware",
     "ehr_portal.middleware.DisplayTimeZoneMiddleware",
     "ehr_portal.middleware.MethodNotAllowedPageMiddleware",
     "audit.middleware.AuditFailClosedMiddleware",

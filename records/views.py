@@ -203,19 +203,37 @@ def _save_note(request, patient_id, form):
 
 
 def _note_not_saved(request, patient_id, form, *, refused: bool):
-    # What was typed, as sent: the form may not have validated.
+    return _typed_note_page(
+        request, patient_id, form.data, why="refused" if refused else "audit"
+    )
+
+
+def _typed_note_page(request, patient_id, typed, *, why: str):
+    # What was typed, as sent: the form may not have validated. The page
+    # shows nothing from the chart.
     return render(
         request,
         "note_not_saved.html",
         {
             "patient_id": patient_id,
-            "refused": refused,
-            "title": form.data.get("title", ""),
-            "body": form.data.get("body", ""),
+            "why": why,
+            "title": typed.get("title", ""),
+            "body": typed.get("body", ""),
             "request_id": current_request_id(),
         },
-        status=403 if refused else 503,
+        status=503 if why == "audit" else 403,
     )
+
+
+def _note_sent_after_sign_out(request, patient_id):
+    # Called by the sign-in check for a note that arrives once the session
+    # has ended: nobody is signed in to add it, but the clinician who typed
+    # it gets it back instead of a sign-in page that drops it.
+    logger.info("Note not saved: it arrived after the session had ended")
+    return _typed_note_page(request, patient_id, request.POST, why="signed_out")
+
+
+note_create.when_signed_out = _note_sent_after_sign_out
 
 
 @clinician_required(record_type="BreakGlassAccess")

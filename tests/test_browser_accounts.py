@@ -167,3 +167,33 @@ def test_a_passkey_is_added_and_then_stands_in_for_the_code(
     )
     assert (AuditAction.MFA_ENROLLED, "passkey") in purposes
     assert (AuditAction.OTP_VERIFIED, "passkey") in purposes
+
+
+def test_a_note_sent_after_the_session_ended_comes_back_to_copy(
+    page: Page, live_server, nurse, marker_patient
+):
+    from django.contrib.sessions.models import Session
+
+    from records.models import ClinicalNote
+    from tests.conftest import add_to_care_team
+
+    add_to_care_team(nurse, marker_patient)
+    sign_in(page, live_server.url, nurse)
+    page.goto(f"{live_server.url}/patients/{marker_patient.pk}/notes/")
+    page.get_by_label("Title").fill("Evening review")
+    page.get_by_label("Body").fill("Pain 2/10 after analgesia.\nMobilised to chair.")
+
+    # The session ends while the note is being written (as an idle sign-out
+    # or a sign-out elsewhere would end it).
+    Session.objects.all().delete()
+    page.get_by_role("button", name="Save note").click()
+
+    expect(page.locator("h1")).to_have_text("Your note was not saved")
+    expect(page.locator("#unsaved-title")).to_have_value("Evening review")
+    expect(page.locator("#unsaved-body")).to_have_value(
+        "Pain 2/10 after analgesia.\nMobilised to chair."
+    )
+    assert not ClinicalNote.objects.exists()
+
+    page.get_by_role("link", name="sign in again").click()
+    expect(page.locator("h1")).to_have_text("Sign in")

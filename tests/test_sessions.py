@@ -176,3 +176,55 @@ def test_a_form_sent_after_an_idle_sign_out_returns_to_its_page(nurse, marker_pa
     assert is_sign_in_page(response)
     assert response.url == f"/accounts/login/?next={notes_page}"
     assert elsewhere.url == "/accounts/login/?next=/"
+
+
+def _note_sent_after_an_idle_sign_out(user, patient, origin: str):
+    notes_page = f"/patients/{patient.pk}/notes/"
+    with freeze_time(START) as clock:
+        client = verified_client(user)
+        clock.tick(16 * MINUTE)
+        return client.post(
+            f"/patients/{patient.pk}/notes/new/",
+            {
+                "kind": "progress",
+                "title": "Ward round",
+                "body": "Seen at 14:00; <i>settled</i>, plan unchanged.",
+            },
+            HTTP_ORIGIN=origin,
+            HTTP_REFERER=f"{origin}{notes_page}",
+        )
+
+
+def test_a_note_sent_after_an_idle_sign_out_comes_back_to_copy(nurse, marker_patient):
+    from records.models import ClinicalNote
+    from tests.conftest import add_to_care_team
+    from tests.test_chart_access import _assert_no_phi
+
+    add_to_care_team(nurse, marker_patient)
+
+    response = _note_sent_after_an_idle_sign_out(
+        nurse, marker_patient, "http://testserver"
+    )
+
+    assert response.status_code == 403
+    body = response.content.decode()
+    assert "Your note was not saved" in body
+    assert "signed out" in body
+    assert 'value="Ward round"' in body
+    assert "Seen at 14:00; &lt;i&gt;settled&lt;/i&gt;, plan unchanged." in body
+    assert f"/accounts/login/?next=/patients/{marker_patient.pk}/notes/" in body
+    assert response["Cache-Control"] == "no-store, max-age=0"
+    _assert_no_phi(response, marker_patient)
+    assert not ClinicalNote.objects.exists()
+    assert events(AuditAction.IDLE_LOGOUT).get().actor_id == nurse.pk
+
+
+def test_a_note_posted_from_another_site_is_not_shown_back(nurse, marker_patient):
+    # A page elsewhere could post any text at the portal: showing it back
+    # under the portal's name is what a session-less post must not get.
+    response = _note_sent_after_an_idle_sign_out(
+        nurse, marker_patient, "https://attacker.example"
+    )
+
+    assert is_sign_in_page(response)
+    assert "settled" not in response.content.decode()
