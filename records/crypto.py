@@ -1,10 +1,15 @@
 """Field encryption and blind indexes: the only module that touches PHI keys.
 
-Sealed values are text of the form ``a1.<key version>.<base64(nonce || ct)>``:
-``a1`` names AES-256-GCM, the version names the data key, and the 96-bit nonce
-is fresh for every value. The associated data binds the value to its table,
-column and row, so a ciphertext copied to another row fails to open
-(45 CFR 164.312(a)(2)(iv), encryption; 164.312(c)(1), integrity).
+A sealed value is bytes: a format byte (2: AES-256-GCM), the data key's
+version (two bytes, big-endian), the 96-bit nonce, fresh for every value, and
+the ciphertext with its tag. The associated data binds the value to its table,
+column and row (``table.column:`` and the row id, ``row_id``), so a ciphertext
+copied to another row fails to open (45 CFR 164.312(a)(2)(iv), encryption;
+164.312(c)(1), integrity).
+
+Values sealed before it, text of the form ``a1.<version>.<base64(nonce || ct)>``
+bound to the row id as text, still open (``open_stored``); ``rotate_keys``
+seals them again in the binary format.
 
 Envelope encryption: the keyring file (PORTAL_KEYRING_FILE) holds the data
 keys and blind-index keys only wrapped by a master key, which lives in a
@@ -25,6 +30,7 @@ import tempfile
 import threading
 import time
 import unicodedata
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +44,11 @@ from records import keyproviders
 
 logger = logging.getLogger(__name__)
 
+FORMAT_AES_GCM = 2
+HEADER_BYTES = 3
+# Two bytes name the version in a sealed value's header.
+MAX_KEY_VERSION = 0xFFFF
+# The earlier text format's name for AES-256-GCM.
 ALGORITHM_AES_GCM = "a1"
 NONCE_BYTES = 12
 KEY_BYTES = 32
@@ -84,15 +95,21 @@ class Keyring:
     superseded: dict | None = None
     wrapped: bool = True
     ciphers: dict[int, AESGCM] = field(init=False, repr=False, compare=False)
-    ciphers_by_label: dict[str, AESGCM] = field(init=False, repr=False, compare=False)
+    ciphers_by_header: dict[bytes, AESGCM] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self):
         ciphers = {version: AESGCM(key) for version, key in self.data_keys.items()}
         object.__setattr__(self, "ciphers", ciphers)
-        # Keyed by the version exactly as seal() writes it, so opening a value
-        # finds its key without parsing the number.
-        labels = {str(version): cipher for version, cipher in ciphers.items()}
-        object.__setattr__(self, "ciphers_by_label", labels)
+        # Keyed by the header exactly as seal() writes it, so opening a value
+        # finds its key without parsing the version.
+        headers = {
+            _header(version): cipher
+            for version, cipher in ciphers.items()
+            if 0 < version <= MAX_KEY_VERSION
+        }
+        object.__setattr__(self, "ciphers_by_header", headers)
 
     def cipher(self, version: int) -> AESGCM:
         try:
@@ -114,6 +131,10 @@ _keyring: Keyring | None = None
 _keyring_signature: tuple | None = None
 _checked_at = 0.0
 _refresh_seconds = 0.0
+
+
+def _header(version: int) -> bytes:
+    return bytes((FORMAT_AES_GCM, version >> 8, version & 0xFF))
 
 
 def _b64(data: bytes) -> str:
@@ -256,6 +277,11 @@ def _check(ring: Keyring) -> Keyring:
         raise KeyringUnavailable("the keyring's current version has no key")
     if ring.current_index_version not in ring.index_keys:
         raise KeyringUnavailable("the keyring's current index version has no key")
+    if not 0 < ring.current_version <= MAX_KEY_VERSION:
+        raise KeyringUnavailable(
+            f"data key versions run from 1 to {MAX_KEY_VERSION}, not "
+            f"{ring.current_version}"
+        )
     keys = [*ring.data_keys.values(), *ring.index_keys.values(), ring.dedupe_key]
     if any(len(key) != KEY_BYTES for key in keys):
         raise KeyringUnavailable("every key must be 256 bits")
@@ -384,19 +410,69 @@ def reset_keyring_cache() -> None:
         _keyring_signature = None
 
 
-def seal(plaintext: str, associated_data: bytes) -> str:
+def row_id(pk) -> bytes:
+    """A row's primary key as the associated data names it: a UUID's 16 bytes."""
+    if isinstance(pk, uuid.UUID):
+        return pk.bytes
+    return str(pk).encode()
+
+
+def seal(plaintext: str, associated_data: bytes) -> bytes:
     ring = keyring()
+    version = ring.current_version
     nonce = os.urandom(NONCE_BYTES)
-    ciphertext = ring.cipher(ring.current_version).encrypt(
+    ciphertext = ring.cipher(version).encrypt(
         nonce, plaintext.encode("utf-8"), associated_data
     )
-    return f"{ALGORITHM_AES_GCM}.{ring.current_version}.{_b64(nonce + ciphertext)}"
+    return _header(version) + nonce + ciphertext
 
 
-def sealed_version(token: str) -> int:
+def sealed_version(token) -> int:
     """The data-key version a sealed value names, without opening it."""
-    algorithm, version, _payload = _split(token)
+    token = _as_stored(token)
+    if isinstance(token, bytes):
+        _check_header(token)
+        return int.from_bytes(token[1:HEADER_BYTES], "big")
+    _algorithm, version, _payload = _split(token)
     return version
+
+
+def is_current(token) -> bool:
+    """Whether a value is sealed in the binary format under the current key."""
+    header = (
+        bytes(token[:HEADER_BYTES]) if isinstance(token, bytes | memoryview) else b""
+    )
+    return header == _header(keyring().current_version)
+
+
+def _as_stored(token):
+    """Bytes for the binary format, text for the earlier one, as either arrives.
+
+    PostgreSQL gives a value of the earlier format, stored before its column
+    became binary, as the ASCII bytes of its text; SQLite gives it as text.
+    """
+    if isinstance(token, memoryview):
+        token = token.tobytes()
+    if isinstance(token, bytes) and token[:1].isalpha():
+        try:
+            return token.decode("ascii")
+        except UnicodeDecodeError:
+            raise IntegrityError("the stored value is not a sealed value") from None
+    if not isinstance(token, bytes | str):
+        raise IntegrityError("the stored value is not a sealed value")
+    return token
+
+
+def _check_header(token: bytes) -> None:
+    if not token:
+        raise IntegrityError("the stored value is not a sealed value")
+    if token[0] != FORMAT_AES_GCM:
+        raise UnknownAlgorithm(
+            f"unknown sealed-value format {token[0]}: this portal reads only "
+            f"format {FORMAT_AES_GCM} (AES-256-GCM)"
+        )
+    if len(token) <= HEADER_BYTES + NONCE_BYTES:
+        raise IntegrityError("the stored value is not a sealed value")
 
 
 def _split(token: str) -> tuple[str, int, str]:
@@ -413,30 +489,48 @@ def _split(token: str) -> tuple[str, int, str]:
     return algorithm, version_number, payload
 
 
-def open_sealed(token: str, associated_data: bytes) -> str:
-    """The plaintext of a sealed value; IntegrityError unless it authenticates.
+def open_stored(token, prefix: bytes, pk) -> str:
+    """The plaintext of a value as the database gave it, for ``prefix`` and row ``pk``.
 
-    A value opened alone (and each value key rotation re-seals) passes
-    through here, so a well-formed value under a key this process holds
-    takes one short path, written out for one value rather than through
-    open_sealed_column's lists; anything else (another algorithm, a
-    malformed token, a version written after a rotation this process has
-    not seen yet) goes through the careful one.
+    Opens either format, each with its own associated data; IntegrityError
+    (UnknownAlgorithm for a format or algorithm it does not know) unless the
+    value authenticates.
     """
+    token = _as_stored(token)
+    if isinstance(token, bytes):
+        return open_sealed(token, prefix + row_id(pk))
+    _algorithm, version, payload = _split(token)
+    return _decrypt(_cipher_for(version), payload, prefix + str(pk).encode())
+
+
+def open_sealed(token: bytes, associated_data: bytes) -> str:
+    """The plaintext of a value in the binary format; IntegrityError unless it
+    authenticates.
+
+    A well-formed value under a key this process holds takes one short path;
+    anything else (another format, a damaged header, a version written after
+    a rotation this process has not seen yet) goes through the careful one.
+    """
+    cipher = keyring().ciphers_by_header.get(token[:HEADER_BYTES])
+    if cipher is None or len(token) <= HEADER_BYTES + NONCE_BYTES:
+        _check_header(token)
+        cipher = _cipher_for(int.from_bytes(token[1:HEADER_BYTES], "big"))
     try:
-        algorithm, label, payload = token.split(".", 2)
-    except (AttributeError, ValueError):
-        return _open_carefully(token, associated_data)
-    if algorithm != ALGORITHM_AES_GCM:
-        return _open_carefully(token, associated_data)
-    cipher = keyring().ciphers_by_label.get(label)
-    if cipher is None:
-        return _open_carefully(token, associated_data)
-    return _decrypt(cipher, payload, associated_data)
+        plaintext = cipher.decrypt(
+            token[HEADER_BYTES : HEADER_BYTES + NONCE_BYTES],
+            token[HEADER_BYTES + NONCE_BYTES :],
+            associated_data,
+        )
+    except InvalidTag:
+        raise IntegrityError(
+            "a sealed value failed its integrity check (tampered, or moved "
+            "from another row or column)"
+        ) from None
+    return plaintext.decode("utf-8")
 
 
 def open_sealed_column(
-    prefix: bytes, tokens: list[str], row_ids: list[bytes]
+    prefix: bytes, tokens: list, row_ids: list[bytes]
 ) -> list[str | None]:
     """The plaintexts of one column's sealed values, for many rows at once.
 
@@ -445,44 +539,39 @@ def open_sealed_column(
     keyring is looked up once and the AES-GCM work runs in one tight loop,
     which costs far less than the same openings spread among template
     rendering. A value that does not open on this path (damaged, moved,
-    another algorithm, a key version written another way or not loaded yet)
-    gives None: the caller opens it with ``open_sealed``, which raises its
-    own error or takes the careful path.
+    the earlier format, a key version not loaded yet) gives None: the
+    caller opens it with ``open_stored``, which raises its own error or
+    takes the careful path.
     """
-    ciphers = keyring().ciphers_by_label
-    decode = binascii.a2b_base64
-    algorithm_expected, nonce_bytes = ALGORITHM_AES_GCM, NONCE_BYTES
+    ciphers = keyring().ciphers_by_header
+    start, end = HEADER_BYTES, HEADER_BYTES + NONCE_BYTES
     opened = []
     keep = opened.append
-    for token, row_id in zip(tokens, row_ids, strict=True):
+    for token, row in zip(tokens, row_ids, strict=True):
         try:
-            algorithm, label, payload = token.split(".", 2)
-            cipher = ciphers[label]
-            raw = decode(payload, strict_mode=True)
-            if algorithm != algorithm_expected or len(raw) <= nonce_bytes:
-                raise ValueError
-            plaintext = cipher.decrypt(
-                raw[:nonce_bytes], raw[nonce_bytes:], prefix + row_id
+            plaintext = ciphers[token[:start]].decrypt(
+                token[start:end], token[end:], prefix + row
             )
             keep(plaintext.decode())
-        except (ValueError, AttributeError, KeyError, InvalidTag):
-            # ValueError covers binascii.Error and UnicodeDecodeError.
+        except (ValueError, TypeError, KeyError, InvalidTag):
+            # ValueError covers a nonce too short and UnicodeDecodeError;
+            # TypeError a value that is not bytes (None, the earlier format).
             keep(None)
     return opened
 
 
-def _open_carefully(token: str, associated_data: bytes) -> str:
-    _algorithm, version, payload = _split(token)
+def _cipher_for(version: int) -> AESGCM:
     ring = keyring()
     if version not in ring.data_keys:
         # A newer version may have been written by a process that saw the
         # rotated keyring first: look at the file once more before failing.
         reset_keyring_cache()
         ring = keyring()
-    return _decrypt(ring.cipher(version), payload, associated_data)
+    return ring.cipher(version)
 
 
 def _decrypt(cipher: AESGCM, payload: str, associated_data: bytes) -> str:
+    """Open a value of the earlier text format, from its base64 payload."""
     try:
         raw = binascii.a2b_base64(payload, strict_mode=True)
     except ValueError as error:  # binascii.Error is one
@@ -540,11 +629,12 @@ def dedupe_tag(purpose: str, value: str) -> str:
     return _tag(keyring().dedupe_key, purpose, value)
 
 
-def reseal(token: str, associated_data: bytes) -> str | None:
-    """The value sealed again under the current key, or None if it already is."""
-    if sealed_version(token) == keyring().current_version:
+def reseal(token, prefix: bytes, pk) -> bytes | None:
+    """The value sealed again under the current key in the binary format, or
+    None if it already is."""
+    if is_current(token):
         return None
-    return seal(open_sealed(token, associated_data), associated_data)
+    return seal(open_stored(token, prefix, pk), prefix + row_id(pk))
 
 
 def start_rotation(*, index_key: bool) -> dict:
@@ -567,6 +657,10 @@ def start_rotation(*, index_key: bool) -> dict:
         )
 
     version = max(ring.data_keys) + 1
+    if version > MAX_KEY_VERSION:
+        raise KeyringUnavailable(
+            f"the keyring has used all {MAX_KEY_VERSION} data key versions"
+        )
     index_keys = dict(ring.index_keys)
     index_version = None
     if index_key:

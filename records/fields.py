@@ -36,15 +36,25 @@ from django.db.models.sql import Query
 from records import crypto
 
 
-class SealedText(str):
+class SealedBytes(bytes):
     """A value already sealed for its row, the only thing written to the column."""
 
 
+class SealedText(str):
+    """A value sealed in the earlier text format, as loaded (SQLite gives it as
+    text): key rotation compares a row's values as they were read."""
+
+
+def sealed_as_loaded(token) -> SealedBytes | SealedText:
+    """A loaded sealed value marked as ciphertext, to compare it as stored."""
+    if isinstance(token, str):
+        return SealedText(token)
+    return SealedBytes(token)
+
+
 # Keys of ``instance.__dict__`` kept beside the fields: the ciphertext of each
-# sealed value as loaded, the row id encoded for the associated data, and the
-# rows loaded together with this one.
+# sealed value as loaded, and the rows loaded together with this one.
 _TOKENS = "_sealed_tokens"
-_ROW_ID = "_sealed_row_id"
 _BATCH = "_sealed_batch"
 
 # Rows opened together at most: bounds what one row keeps alive when a large
@@ -137,7 +147,7 @@ def _sealed_columns(model) -> tuple[int, tuple[tuple[int, str], ...]]:
     return _SEALED_COLUMNS[model]
 
 
-def loaded_token(instance, field) -> str | None:
+def loaded_token(instance, field) -> bytes | str | None:
     """The sealed value of ``field`` as loaded from the database; None if NULL.
 
     For key rotation, which re-seals and compares ciphertext, never
@@ -151,21 +161,6 @@ def loaded_token(instance, field) -> str | None:
     if attributes.get(field.attname) is None:
         return None
     raise TypeError("a freshly loaded row holds only ciphertext")
-
-
-def _row_id(attributes, pk_attname) -> bytes | None:
-    """The row's primary key as text for the associated data; None without one.
-
-    Encoded once per row, and again only if the instance has been given
-    another primary key since.
-    """
-    pk = attributes.get(pk_attname)
-    if pk is None:
-        return None
-    row = attributes.get(_ROW_ID)
-    if row is None or row[0] is not pk:
-        row = attributes[_ROW_ID] = (pk, str(pk).encode())
-    return row[1]
 
 
 class _LoadedTogether:
@@ -205,7 +200,7 @@ class _LoadedTogether:
                 row_ids.append(b"")
             else:
                 pks.append(pk)
-                row_ids.append(str(pk).encode())
+                row_ids.append(crypto.row_id(pk))
         self.pks, self.row_ids = pks, row_ids
 
     def open_column(self, field) -> None:
@@ -302,24 +297,20 @@ class EncryptedAttribute(DeferredAttribute):
             if attname in attributes:
                 return attributes[attname]
 
-        # Alone, or left sealed by its column's opening: opened here, which
-        # raises the value's own error if it does not open.
-        pk_attname, prefix = field._binding or field.binding()
-        row_id = _row_id(attributes, pk_attname)
-        if row_id is None:
-            # No primary key any more: the general path explains.
-            value = attributes[attname] = field.open_for(instance, tokens[attname])
-            return value
-        text = crypto.open_sealed(tokens[attname], prefix + row_id)
-        value = attributes[attname] = field.opened(text) if field.parses else text
+        # Alone, left sealed by its column's opening, or in the earlier text
+        # format: opened here, which raises the value's own error if it does
+        # not open.
+        pk_attname, _prefix = field._binding or field.binding()
+        value = field.open_token(attributes.get(pk_attname), tokens[attname])
+        attributes[attname] = value
         return value
 
 
 class SealedExact(Exact):
     """Equality with an exact sealed token, for key rotation's compare-and-swap.
 
-    Only a ``SealedText`` passes ``get_db_prep_value``, so this can never
-    compare a column with plaintext.
+    Only a ``SealedBytes`` or ``SealedText`` passes ``get_db_prep_value``, so
+    this can never compare a column with plaintext.
     """
 
     lookup_name = "sealed"
@@ -329,7 +320,10 @@ class SealedExact(Exact):
 
 
 class EncryptedField(models.TextField):
-    """Base for sealed fields; subclasses say how their type becomes text."""
+    """Base for sealed fields; subclasses say how their type becomes text.
+
+    The column is binary (BLOB, bytea): it holds sealed bytes, never text.
+    """
 
     descriptor_class = EncryptedAttribute
     allowed_lookups = frozenset({"isnull", "sealed"})
@@ -363,22 +357,30 @@ class EncryptedField(models.TextField):
             self._binding = (options.pk.attname, prefix)
         return self._binding
 
+    def get_internal_type(self):
+        return "BinaryField"
+
     def associated_data_for(self, pk) -> bytes:
+        self._check_row(pk)
+        return self.binding()[1] + crypto.row_id(pk)
+
+    def _check_row(self, pk) -> None:
         if pk is None:
             raise ValueError(
                 f"{self.model.__name__} needs its primary key before sealing; "
                 "encrypted models use client-side UUID keys"
             )
-        return self.binding()[1] + str(pk).encode()
 
     def associated_data(self, instance) -> bytes:
         return self.associated_data_for(instance.pk)
 
-    def open_token(self, pk, token: str):
-        text = crypto.open_sealed(token, self.associated_data_for(pk))
+    def open_token(self, pk, token):
+        """The value of ``token`` as loaded (either format) for row ``pk``."""
+        self._check_row(pk)
+        text = crypto.open_stored(token, self.binding()[1], pk)
         return self.opened(text) if self.parses else text
 
-    def open_for(self, instance, token: str):
+    def open_for(self, instance, token):
         return self.open_token(instance.pk, token)
 
     def opened(self, text: str):
@@ -391,9 +393,16 @@ class EncryptedField(models.TextField):
                 f"{self.model.__name__}.{self.name} does not hold a {self.type_label}"
             ) from None
 
-    def seal_for(self, pk, value) -> SealedText:
+    def seal_for(self, pk, value) -> SealedBytes:
         text = self.to_plaintext(value)
-        return SealedText(crypto.seal(text, self.associated_data_for(pk)))
+        return SealedBytes(crypto.seal(text, self.associated_data_for(pk)))
+
+    def reseal(self, pk, token) -> SealedBytes | None:
+        """``token`` sealed again under the current key in the binary format;
+        None if it is so already."""
+        self._check_row(pk)
+        resealed = crypto.reseal(token, self.binding()[1], pk)
+        return None if resealed is None else SealedBytes(resealed)
 
     def pre_save(self, model_instance, add):
         value = getattr(model_instance, self.attname)
@@ -415,8 +424,13 @@ class EncryptedField(models.TextField):
                 "inherit from records.fields.SealedModel"
             )
 
+    def get_prep_value(self, value):
+        # TextField would turn bytes into their repr; the sealed value (or
+        # the refusal below) is what reaches the database.
+        return value
+
     def get_db_prep_value(self, value, connection, prepared=False):
-        if value is None or isinstance(value, SealedText):
+        if value is None or isinstance(value, SealedBytes | SealedText):
             return value
         raise FieldError(
             f"{self.model.__name__}.{self.name} is encrypted: write it through "

@@ -19,7 +19,7 @@ from django.db import models, router, transaction
 from audit.models import AuditAction, AuditOutcome
 from audit.services import record_event
 from records import crypto
-from records.fields import EncryptedField, SealedText, loaded_token
+from records.fields import EncryptedField, SealedBytes, loaded_token, sealed_as_loaded
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def _row_update(model, fields, instance, reindex) -> tuple | None:
     changes = {}
     for field, token in tokens.items():
         if token is not None:
-            resealed = crypto.reseal(token, field.associated_data_for(instance.pk))
+            resealed = field.reseal(instance.pk, token)
             if resealed is not None:
                 changes[field.column] = resealed
 
@@ -159,7 +159,7 @@ def _write_updates(model, fields, updates, progress, database) -> None:
             if token is None:
                 still_as_read[f"{name}__isnull"] = True
             else:
-                still_as_read[f"{name}__sealed"] = SealedText(token)
+                still_as_read[f"{name}__sealed"] = sealed_as_loaded(token)
         new_values = {
             by_column[column].attname: _stored(by_column[column], value)
             for column, value in changes.items()
@@ -176,7 +176,7 @@ def _write_updates(model, fields, updates, progress, database) -> None:
 
 def _stored(field, value):
     # A resealed value is ciphertext already: marked so, the field writes it.
-    return SealedText(value) if isinstance(field, EncryptedField) else value
+    return SealedBytes(value) if isinstance(field, EncryptedField) else value
 
 
 def key_version_counts() -> dict[str, dict[int, int]]:

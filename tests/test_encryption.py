@@ -1,8 +1,10 @@
 """PHI fields are sealed per row: round trips, tampering, moved ciphertext, lookups."""
 
+import base64
 import datetime
 import decimal
 import json
+import os
 
 import pytest
 from django.core.exceptions import FieldError
@@ -31,12 +33,37 @@ def _raw_column(patient, column: str) -> str:
         return cursor.fetchone()[0]
 
 
-def _write_raw(patient, column: str, value: str) -> None:
+def _write_raw(patient, column: str, value: bytes | str) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE records_patient SET {column} = %s WHERE id = %s",  # noqa: S608
             [value, Patient._meta.pk.get_db_prep_value(patient.pk, connection)],
         )
+
+
+def _header(version: int) -> bytes:
+    return bytes((2, version >> 8, version & 0xFF))
+
+
+def _text_format_token(
+    plaintext: str, column: str, pk, version: str = "1", table="records_patient"
+) -> str:
+    """A value sealed as the portal did before the binary format: text, bound
+    to the row id as text."""
+    nonce = os.urandom(12)
+    associated_data = f"{table}.{column}:{pk}".encode()
+    sealed = (
+        crypto.keyring().cipher(1).encrypt(nonce, plaintext.encode(), associated_data)
+    )
+    return f"a1.{version}.{base64.b64encode(nonce + sealed).decode()}"
+
+
+def _write_text_format(patient, column: str, token: str) -> None:
+    # As the migration to binary columns left such values: SQLite kept them
+    # as text, PostgreSQL kept their bytes.
+    _write_raw(
+        patient, column, token if connection.vendor == "sqlite" else token.encode()
+    )
 
 
 def test_values_round_trip_with_their_types(marker_patient):
@@ -59,11 +86,12 @@ def test_none_stays_none(marker_patient):
 
 
 def test_stored_value_is_versioned_ciphertext(marker_patient):
-    raw = _raw_column(marker_patient, "family_name")
+    raw = bytes(_raw_column(marker_patient, "family_name"))
 
-    algorithm, version, _payload = raw.split(".", 2)
-    assert algorithm == "a1" and version == "1"
-    assert "Zyxwvutmarker" not in raw
+    # Format, key version, nonce, then the ciphertext and its 16-byte tag.
+    assert raw[:3] == _header(1)
+    assert len(raw) == 3 + 12 + len("Zyxwvutmarker") + 16
+    assert b"Zyxwvutmarker" not in raw
 
 
 def test_each_seal_uses_a_fresh_nonce():
@@ -92,28 +120,23 @@ def test_ciphertext_moved_to_another_column_fails_to_open(marker_patient):
         _ = Patient.objects.get(pk=marker_patient.pk).given_name
 
 
-def test_one_flipped_bit_is_detected(marker_patient):
-    import base64
+@pytest.mark.parametrize(
+    "position", [3, 14, 15, -1], ids=["nonce", "nonce-end", "ciphertext", "tag"]
+)
+def test_one_flipped_bit_is_detected(marker_patient, position):
+    raw = bytearray(_raw_column(marker_patient, "family_name"))
+    raw[position] ^= 1
+    _write_raw(marker_patient, "family_name", bytes(raw))
 
-    algorithm, version, payload = _raw_column(marker_patient, "family_name").split(
-        ".", 2
-    )
-    raw = bytearray(base64.b64decode(payload))
-    raw[-1] ^= 1
-    _write_raw(
-        marker_patient, "family_name",
-        f"{algorithm}.{version}.{base64.b64encode(bytes(raw)).decode()}",
-    )  # fmt: skip
-
-    with pytest.raises(crypto.IntegrityError):
+    with pytest.raises(crypto.IntegrityError, match="integrity check"):
         _ = Patient.objects.get(pk=marker_patient.pk).family_name
 
 
-def test_unknown_algorithm_is_a_clear_error(marker_patient):
-    raw = _raw_column(marker_patient, "family_name")
-    _write_raw(marker_patient, "family_name", "z9" + raw[2:])
+def test_unknown_format_is_a_clear_error(marker_patient):
+    raw = bytes(_raw_column(marker_patient, "family_name"))
+    _write_raw(marker_patient, "family_name", b"\x07" + raw[1:])
 
-    with pytest.raises(crypto.IntegrityError, match="unknown encryption algorithm"):
+    with pytest.raises(crypto.UnknownAlgorithm, match="unknown sealed-value format 7"):
         _ = Patient.objects.get(pk=marker_patient.pk).family_name
 
 
@@ -129,7 +152,7 @@ def test_queryset_update_cannot_write_plaintext(marker_patient):
     with pytest.raises(FieldError, match="encrypted"), transaction.atomic():
         Patient.objects.filter(pk=marker_patient.pk).update(family_name="Plain")
 
-    assert "Plain" not in _raw_column(marker_patient, "family_name")
+    assert b"Plain" not in bytes(_raw_column(marker_patient, "family_name"))
 
 
 def test_bulk_update_cannot_write_plaintext(marker_patient):
@@ -246,11 +269,23 @@ def test_ordering_by_clear_columns_still_works(marker_patient):
     assert list(Patient.objects.order_by("-created_at", "pk")) == [marker_patient]
 
 
-def test_unknown_algorithm_has_its_own_error_type(marker_patient):
-    raw = _raw_column(marker_patient, "family_name")
-    _write_raw(marker_patient, "family_name", "b7" + raw[2:])
+def test_an_unknown_text_format_algorithm_has_its_own_error_type(marker_patient):
+    token = _text_format_token("Zyxwvutmarker", "family_name", marker_patient.pk)
+    _write_text_format(marker_patient, "family_name", "b7" + token[2:])
 
     with pytest.raises(crypto.UnknownAlgorithm, match="'b7'"):
+        _ = Patient.objects.get(pk=marker_patient.pk).family_name
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [b"", b"\x02\x00\x01", b"\x02\x00\x01" + bytes(12), b"\x02\x00"],
+    ids=["empty", "header-only", "no-ciphertext", "short-header"],
+)
+def test_a_malformed_value_is_an_integrity_error(marker_patient, stored):
+    _write_raw(marker_patient, "family_name", stored)
+
+    with pytest.raises(crypto.IntegrityError, match="not a sealed value"):
         _ = Patient.objects.get(pk=marker_patient.pk).family_name
 
 
@@ -259,32 +294,54 @@ def test_unknown_algorithm_has_its_own_error_type(marker_patient):
     ["", "AAAA", "not base64!", "QUJD\nREVG"],
     ids=["empty", "shorter-than-a-nonce", "not-base64", "line-break"],
 )
-def test_a_malformed_payload_is_an_integrity_error(marker_patient, payload):
-    _write_raw(marker_patient, "family_name", f"a1.1.{payload}")
+def test_a_malformed_text_format_payload_is_an_integrity_error(marker_patient, payload):
+    _write_text_format(marker_patient, "family_name", f"a1.1.{payload}")
 
     with pytest.raises(crypto.IntegrityError, match="not a sealed value"):
         _ = Patient.objects.get(pk=marker_patient.pk).family_name
 
 
-def test_a_version_written_another_way_opens_through_the_careful_path(
-    marker_patient,
-):
-    algorithm, version, payload = _raw_column(marker_patient, "family_name").split(
-        ".", 2
-    )
-    _write_raw(marker_patient, "family_name", f"{algorithm}.0{version}.{payload}")
-
-    assert Patient.objects.get(pk=marker_patient.pk).family_name == "Zyxwvutmarker"
-
-
 def test_a_version_no_key_has_is_an_integrity_error(marker_patient):
-    _algorithm, _version, payload = _raw_column(marker_patient, "family_name").split(
-        ".", 2
-    )
-    _write_raw(marker_patient, "family_name", f"a1.99.{payload}")
+    raw = bytes(_raw_column(marker_patient, "family_name"))
+    _write_raw(marker_patient, "family_name", _header(99) + raw[3:])
 
     with pytest.raises(crypto.IntegrityError, match="no data key with version 99"):
         _ = Patient.objects.get(pk=marker_patient.pk).family_name
+
+
+def test_values_sealed_in_the_text_format_still_open(marker_patient):
+    other = register_patient(
+        given_name="Second", family_name="Person", birth_date=datetime.date(1970, 1, 1),
+        source=PatientSource.DEMO,
+    )  # fmt: skip
+    for patient, name in ((marker_patient, "Zyxwvutolder"), (other, "Olderperson")):
+        token = _text_format_token(name, "family_name", patient.pk)
+        _write_text_format(patient, "family_name", token)
+    # A version written another way (0-padded) opens too.
+    padded = _text_format_token("Quillonolder", "given_name", other.pk, version="01")
+    _write_text_format(other, "given_name", padded)
+
+    loaded = {
+        patient.pk: patient
+        for patient in Patient.objects.filter(pk__in=[marker_patient.pk, other.pk])
+    }
+
+    assert loaded[marker_patient.pk].family_name == "Zyxwvutolder"
+    assert loaded[other.pk].family_name == "Olderperson"
+    assert loaded[other.pk].given_name == "Quillonolder"
+    assert loaded[marker_patient.pk].given_name == "Quillonemarker"
+
+
+def test_a_text_format_value_moved_to_another_row_fails_to_open(marker_patient):
+    other = register_patient(
+        given_name="Second", family_name="Person", birth_date=datetime.date(1970, 1, 1),
+        source=PatientSource.DEMO,
+    )  # fmt: skip
+    token = _text_format_token("Zyxwvutolder", "family_name", marker_patient.pk)
+    _write_text_format(other, "family_name", token)
+
+    with pytest.raises(crypto.IntegrityError, match="integrity check"):
+        _ = Patient.objects.get(pk=other.pk).family_name
 
 
 def test_a_row_given_another_key_does_not_reuse_the_old_row_id(marker_patient):
@@ -412,7 +469,7 @@ def test_a_copied_or_pickled_row_opens_alone_and_carries_no_other_row(
     copied = copy.copy(first)
 
     for other in others:
-        assert other.__dict__["_sealed_tokens"]["description"].encode() not in pickled
+        assert bytes(other.__dict__["_sealed_tokens"]["description"]) not in pickled
     assert restored.description == descriptions[first.source_key]
     assert copied.description == descriptions[first.source_key]
     # Opened alone: the rows the original was loaded with are still sealed.
@@ -458,8 +515,8 @@ def test_deferred_values_are_loaded_and_opened_when_read(marker_patient):
 def test_values_list_gives_ciphertext_never_plaintext(marker_patient):
     (stored,) = Patient.objects.values_list("family_name", flat=True)
 
-    assert stored.startswith("a1.")
-    assert "Zyxwvutmarker" not in stored
+    assert bytes(stored).startswith(_header(1))
+    assert b"Zyxwvutmarker" not in bytes(stored)
 
 
 def test_a_model_with_a_sealed_field_must_load_through_sealed_model():
@@ -504,5 +561,5 @@ def test_saving_a_loaded_row_seals_every_value_again(isolated_keys, marker_patie
 
     # Values not read before the save are written under the new key too.
     for column in ("family_name", "given_name", "mrn", "birth_date", "address"):
-        assert _raw_column(marker_patient, column).startswith("a1.2.")
+        assert bytes(_raw_column(marker_patient, column)).startswith(_header(2))
     assert Patient.objects.get(pk=marker_patient.pk).family_name == "Zyxwvutmarker"

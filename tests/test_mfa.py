@@ -136,12 +136,14 @@ def test_the_seed_is_sealed_and_bound_to_its_row(nurse, physician):
         cursor.execute(f"SELECT id, key FROM {table}")  # noqa: S608
         stored = dict(cursor.fetchall())
 
-    assert stored[device.pk].startswith("a1.")
-    assert device.key not in stored[device.pk]
-    assert device.base32_secret() not in stored[device.pk]
-    moved_aad = f"{table}.key:{other.pk}".encode()
+    sealed = bytes(stored[device.pk])
+    assert sealed[:3] == bytes((2, 0, 1))
+    assert device.key.encode() not in sealed
+    assert bytes.fromhex(device.key) not in sealed
+    assert device.base32_secret().encode() not in sealed
+    assert crypto.open_sealed(sealed, f"{table}.key:{device.pk}".encode()) == device.key
     with pytest.raises(crypto.IntegrityError):
-        crypto.open_sealed(stored[device.pk], moved_aad)
+        crypto.open_sealed(sealed, f"{table}.key:{other.pk}".encode())
 
 
 def test_demo_code_prints_a_code_the_device_accepts(nurse, capsys):
