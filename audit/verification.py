@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 
 from django.db import DatabaseError, connections
 from psycopg import pq
@@ -22,6 +23,8 @@ from audit.routers import AUDIT_DATABASE
 logger = logging.getLogger(__name__)
 
 FETCH_SIZE = 20_000
+# Events after a bad one looked at to tell an edit from a wrong chain key.
+KEY_CHECK_EVENTS = 3
 
 # The statements are written out whole, with the range as bound parameters
 # (SECURITY V1.2.4: no SQL built from strings). Each engine is asked for the
@@ -214,17 +217,17 @@ def _check_rows(connection, first, last, previous_hash, expected_at, report):
     previous = previous_hash.encode()
     expected = first
 
+    lines = _lines(connection, first, last)
     try:
-        for line in _lines(connection, first, last):
+        for line in lines:
             canonical, _, stored = line.rpartition(b"\t")
             sequence = int(canonical[: canonical.index(b"\t")])
             if sequence != expected:
                 return _sequence_problem(report, expected, sequence)
             if digest(key, previous + canonical, "sha256").hex().encode() != stored:
+                following = list(islice(lines, KEY_CHECK_EVENTS))
                 return report.fail(
-                    sequence,
-                    f"event {sequence} does not match its hash "
-                    "(edited, forged or moved)",
+                    sequence, _hash_problem(key, sequence, stored, following)
                 )
             if sequence in expected_at:
                 checkpoint = expected_at[sequence]
@@ -240,6 +243,31 @@ def _check_rows(connection, first, last, previous_hash, expected_at, report):
         report.checked = expected - first
         report.last = expected - 1
     return report
+
+
+def _hash_problem(key: bytes, sequence: int, stored: bytes, following) -> str:
+    """Why event ``sequence`` fails its hash: an edit, or the wrong chain key.
+
+    An edited, forged or moved event breaks its own hash and, at most, the
+    next event's link to it; every later event still matches its stored
+    predecessor. A wrong chain key breaks every event. So the events after
+    the bad one are each checked against their own predecessor.
+    """
+    edited = f"event {sequence} does not match its hash (edited, forged or moved)"
+    links = []
+    predecessor = stored
+    for line in following:
+        canonical, _, hash_stored = line.rpartition(b"\t")
+        computed = hmac.digest(key, predecessor + canonical, "sha256").hex().encode()
+        links.append(computed == hash_stored)
+        predecessor = hash_stored
+    if len(links) < KEY_CHECK_EVENTS or any(links[1:]):
+        return edited
+    return (
+        f"event {sequence} and the {len(links)} after it each fail their own "
+        "hash: the chain key (PORTAL_AUDIT_CHAIN_KEY_FILE) is most likely not "
+        "the one that wrote them; if it is, those events were all edited"
+    )
 
 
 def _sequence_problem(report: ChainReport, expected: int, found: int) -> ChainReport:

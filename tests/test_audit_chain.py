@@ -112,6 +112,29 @@ def test_a_field_edited_by_a_superuser_is_detected():
         verify()
 
 
+def test_an_edit_in_a_long_trail_is_called_an_edit_not_a_wrong_key():
+    write_events(8)
+
+    with audit_triggers_lifted() as connection:
+        execute(
+            connection,
+            "UPDATE audit_auditevent SET reason = 'nothing to see' WHERE sequence = 3",
+        )
+
+    with pytest.raises(CommandError, match="event 3 does not match its hash") as failed:
+        verify()
+    assert "chain key" not in str(failed.value)
+
+
+def test_verifying_with_another_chain_key_says_the_key_is_wrong(settings):
+    write_events(6)
+
+    settings.AUDIT_CHAIN_KEY = "another valid key, but not the one that wrote the trail"
+
+    with pytest.raises(CommandError, match="chain key .* is most likely not"):
+        verify()
+
+
 def test_a_deleted_event_is_detected():
     write_events(5)
 
