@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 from django.apps import apps
 from django.conf import settings
@@ -31,6 +32,19 @@ class RotationStopped(Exception):
     """The run stopped before the end (a batch limit); run it again to resume."""
 
 
+@dataclass(frozen=True)
+class DamagedValue:
+    """A sealed value that does not open: it stays as it is, under its old key."""
+
+    model: str
+    pk: str
+    field: str
+    patient_ref: str
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.pk} {self.field}"
+
+
 @dataclass
 class RotationProgress:
     batches: int = 0
@@ -38,6 +52,9 @@ class RotationProgress:
     rows_resealed: int = 0
     rows_reindexed: int = 0
     rows_raced: int = 0
+    index_key_rotated: bool = False
+    # Found on each pass; kept once.
+    damaged: set[DamagedValue] = dataclass_field(default_factory=set)
 
 
 BatchHook = Callable[[type[models.Model], RotationProgress], None]
@@ -81,7 +98,7 @@ def rotate_keys(
         time.sleep(settings.PORTAL_KEYRING_REFRESH_SECONDS)
     reindex = rotation.get("index") is not None
 
-    progress = RotationProgress()
+    progress = RotationProgress(index_key_rotated=reindex)
     for _pass in range(MAX_PASSES):
         attempted = 0
         for model, fields in sealed_models():
@@ -89,7 +106,10 @@ def rotate_keys(
                 model, fields, reindex, batch_size, progress, on_batch
             )
         # A pass that finds nothing left to change is the proof of the end.
+        # A damaged value is not left to change: no run could open it, and
+        # its old key is kept in any case.
         if not attempted:
+            _record_damage(progress.damaged, actor)
             crypto.finish_rotation()
             return progress
     raise RotationStopped("rows kept changing during rotation; run rotate_keys again")
@@ -107,7 +127,7 @@ def _rotate_model(model, fields, reindex, batch_size, progress, on_batch) -> int
         if not batch:
             return attempted
 
-        updates = [_row_update(model, fields, row, reindex) for row in batch]
+        updates = [_row_update(model, fields, row, reindex, progress) for row in batch]
         updates = [update for update in updates if update is not None]
         attempted += len(updates)
         with transaction.atomic(using=database):
@@ -119,17 +139,29 @@ def _rotate_model(model, fields, reindex, batch_size, progress, on_batch) -> int
             on_batch(model, progress)
 
 
-def _row_update(model, fields, instance, reindex) -> tuple | None:
-    """(pk, new column values, sealed values as read) for a row that needs work."""
+def _row_update(model, fields, instance, reindex, progress) -> tuple | None:
+    """(pk, new column values, sealed values as read) for a row that needs work.
+
+    A value that does not open is noted in ``progress.damaged`` and left as
+    it is; the row's other values are sealed again all the same.
+    """
     tokens = {field: loaded_token(instance, field) for field in fields}
     changes = {}
+    damaged = False
     for field, token in tokens.items():
-        if token is not None:
+        if token is None:
+            continue
+        try:
             resealed = field.reseal(instance.pk, token)
-            if resealed is not None:
-                changes[field.column] = resealed
+        except crypto.IntegrityError:
+            progress.damaged.add(_damaged_value(model, instance, field))
+            damaged = True
+            continue
+        if resealed is not None:
+            changes[field.column] = resealed
 
-    if reindex and hasattr(instance, "refresh_indexes"):
+    # The blind indexes are made from the values; a damaged one has none.
+    if reindex and not damaged and hasattr(instance, "refresh_indexes"):
         before = {name: getattr(instance, name) for name in model.index_fields}
         instance.refresh_indexes()
         for name in model.index_fields:
@@ -139,6 +171,39 @@ def _row_update(model, fields, instance, reindex) -> tuple | None:
         return None
     expected = {field.column: token for field, token in tokens.items()}
     return instance.pk, changes, expected
+
+
+def _damaged_value(model, instance, field) -> DamagedValue:
+    patient_ref = getattr(instance, "patient_id", None)
+    if patient_ref is None and model._meta.model_name == "patient":
+        patient_ref = instance.pk
+    return DamagedValue(
+        model=model._meta.label,
+        pk=str(instance.pk),
+        field=field.name,
+        patient_ref="" if patient_ref is None else str(patient_ref),
+    )
+
+
+def _record_damage(damaged: set[DamagedValue], actor: str) -> None:
+    # Evidence of tampering or corruption found by the rotation, as when a
+    # chart meets it (INTEGRITY_FAILURE); no value is in the event.
+    for value in sorted(damaged, key=str):
+        logger.error(
+            "Key rotation: a sealed value of %s does not open and stays under "
+            "its old key",
+            value.model,
+        )
+        record_event(
+            actor=actor,
+            action=AuditAction.INTEGRITY_FAILURE,
+            outcome=AuditOutcome.FAILURE,
+            patient_ref=value.patient_ref,
+            record_type=value.model.rsplit(".", 1)[-1],
+            fields=[value.field],
+            reason=f"row {value.pk}: sealed value does not open during key "
+            "rotation; left under its old key",
+        )
 
 
 def _write_updates(model, fields, updates, progress, database) -> None:
@@ -179,7 +244,17 @@ def _stored(field, value):
     return SealedBytes(value) if isinstance(field, EncryptedField) else value
 
 
-def key_version_counts() -> dict[str, dict[int, int]]:
+UNREADABLE = "unreadable"
+
+
+def _version_or_unreadable(token) -> int | str:
+    try:
+        return crypto.sealed_version(token)
+    except crypto.IntegrityError:
+        return UNREADABLE
+
+
+def key_version_counts() -> dict[str, dict[int | str, int]]:
     """Sealed values per key version for each model, for ``rotate_keys --status``."""
     counts: dict[str, dict[int, int]] = {}
     for model, fields in sealed_models():
@@ -189,7 +264,7 @@ def key_version_counts() -> dict[str, dict[int, int]]:
         for row in model._base_manager.values_list(*names).iterator(chunk_size=2000):
             for token in row:
                 if token is not None:
-                    version = crypto.sealed_version(token)
+                    version = _version_or_unreadable(token)
                     per_version[version] = per_version.get(version, 0) + 1
         counts[model._meta.label] = per_version
     return counts

@@ -246,12 +246,13 @@ def test_an_edit_between_read_and_write_is_never_overwritten(isolated_keys):
     (patient,) = _seed(1)
     crypto.start_rotation(index_key=True)
     fields = [f for f in Patient._meta.concrete_fields if isinstance(f, EncryptedField)]
-    read = _row_update(Patient, fields, Patient._base_manager.get(pk=patient.pk), True)
+    progress = RotationProgress()
+    loaded = Patient._base_manager.get(pk=patient.pk)
+    read = _row_update(Patient, fields, loaded, True, progress)
 
     edited = Patient.objects.get(pk=patient.pk)
     edited.address = "Edited meanwhile"
     edited.save()
-    progress = RotationProgress()
     _write_updates(Patient, fields, [read], progress, "default")
 
     assert progress.rows_raced == 1
@@ -338,3 +339,64 @@ def test_rotation_seals_text_format_values_again_in_the_binary_format(isolated_k
         assert _under_version(family_name, 2)
         assert Patient.objects.get(pk=patient.pk).family_name == f"Rotafamily{number}"
     assert _versions() == {2}
+
+
+def _damage(model, pk, column: str, damaged: bytes | None = None) -> None:
+    """Flip the last bit of a stored sealed value (or store ``damaged``)."""
+    table = model._meta.db_table
+    row = model._meta.pk.get_db_prep_value(pk, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {column} FROM {table} WHERE id = %s", [row])  # noqa: S608
+        stored = bytearray(cursor.fetchone()[0])
+        stored[-1] ^= 1
+        cursor.execute(
+            f"UPDATE {table} SET {column} = %s WHERE id = %s",  # noqa: S608
+            [damaged if damaged is not None else bytes(stored), row],
+        )
+
+
+def test_a_damaged_value_is_reported_audited_and_the_rest_rotated(isolated_keys):
+    from django.core.management.base import CommandError
+
+    from audit.models import AuditAction, AuditEvent
+
+    patients = _seed(3)
+    damaged = Condition.objects.get(patient=patients[1])
+    _damage(Condition, damaged.pk, "description")
+
+    with pytest.raises(CommandError, match="1 sealed value does not open") as failed:
+        call_command("rotate_keys", batch_size=2)
+
+    assert f"records.Condition {damaged.pk} description" in str(failed.value)
+    assert crypto.keyring().rotation is None, "the rotation must not stay open"
+    assert crypto.keyring().current_version == 2
+    for number, patient in enumerate(patients):
+        assert Patient.objects.get(pk=patient.pk).given_name == f"Rotagiven{number}"
+    event = AuditEvent.objects.get(action=AuditAction.INTEGRITY_FAILURE)
+    assert event.record_type == "Condition"
+    assert event.patient_ref == str(patients[1].pk)
+    assert event.fields == ["description"]
+    finished = AuditEvent.objects.get(action=AuditAction.KEYS_ROTATED)
+    assert "1 sealed value left under its old key" in finished.reason
+
+
+def test_status_counts_values_it_cannot_read_instead_of_failing(isolated_keys, capsys):
+    patients = _seed(2)
+    _damage(Patient, patients[0].pk, "family_name", damaged=b"\x09not sealed")
+
+    call_command("rotate_keys", "--status")
+
+    output = capsys.readouterr().out
+    assert "records.Patient" in output and "unreadable: 1" in output
+
+
+@pytest.mark.parametrize("limit", ["0", "-1"])
+def test_a_batch_limit_below_one_is_refused_before_any_key_is_made(
+    isolated_keys, limit
+):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="--max-batches must be at least 1"):
+        call_command("rotate_keys", "--max-batches", limit)
+
+    assert crypto.keyring().current_version == 1

@@ -19,6 +19,20 @@ class _BatchLimit(Exception):
     pass
 
 
+def _version_label(version) -> str:
+    # A key version, or a word for values whose version cannot be read.
+    return f"v{version}" if isinstance(version, int) else version
+
+
+def _by_version(item) -> tuple:
+    version = item[0]
+    return (0, version, "") if isinstance(version, int) else (1, 0, version)
+
+
+def _values(count: int) -> str:
+    return "1 sealed value" if count == 1 else f"{count} sealed values"
+
+
 class Command(BaseCommand):
     help = (
         "Make a new data key current (and, with --index-key, a new blind-index "
@@ -53,6 +67,9 @@ class Command(BaseCommand):
             return self._print_status()
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
+        if max_batches is not None and max_batches < 1:
+            # Checked before the rotation starts: it would make a key first.
+            raise CommandError("--max-batches must be at least 1")
 
         def on_batch(model, progress):
             self.stdout.write(
@@ -81,19 +98,29 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from error
 
         version = crypto.keyring().current_version
+        damaged = sorted(progress.damaged, key=str)
         record_event(
             actor=self.actor,
             action=AuditAction.KEYS_ROTATED,
             outcome=AuditOutcome.SUCCESS,
             record_type="Keyring",
             reason=f"data key v{version}; {progress.rows_resealed} re-encrypted"
-            + ("; index key rotated" if index_key else ""),
+            + ("; index key rotated" if progress.index_key_rotated else "")
+            + (f"; {_values(len(damaged))} left under its old key" if damaged else ""),
         )
         self.stdout.write(
             f"Rotation finished at data key version {version}: "
             f"{progress.rows_resealed} row(s) re-encrypted, "
             f"{progress.rows_reindexed} re-indexed, {progress.rows_checked} checked."
         )
+        if damaged:
+            # The operator's scripts must see it: the exit status says so.
+            listed = "\n  ".join(str(value) for value in damaged)
+            raise CommandError(
+                f"{_values(len(damaged))} does not open (tampered or damaged) "
+                "and stays as it was, under its old key; each is in the audit "
+                f"trail as INTEGRITY_FAILURE. Restore it from a backup:\n  {listed}"
+            )
 
     def _print_status(self):
         ring = crypto.keyring()
@@ -103,5 +130,8 @@ class Command(BaseCommand):
             + (" (rotation under way)" if ring.rotation else "")
         )
         for label, counts in key_version_counts().items():
-            versions = ", ".join(f"v{v}: {n}" for v, n in sorted(counts.items()))
+            versions = ", ".join(
+                f"{_version_label(version)}: {count}"
+                for version, count in sorted(counts.items(), key=_by_version)
+            )
             self.stdout.write(f"  {label:<32} {versions or 'no values'}")
