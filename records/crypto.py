@@ -221,25 +221,45 @@ def _parse_created(text) -> datetime.datetime | None:
 
 
 def _unwrap_all(document: dict, provider) -> Keyring:
-    def unwrap(kind, version, entry):
-        raw = base64.b64decode(entry["wrapped"])
-        return provider.unwrap(raw, _wrap_context(kind, version))
-
-    data_keys, created = {}, {}
-    for version, entry in document["data_keys"].items():
-        data_keys[int(version)] = unwrap("data", int(version), entry)
-        created[int(version)] = _parse_created(entry.get("created"))
-    index_keys = {
-        int(version): unwrap("index", int(version), entry)
+    entries = [
+        ("data", int(version), entry)
+        for version, entry in document["data_keys"].items()
+    ]
+    entries += [
+        ("index", int(version), entry)
         for version, entry in document["index_keys"].items()
-    }
+    ]
+    entries.append(("dedupe", 1, document["dedupe_key"]))
+
+    keys, refused = {}, []
+    for kind, version, entry in entries:
+        raw = base64.b64decode(entry["wrapped"])
+        try:
+            keys[kind, version] = provider.unwrap(raw, _wrap_context(kind, version))
+        except keyproviders.UnwrapFailed as error:
+            refused.append((kind, version, error))
+    if refused and not keys:
+        raise refused[0][2]
+    if refused:
+        # The master key opens the keyring's other keys: the file, not the
+        # master key, is what is wrong.
+        kind, version, _error = refused[0]
+        raise KeyringUnavailable(
+            f"the keyring's {kind} key {version} does not open with the master "
+            "key that opens its other keys: the keyring file is damaged or was "
+            "edited; restore it from a backup"
+        )
+
     return Keyring(
-        data_keys=data_keys,
+        data_keys={v: key for (kind, v), key in keys.items() if kind == "data"},
         current_version=int(document["current"]),
-        index_keys=index_keys,
+        index_keys={v: key for (kind, v), key in keys.items() if kind == "index"},
         current_index_version=int(document["index_current"]),
-        dedupe_key=unwrap("dedupe", 1, document["dedupe_key"]),
-        created=created,
+        dedupe_key=keys["dedupe", 1],
+        created={
+            int(version): _parse_created(entry.get("created"))
+            for version, entry in document["data_keys"].items()
+        },
         rotation=document.get("rotation"),
         superseded=document.get("superseded"),
     )

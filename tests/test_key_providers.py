@@ -50,6 +50,28 @@ def test_keyring_does_not_open_with_another_master_key(isolated_keys, tmp_path):
         crypto.load_keyring(create_if_missing=False)
 
 
+@pytest.mark.parametrize(
+    ("kind", "version", "named"),
+    [("data_keys", "1", "data key 1"), ("index_keys", "1", "index key 1")],
+)
+def test_a_damaged_keyring_entry_is_not_blamed_on_the_master_key(
+    isolated_keys, kind, version, named
+):
+    crypto.keyring()
+    document = json.loads(isolated_keys.PORTAL_KEYRING_FILE.read_text())
+    wrapped = bytearray(base64.b64decode(document[kind][version]["wrapped"]))
+    wrapped[-1] ^= 1
+    document[kind][version]["wrapped"] = base64.b64encode(wrapped).decode()
+    isolated_keys.PORTAL_KEYRING_FILE.write_text(json.dumps(document))
+
+    with pytest.raises(crypto.KeyringUnavailable) as refused:
+        crypto.load_keyring(create_if_missing=False)
+
+    message = str(refused.value)
+    assert named in message and "damaged" in message
+    assert "configured master key" not in message
+
+
 def test_production_refuses_to_start_without_the_master_key(isolated_keys, tmp_path):
     isolated_keys.PORTAL_MASTER_KEY_FILE = tmp_path / "absent.key"
 
