@@ -72,13 +72,16 @@ def _return_to(request) -> str:
     return reverse("home")
 
 
-def _typed_text_given_back(request):
+def typed_text_given_back(request):
     """For text typed on one of the portal's pages and sent after the session
-    ended: the page its view gives back (``view.when_signed_out``), else None.
+    it was opened in ended: the page its view gives back
+    (``view.when_signed_out``), else None.
 
-    Only for a post the browser says came from the portal itself (Origin):
-    the session's CSRF token went with the session, and a page elsewhere
-    could otherwise post any text and have it shown under the portal's name.
+    Asked when nobody is signed in, when a new sign-in still waits for its
+    code, and when the form's CSRF token belonged to an ended session. Only
+    for a post the browser says came from the portal itself (Origin): a page
+    elsewhere could otherwise post any text and have it shown under the
+    portal's name.
     """
     if request.method != "POST":
         return None
@@ -108,7 +111,7 @@ class VerifiedSessionMiddleware:
 
         user = request.user
         if not user.is_authenticated:
-            given_back = _typed_text_given_back(request)
+            given_back = typed_text_given_back(request)
             if given_back is not None:
                 return given_back
             return redirect(
@@ -118,6 +121,9 @@ class VerifiedSessionMiddleware:
         if path.startswith(PASSWORD_STEP_PATHS):
             return self.get_response(request)
         if not user.is_verified():
+            given_back = typed_text_given_back(request)
+            if given_back is not None:
+                return given_back
             return redirect(
                 f"{reverse('accounts:verify')}?next={quote(_return_to(request))}"
             )

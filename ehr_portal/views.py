@@ -2,6 +2,7 @@
 
 from django.shortcuts import redirect, render
 
+from accounts.middleware import typed_text_given_back
 from accounts.roles import Role
 from ehr_portal import request_context
 from ehr_portal.failure_pages import stopped_response
@@ -50,6 +51,12 @@ def bad_request(request, exception=None):
 
 
 def csrf_failure(request, reason=""):
+    # A form of typed text from a page of an ended session (signed out and
+    # in again in another tab) has a token nothing accepts any more: its
+    # text comes back rather than being dropped. Nothing is done with it.
+    given_back = typed_text_given_back(request)
+    if given_back is not None:
+        return given_back
     return render(
         request,
         "403_csrf.html",

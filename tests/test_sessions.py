@@ -228,3 +228,52 @@ def test_a_note_posted_from_another_site_is_not_shown_back(nurse, marker_patient
 
     assert is_sign_in_page(response)
     assert "settled" not in response.content.decode()
+
+
+def _post_note(client, patient, **extra):
+    return client.post(
+        f"/patients/{patient.pk}/notes/new/",
+        {"kind": "progress", "title": "Ward round", "body": "Seen at 14:00, settled."},
+        HTTP_ORIGIN="http://testserver",
+        HTTP_REFERER=f"http://testserver/patients/{patient.pk}/notes/",
+        **extra,
+    )
+
+
+def _assert_given_back(response):
+    from records.models import ClinicalNote
+
+    assert response.status_code == 403
+    body = response.content.decode()
+    assert "Your note was not saved" in body
+    assert "Seen at 14:00, settled." in body
+    assert not ClinicalNote.objects.exists()
+
+
+def test_a_note_sent_while_a_new_sign_in_waits_for_its_code_comes_back(
+    nurse, marker_patient
+):
+    from django.test import Client
+
+    from tests.conftest import add_to_care_team
+
+    add_to_care_team(nurse, marker_patient)
+    # Signed out in another tab and signed in again there, password only.
+    client = Client()
+    client.force_login(nurse)
+
+    _assert_given_back(_post_note(client, marker_patient))
+
+
+def test_a_note_sent_from_a_page_of_an_ended_session_comes_back(nurse, marker_patient):
+    from tests.conftest import add_to_care_team
+
+    add_to_care_team(nurse, marker_patient)
+    client = verified_client(nurse)
+    client.handler.enforce_csrf_checks = True
+
+    # The form's token belonged to the session the nurse has since replaced
+    # by signing in again in another tab.
+    response = _post_note(client, marker_patient, csrfmiddlewaretoken="x" * 64)
+
+    _assert_given_back(response)
