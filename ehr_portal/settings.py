@@ -75,6 +75,15 @@ if not (AUDIT_CHAIN_KEY and AUDIT_CHECKPOINT_KEY) and not DEVELOPMENT:
         "PORTAL_AUDIT_CHAIN_KEY and PORTAL_AUDIT_CHECKPOINT_KEY (or their _FILE "
         "variants) are required in production"
     )
+for _name, _key in (
+    ("PORTAL_AUDIT_CHAIN_KEY", AUDIT_CHAIN_KEY),
+    ("PORTAL_AUDIT_CHECKPOINT_KEY", AUDIT_CHECKPOINT_KEY),
+):
+    # A short HMAC key can be guessed offline from one event and its hash.
+    if _key and len(_key) < 40:
+        raise ImproperlyConfigured(
+            f"{_name} must be at least 40 characters (README, Audit keys)"
+        )
 AUDIT_CHAIN_KEY = AUDIT_CHAIN_KEY or env.development_secret(
     PORTAL_DATA_DIR / "keys" / "audit_chain_key"
 )

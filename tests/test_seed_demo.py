@@ -117,6 +117,22 @@ def test_production_refuses_without_the_audit_keys(tmp_path):
     assert not (tmp_path / "keys").exists(), "production must never create keys"
 
 
+@pytest.mark.parametrize("name", list(AUDIT_KEYS))
+def test_production_refuses_a_short_audit_key(tmp_path, name):
+    # A short key can be guessed offline from one event and its hash, and
+    # whoever guesses it can rewrite the trail without a trace.
+    result = _manage(
+        "check",
+        PORTAL_DATA_DIR=str(tmp_path),
+        DJANGO_SECRET_KEY="x" * 60,
+        PORTAL_ALLOWED_HOSTS="portal.example",
+        **{**AUDIT_KEYS, name: "short"},
+    )
+
+    assert result.returncode != 0
+    assert f"{name} must be at least 40 characters" in result.stderr
+
+
 def test_production_refuses_without_its_keyring(tmp_path):
     result = _manage(
         "check",
