@@ -234,6 +234,8 @@ def idle_ping(request):
     if not request.user.is_authenticated:
         return JsonResponse("logout", safe=False)
     idle_for = request.GET.get("idleFor", "")
-    if idle_for.isdigit():
+    # ASCII digits only (str.isdigit also takes "²"), and no more than a
+    # session could ever be idle: anything else is ignored, not an error.
+    if idle_for.isascii() and idle_for.isdigit() and len(idle_for) <= 7:
         report_client_activity(request.session, int(idle_for))
     return JsonResponse(idle_seconds(request.session) or 0, safe=False)

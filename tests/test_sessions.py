@@ -277,3 +277,15 @@ def test_a_note_sent_from_a_page_of_an_ended_session_comes_back(nurse, marker_pa
     response = _post_note(client, marker_patient, csrfmiddlewaretoken="x" * 64)
 
     _assert_given_back(response)
+
+
+@pytest.mark.parametrize("idle_for", ["64000000000", "%C2%B2", "9" * 400])
+def test_a_ping_with_an_odd_idle_count_is_ignored_not_an_error(nurse, idle_for):
+    with freeze_time(START) as clock:
+        client = verified_client(nurse)
+        clock.tick(5 * MINUTE)
+
+        response = client.get(f"/session_security/ping/?idleFor={idle_for}")
+
+    assert response.status_code == 200
+    assert response.json() == 300
