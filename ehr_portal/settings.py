@@ -64,6 +64,8 @@ PORTAL_PKCS11_TOKEN = env.read("PORTAL_PKCS11_TOKEN", "")
 PORTAL_PKCS11_KEY_LABEL = env.read("PORTAL_PKCS11_KEY_LABEL", "ehr-portal-master")
 PORTAL_KEY_MAX_AGE_DAYS = env.read_int("PORTAL_KEY_MAX_AGE_DAYS", 30)
 PORTAL_KEYRING_REFRESH_SECONDS = env.read_int("PORTAL_KEYRING_REFRESH_SECONDS", 2)
+# The largest FHIR bundle import_fhir reads; Synthea's run to a few tens of MB.
+PORTAL_IMPORT_MAX_MB = env.read_int("PORTAL_IMPORT_MAX_MB", 100)
 
 # The audit trail's own keys (HMAC): one chains the events, the other signs
 # the checkpoints kept outside both databases. Neither is the keyring, so a

@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import BaseModel, ValidationError
@@ -276,10 +277,20 @@ BUNDLE_TYPES = frozenset({
 
 
 def _read_json(path: Path):
+    # Read no further than the limit: a file far too large (or a device
+    # that never ends) must not take the server's memory with it.
+    limit = settings.PORTAL_IMPORT_MAX_MB * 1024 * 1024
     try:
-        content = path.read_bytes()
+        with path.open("rb") as bundle:
+            content = bundle.read(limit + 1)
     except OSError as error:
         raise BundleRejected(path, f"cannot be read ({error.strerror})") from error
+    if len(content) > limit:
+        raise BundleRejected(
+            path,
+            f"is larger than the import limit of {settings.PORTAL_IMPORT_MAX_MB} MB "
+            "(PORTAL_IMPORT_MAX_MB)",
+        )
     # FHIR's JSON is UTF-8. Python would guess UTF-16 or UTF-32 from a few
     # bytes, so a binary file came back as a codec error in another encoding.
     try:

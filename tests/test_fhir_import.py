@@ -97,6 +97,31 @@ def test_invalid_json_changes_nothing_and_names_the_file(tmp_path, capsys):
     assert _stored_nothing()
 
 
+def test_a_bundle_over_the_size_limit_is_refused_unread(
+    tmp_path, capsys, settings, real_bundle
+):
+    settings.PORTAL_IMPORT_MAX_MB = 1
+    path = tmp_path / "large.json"
+    # Valid JSON, a real bundle: only its size is wrong.
+    path.write_text(" " * (1024 * 1024) + json.dumps(real_bundle))
+
+    _import_fails(path)
+
+    error = capsys.readouterr().err
+    assert "large.json" in error and "larger than the import limit of 1 MB" in error
+    assert "PORTAL_IMPORT_MAX_MB" in error
+    assert _stored_nothing()
+
+
+def test_an_endless_device_is_refused_not_read_forever(settings, capsys):
+    settings.PORTAL_IMPORT_MAX_MB = 1
+
+    with pytest.raises(CommandError):
+        call_command("import_fhir", "/dev/zero")
+
+    assert "larger than the import limit" in capsys.readouterr().err
+
+
 def test_the_failure_event_names_the_problem_but_not_the_file(tmp_path):
     from audit.models import AuditAction, AuditEvent
 
