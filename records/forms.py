@@ -88,10 +88,17 @@ class BreakGlassForm(forms.Form):
 class BreakGlassReviewForm(forms.Form):
     # No outcome is preselected: one click must not approve an unread review.
     outcome = forms.ChoiceField(
-        choices=[("", "Choose an outcome…"), *BreakGlassReview.choices]
+        choices=[("", "Choose an outcome…"), *BreakGlassReview.choices],
+        error_messages={"required": "Choose an outcome for the review."},
     )
     note = forms.CharField(
-        required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2})
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        error_messages={
+            "max_length": "Keep the note to at most %(limit_value)d characters "
+            "(it has %(show_value)d)."
+        },
     )
 
 

@@ -268,11 +268,24 @@ def break_glass_request(request, patient_id):
 @role_required(Role.COMPLIANCE_OFFICER, record_type="BreakGlassAccess")
 @require_GET
 def break_glass_queue(request):
+    return _review_queue_page(request)
+
+
+def _review_queue_page(request, sent=None, sent_for=None, status=200):
+    # ``sent`` is a review that did not validate, shown again on its own
+    # row with what the officer typed.
     waiting, reviewed = break_glass.review_queue(request.user)
     return render(
         request,
         "records/break_glass_queue.html",
-        {"waiting": waiting, "reviewed": reviewed, "form": BreakGlassReviewForm()},
+        {
+            "waiting": waiting,
+            "reviewed": reviewed,
+            "form": BreakGlassReviewForm(),
+            "sent": sent,
+            "sent_for": sent_for,
+        },
+        status=status,
     )
 
 
@@ -292,9 +305,8 @@ def break_glass_review(request, access_id):
             messages.error(request, f"Not recorded: {refusal}.")
         else:
             messages.success(request, "Review recorded.")
-    else:
-        messages.error(request, "Choose an outcome for the review.")
-    return redirect("review:break_glass_queue")
+        return redirect("review:break_glass_queue")
+    return _review_queue_page(request, sent=form, sent_for=access_id, status=400)
 
 
 @role_required(Role.COMPLIANCE_OFFICER, record_type="PatientIdentity")

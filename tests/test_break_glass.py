@@ -153,7 +153,8 @@ def test_compliance_reviews_the_access(nurse, compliance_officer, marker_patient
     ).exists()
     blank = reviewer.post(f"/compliance/break-glass/{access.pk}/review/", {"note": ""})
     access.refresh_from_db()
-    assert blank.status_code == 302 and access.reviewed_at is None
+    assert blank.status_code == 400 and access.reviewed_at is None
+    assert "Choose an outcome for the review." in blank.content.decode()
 
     response = reviewer.post(
         f"/compliance/break-glass/{access.pk}/review/",
@@ -175,6 +176,29 @@ def test_compliance_reviews_the_access(nurse, compliance_officer, marker_patient
     assert second.status_code == 302
     access.refresh_from_db()
     assert access.review_outcome == "appropriate", "a review is recorded once"
+
+
+def test_a_review_note_too_long_comes_back_with_its_own_error(
+    nurse, compliance_officer, marker_patient
+):
+    _request(verified_client(nurse), marker_patient, one_time_code=current_code(nurse))
+    access = BreakGlassAccess.objects.get()
+    reviewer = verified_client(compliance_officer)
+    note = "Spoke to the ED lead; access was not needed. " * 50
+
+    response = reviewer.post(
+        f"/compliance/break-glass/{access.pk}/review/",
+        {"outcome": "inappropriate", "note": note},
+    )
+
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "at most 2000 characters" in page
+    assert "Choose an outcome for the review." not in page
+    assert note.strip() in page, "the officer's note comes back to shorten"
+    assert '<option value="inappropriate" selected>' in page
+    access.refresh_from_db()
+    assert access.reviewed_at is None
 
 
 def test_chart_shows_who_accessed_it_and_how(physician, nurse, marker_patient):
