@@ -45,8 +45,7 @@ PASSWORD_STEP_PATHS = (
 )
 ADMIN_PREFIX = "/admin/"
 SIGNED_OUT_IDLE = (
-    "You were signed out because nothing happened for a while. Sign in again "
-    "to go on; anything not saved was not kept."
+    "You were signed out because nothing happened for a while. Sign in again to go on."
 )
 SESSION_LIMIT_REACHED = (
     "Your session reached its time limit and was ended. Sign in again to go on."

@@ -101,6 +101,13 @@ ALLOWED_HOSTS = env.read_list(
     "PORTAL_ALLOWED_HOSTS",
     ["127.0.0.1", "localhost", "[::1]", "testserver"] if DEVELOPMENT else [],
 )
+if not ALLOWED_HOSTS and not DEVELOPMENT:
+    # Said here: the passkey origins come from these hosts, and their own
+    # check would otherwise be the first to complain, about something else.
+    raise ImproperlyConfigured(
+        "PORTAL_ALLOWED_HOSTS is required in production: the host names the "
+        "portal answers to, comma-separated (README, Configuration)"
+    )
 
 INSTALLED_APPS = [
     "django.contrib.admin",

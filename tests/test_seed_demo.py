@@ -133,6 +133,19 @@ def test_production_refuses_a_short_audit_key(tmp_path, name):
     assert f"{name} must be at least 40 characters" in result.stderr
 
 
+def test_production_refuses_without_allowed_hosts_and_says_so(tmp_path):
+    result = _manage(
+        "check",
+        PORTAL_DATA_DIR=str(tmp_path),
+        DJANGO_SECRET_KEY="x" * 60,
+        PORTAL_ALLOWED_HOSTS="",
+        **AUDIT_KEYS,
+    )
+
+    assert result.returncode != 0
+    assert "PORTAL_ALLOWED_HOSTS is required in production" in result.stderr
+
+
 def test_production_refuses_without_its_keyring(tmp_path):
     result = _manage(
         "check",
