@@ -535,12 +535,17 @@ def open_sealed(token: bytes, associated_data: bytes) -> str:
     if cipher is None or len(token) <= HEADER_BYTES + NONCE_BYTES:
         _check_header(token)
         cipher = _cipher_for(int.from_bytes(token[1:HEADER_BYTES], "big"))
+    return _authenticated_text(
+        cipher,
+        token[HEADER_BYTES : HEADER_BYTES + NONCE_BYTES],
+        token[HEADER_BYTES + NONCE_BYTES :],
+        associated_data,
+    )
+
+
+def _authenticated_text(cipher: AESGCM, nonce, ciphertext, associated_data) -> str:
     try:
-        plaintext = cipher.decrypt(
-            token[HEADER_BYTES : HEADER_BYTES + NONCE_BYTES],
-            token[HEADER_BYTES + NONCE_BYTES :],
-            associated_data,
-        )
+        plaintext = cipher.decrypt(nonce, ciphertext, associated_data)
     except InvalidTag:
         raise IntegrityError(
             "a sealed value failed its integrity check (tampered, or moved "
@@ -600,16 +605,9 @@ def _decrypt(cipher: AESGCM, payload: str, associated_data: bytes) -> str:
         # Too short to hold a nonce: AES-GCM would call that a bad argument
         # (ValueError), but to the reader it is a damaged value like any other.
         raise IntegrityError("the stored value is not a sealed value")
-    try:
-        plaintext = cipher.decrypt(
-            raw[:NONCE_BYTES], raw[NONCE_BYTES:], associated_data
-        )
-    except InvalidTag:
-        raise IntegrityError(
-            "a sealed value failed its integrity check (tampered, or moved "
-            "from another row or column)"
-        ) from None
-    return plaintext.decode("utf-8")
+    return _authenticated_text(
+        cipher, raw[:NONCE_BYTES], raw[NONCE_BYTES:], associated_data
+    )
 
 
 def normalise_for_index(value: str) -> str:

@@ -104,13 +104,18 @@ AUDIT_KEYS = {
 }
 
 
+def _production_check(tmp_path, **environment):
+    """manage.py check in production with a secret key and allowed hosts."""
+    production = {
+        "PORTAL_DATA_DIR": str(tmp_path),
+        "DJANGO_SECRET_KEY": "x" * 60,
+        "PORTAL_ALLOWED_HOSTS": "portal.example",
+    }
+    return _manage("check", **{**production, **environment})
+
+
 def test_production_refuses_without_the_audit_keys(tmp_path):
-    result = _manage(
-        "check",
-        PORTAL_DATA_DIR=str(tmp_path),
-        DJANGO_SECRET_KEY="x" * 60,
-        PORTAL_ALLOWED_HOSTS="portal.example",
-    )
+    result = _production_check(tmp_path)
 
     assert result.returncode != 0
     assert "PORTAL_AUDIT_CHAIN_KEY" in result.stderr
@@ -121,39 +126,21 @@ def test_production_refuses_without_the_audit_keys(tmp_path):
 def test_production_refuses_a_short_audit_key(tmp_path, name):
     # A short key can be guessed offline from one event and its hash, and
     # whoever guesses it can rewrite the trail without a trace.
-    result = _manage(
-        "check",
-        PORTAL_DATA_DIR=str(tmp_path),
-        DJANGO_SECRET_KEY="x" * 60,
-        PORTAL_ALLOWED_HOSTS="portal.example",
-        **{**AUDIT_KEYS, name: "short"},
-    )
+    result = _production_check(tmp_path, **{**AUDIT_KEYS, name: "short"})
 
     assert result.returncode != 0
     assert f"{name} must be at least 40 characters" in result.stderr
 
 
 def test_production_refuses_without_allowed_hosts_and_says_so(tmp_path):
-    result = _manage(
-        "check",
-        PORTAL_DATA_DIR=str(tmp_path),
-        DJANGO_SECRET_KEY="x" * 60,
-        PORTAL_ALLOWED_HOSTS="",
-        **AUDIT_KEYS,
-    )
+    result = _production_check(tmp_path, PORTAL_ALLOWED_HOSTS="", **AUDIT_KEYS)
 
     assert result.returncode != 0
     assert "PORTAL_ALLOWED_HOSTS is required in production" in result.stderr
 
 
 def test_production_refuses_without_its_keyring(tmp_path):
-    result = _manage(
-        "check",
-        PORTAL_DATA_DIR=str(tmp_path),
-        DJANGO_SECRET_KEY="x" * 60,
-        PORTAL_ALLOWED_HOSTS="portal.example",
-        **AUDIT_KEYS,
-    )
+    result = _production_check(tmp_path, **AUDIT_KEYS)
 
     assert result.returncode != 0
     assert "keyring" in result.stderr
