@@ -112,6 +112,7 @@ def rotate_keys(
             _record_damage(progress.damaged, actor)
             crypto.finish_rotation()
             return progress
+    _record_damage(progress.damaged, actor)
     raise RotationStopped("rows kept changing during rotation; run rotate_keys again")
 
 
@@ -147,7 +148,7 @@ def _row_update(model, fields, instance, reindex, progress) -> tuple | None:
     """
     tokens = {field: loaded_token(instance, field) for field in fields}
     changes = {}
-    damaged = False
+    damaged = []
     for field, token in tokens.items():
         if token is None:
             continue
@@ -155,7 +156,7 @@ def _row_update(model, fields, instance, reindex, progress) -> tuple | None:
             resealed = field.reseal(instance.pk, token)
         except crypto.IntegrityError:
             progress.damaged.add(_damaged_value(model, instance, field))
-            damaged = True
+            damaged.append(field)
             continue
         if resealed is not None:
             changes[field.column] = resealed
@@ -169,7 +170,12 @@ def _row_update(model, fields, instance, reindex, progress) -> tuple | None:
                 changes[model._meta.get_field(name).column] = getattr(instance, name)
     if not changes:
         return None
-    expected = {field.column: token for field, token in tokens.items()}
+    # A damaged value is not compared: it is not written, and it may not even
+    # be a value the database can compare as stored (SQLite keeps a number
+    # written into the column as a number).
+    expected = {
+        field.column: token for field, token in tokens.items() if field not in damaged
+    }
     return instance.pk, changes, expected
 
 

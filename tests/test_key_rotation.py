@@ -400,3 +400,31 @@ def test_a_batch_limit_below_one_is_refused_before_any_key_is_made(
         call_command("rotate_keys", "--max-batches", limit)
 
     assert crypto.keyring().current_version == 1
+
+
+def test_a_number_where_a_sealed_value_belongs_does_not_stall_the_rotation(
+    isolated_keys,
+):
+    from django.core.management.base import CommandError
+
+    from audit.models import AuditAction, AuditEvent
+
+    patients = _seed(2)
+    damaged = Condition.objects.get(patient=patients[0])
+    # SQLite keeps what it is given: a number stays a number in a BLOB column.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE records_condition SET description = %s WHERE id = %s",
+            [
+                42 if connection.vendor == "sqlite" else b"42",
+                Condition._meta.pk.get_db_prep_value(damaged.pk, connection),
+            ],
+        )
+
+    with pytest.raises(CommandError, match="1 sealed value does not open"):
+        call_command("rotate_keys", batch_size=2)
+
+    assert crypto.keyring().rotation is None
+    assert AuditEvent.objects.filter(action=AuditAction.INTEGRITY_FAILURE).count() == 1
+    # The row's other sealed value was sealed again all the same.
+    assert key_version_counts()["records.Condition"] == {2: 3, "unreadable": 1}

@@ -116,10 +116,12 @@ class Command(BaseCommand):
         if damaged:
             # The operator's scripts must see it: the exit status says so.
             listed = "\n  ".join(str(value) for value in damaged)
+            one = len(damaged) == 1
             raise CommandError(
-                f"{_values(len(damaged))} does not open (tampered or damaged) "
-                "and stays as it was, under its old key; each is in the audit "
-                f"trail as INTEGRITY_FAILURE. Restore it from a backup:\n  {listed}"
+                f"{_values(len(damaged))} {'does' if one else 'do'} not open "
+                "(tampered or damaged) and stay as they were, under their old "
+                "key; each is in the audit trail as INTEGRITY_FAILURE. Restore "
+                f"{'it' if one else 'them'} from a backup:\n  {listed}"
             )
 
     def _print_status(self):
