@@ -194,13 +194,18 @@ def _sqlite_lines(connection, first, last) -> Iterator[bytes]:
         cursor.execute(SQLITE_EVENTS, [first, _last_or_newest(last)])
         while rows := cursor.fetchmany(FETCH_SIZE):
             for sequence, moment, *values, stored_hash in rows:
-                if len(moment) != len("2026-01-01 00:00:00.000000"):
-                    # SQLite keeps no fraction when the microseconds were zero,
-                    # and rows written by other tools may spell it shorter.
-                    moment = _sqlite_time(moment)
-                values[7] = json.loads(values[7])
-                canonical = canonical_form(sequence, moment, *values)
-                yield canonical + b"\t" + stored_hash.encode()
+                try:
+                    if len(moment) != len("2026-01-01 00:00:00.000000"):
+                        # SQLite keeps no fraction when the microseconds were
+                        # zero, and other tools may spell it shorter.
+                        moment = _sqlite_time(moment)
+                    values[7] = json.loads(values[7])
+                    canonical = canonical_form(sequence, moment, *values)
+                except (ValueError, TypeError):
+                    # A time or field list no writer of the trail could have
+                    # stored: it cannot match its hash, and is reported so.
+                    canonical = b"%d\t(unreadable)" % sequence
+                yield canonical + b"\t" + str(stored_hash).encode()
 
 
 def _last_or_newest(last: int | None) -> int:
@@ -225,9 +230,11 @@ def _check_rows(connection, first, last, previous_hash, expected_at, report):
             if sequence != expected:
                 return _sequence_problem(report, expected, sequence)
             if digest(key, previous + canonical, "sha256").hex().encode() != stored:
-                following = list(islice(lines, KEY_CHECK_EVENTS))
+                # An event before this one matched with this key: the key is
+                # right, whatever follows.
+                following = [] if sequence > first else islice(lines, KEY_CHECK_EVENTS)
                 return report.fail(
-                    sequence, _hash_problem(key, sequence, stored, following)
+                    sequence, _hash_problem(key, sequence, stored, list(following))
                 )
             if sequence in expected_at:
                 checkpoint = expected_at[sequence]
@@ -254,6 +261,8 @@ def _hash_problem(key: bytes, sequence: int, stored: bytes, following) -> str:
     the bad one are each checked against their own predecessor.
     """
     edited = f"event {sequence} does not match its hash (edited, forged or moved)"
+    if not following:
+        return edited
     links = []
     predecessor = stored
     for line in following:
@@ -261,12 +270,18 @@ def _hash_problem(key: bytes, sequence: int, stored: bytes, following) -> str:
         computed = hmac.digest(key, predecessor + canonical, "sha256").hex().encode()
         links.append(computed == hash_stored)
         predecessor = hash_stored
-    if len(links) < KEY_CHECK_EVENTS or any(links[1:]):
+    if any(links[1:]):
         return edited
+    if len(links) < KEY_CHECK_EVENTS:
+        return (
+            f"{edited}; the {len(links) + 1} event(s) checked all fail, so the "
+            "chain key (PORTAL_AUDIT_CHAIN_KEY or its _FILE) may be the wrong one"
+        )
     return (
         f"event {sequence} and the {len(links)} after it each fail their own "
-        "hash: the chain key (PORTAL_AUDIT_CHAIN_KEY_FILE) is most likely not "
-        "the one that wrote them; if it is, those events were all edited"
+        "hash: the chain key (PORTAL_AUDIT_CHAIN_KEY or its _FILE) is most "
+        "likely not the one that wrote them; if it is, those events were all "
+        "edited"
     )
 
 

@@ -126,6 +126,40 @@ def test_an_edit_in_a_long_trail_is_called_an_edit_not_a_wrong_key():
     assert "chain key" not in str(failed.value)
 
 
+def test_several_edited_events_after_good_ones_are_called_edits():
+    write_events(10)
+
+    with audit_triggers_lifted() as connection:
+        execute(
+            connection,
+            "UPDATE audit_auditevent SET actor_username = 'x' "
+            "WHERE sequence BETWEEN 5 AND 9",
+        )
+
+    with pytest.raises(CommandError, match="event 5 does not match its hash") as failed:
+        verify()
+    assert "chain key" not in str(failed.value)
+
+
+def test_an_event_with_an_edited_or_unreadable_time_is_named_not_a_crash():
+    write_events(4)
+
+    with audit_triggers_lifted() as connection:
+        # SQLite stores any text in the column; PostgreSQL keeps it a time.
+        edit = (
+            "occurred_at || ' x'"
+            if connection.vendor == "sqlite"
+            else "occurred_at + interval '1 second'"
+        )
+        execute(
+            connection,
+            f"UPDATE audit_auditevent SET occurred_at = {edit} WHERE sequence = 3",  # noqa: S608
+        )
+
+    with pytest.raises(CommandError, match="event 3 does not match its hash"):
+        verify()
+
+
 def test_verifying_with_another_chain_key_says_the_key_is_wrong(settings):
     write_events(6)
 
