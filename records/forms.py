@@ -64,6 +64,18 @@ class NoteForm(forms.Form):
             ]
 
 
+class NoteDraftForm(forms.Form):
+    """A note as the page holds it when the idle warning shows: maybe half done."""
+
+    kind = forms.ChoiceField(choices=NoteKind.choices)
+    title = forms.CharField(required=False, max_length=200, strip=False)
+    body = forms.CharField(required=False, max_length=20_000, strip=False)
+
+    def has_text(self) -> bool:
+        data = self.cleaned_data
+        return bool(data["title"].strip() or data["body"].strip())
+
+
 class BreakGlassForm(forms.Form):
     reason = forms.ChoiceField(
         label="Reason", choices=[("", "Choose…"), *BreakGlassReason.choices]

@@ -444,6 +444,38 @@ class ClinicalNote(ClinicalRecord):
     Meta = _clinical_meta("clinicalnote")
 
 
+class NoteDraft(SealedModel):
+    """A note its author had not sent when an idle sign-out came.
+
+    The page keeps it just before the sign-out, and gives it back in the
+    notes form when the author opens the chart again. Not part of the chart:
+    only its author sees it, and it is gone once the note is saved or
+    discarded.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=16, choices=NoteKind.choices)
+    title = EncryptedTextField(blank=True, default="")
+    body = EncryptedTextField(blank=True, default="")
+    kept_at = models.DateTimeField()
+
+    objects = SealedQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["author", "patient"], name="one_kept_note_per_author_and_chart"
+            )
+        ]
+
+    def __str__(self):
+        return f"Kept note {self.pk}"
+
+
 def clinical_record_models() -> list[type[ClinicalRecord]]:
     """Every kind of clinical record a chart holds."""
     return [

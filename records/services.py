@@ -32,6 +32,7 @@ from records.models import (
     Encounter,
     Immunization,
     MedicationRequest,
+    NoteDraft,
     NoteKind,
     Observation,
     ObservationCategory,
@@ -499,7 +500,65 @@ def add_note(*, author, patient_id, kind: str, title: str, body: str) -> Clinica
             purpose=_purpose_for(chart.decision, Purpose.TREATMENT),
             reason=chart.decision.reason,
         )  # fmt: skip
+        # A note kept at an idle sign-out has done its work once saved.
+        NoteDraft.objects.filter(author=author, patient=chart.patient).delete()
     return note
+
+
+def keep_note_draft(*, author, patient_id, kind: str, title: str, body: str) -> None:
+    """Keep a note its author has not sent, for when they open the chart again.
+
+    The notes page asks for this when the idle warning shows, so that an idle
+    sign-out loses no typed text. Only a note its author may still add to
+    the chart is kept; the keeping is audited like any write of PHI.
+    """
+    patient = Patient.objects.filter(pk=patient_id).first()
+    if patient is None:
+        raise Http404("No such patient")
+    decision = decide(author, patient, ChartAction.WRITE, Purpose.TREATMENT)
+    if not decision:
+        record_event(
+            actor=author, action=AuditAction.ACCESS_DENIED,
+            outcome=AuditOutcome.DENIED, patient_ref=patient.pk,
+            record_type="NoteDraft", reason=decision.reason,
+        )  # fmt: skip
+        raise PermissionDenied(decision.reason)
+
+    with transaction.atomic():
+        NoteDraft.objects.update_or_create(
+            author=author, patient=patient,
+            defaults={
+                "kind": kind, "title": title, "body": body,
+                "kept_at": timezone.now(),
+            },
+        )  # fmt: skip
+        record_event(
+            actor=author, action=AuditAction.NOTE_DRAFT_KEPT,
+            outcome=AuditOutcome.SUCCESS, patient_ref=patient.pk,
+            record_type="NoteDraft", fields=("kind", "title", "body"),
+            purpose=_purpose_for(decision, Purpose.TREATMENT),
+            reason=decision.reason,
+        )  # fmt: skip
+
+
+def kept_note_draft(author, patient) -> NoteDraft | None:
+    """The note ``author`` had not sent on ``patient``'s chart, if one was kept."""
+    return NoteDraft.objects.filter(author=author, patient=patient).first()
+
+
+def discard_note_draft(*, author, patient_id) -> bool:
+    """Delete the author's kept note on this chart; False if there was none."""
+    with transaction.atomic():
+        deleted, _ = NoteDraft.objects.filter(
+            author=author, patient_id=patient_id
+        ).delete()
+        if deleted:
+            record_event(
+                actor=author, action=AuditAction.NOTE_DRAFT_DISCARDED,
+                outcome=AuditOutcome.SUCCESS, patient_ref=str(patient_id),
+                record_type="NoteDraft",
+            )  # fmt: skip
+    return bool(deleted)
 
 
 def recent_access(chart: Chart, limit: int = 10) -> list[dict]:

@@ -13,6 +13,14 @@ urlpatterns = [
         name="break_glass_request",
     ),
     path("<uuid:patient_id>/notes/new/", views.note_create, name="note_create"),
+    # Asked for by the page itself when the idle warning shows: passive for
+    # the idle clock (settings.SESSION_SECURITY_PASSIVE_URL_NAMES).
+    path("<uuid:patient_id>/notes/draft/", views.note_draft_keep, name="note_draft"),
+    path(
+        "<uuid:patient_id>/notes/draft/discard/",
+        views.note_draft_discard,
+        name="note_draft_discard",
+    ),
     path(
         "<uuid:patient_id>/<slug:section>/",
         views.chart_section_page,

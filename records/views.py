@@ -9,7 +9,7 @@ import logging
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import Http404
+from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -22,6 +22,7 @@ from records import break_glass
 from records.forms import (
     BreakGlassForm,
     BreakGlassReviewForm,
+    NoteDraftForm,
     NoteForm,
     PatientLookupForm,
     PatientSearchForm,
@@ -35,7 +36,10 @@ from records.services import (
     SearchUnavailable,
     add_note,
     chart_summary,
+    discard_note_draft,
     identity_review,
+    keep_note_draft,
+    kept_note_draft,
     list_my_patients,
     open_chart,
     recent_access,
@@ -146,8 +150,10 @@ def _section_response(request, patient_id, section, note_form=None, status=200):
             return _note_not_saved(request, patient_id, note_form, refused=True)
         return refusal
 
+    kept_draft = None
     if chart_section.slug == "notes" and note_form is None:
-        note_form = NoteForm(writer=request.user)
+        kept_draft = kept_note_draft(request.user, chart.patient)
+        note_form = NoteForm(writer=request.user, initial=_draft_initial(kept_draft))
     page = Paginator(chart_section.records_for(chart), PAGE_SIZE).get_page(
         request.GET.get("page")
     )
@@ -160,9 +166,16 @@ def _section_response(request, patient_id, section, note_form=None, status=200):
             "page": page,
             "withheld_count": chart_section.withheld_count(chart),
             "note_form": note_form,
+            "kept_draft": kept_draft,
         },
         status=status,
     )
+
+
+def _draft_initial(draft) -> dict:
+    if draft is None:
+        return {}
+    return {"kind": draft.kind, "title": draft.title, "body": draft.body}
 
 
 @require_POST
@@ -234,6 +247,40 @@ def _note_sent_after_sign_out(request, patient_id):
 
 
 note_create.when_signed_out = _note_sent_after_sign_out
+
+
+@clinician_required(record_type="NoteDraft")
+@require_POST
+def note_draft_keep(request, patient_id):
+    """Keep the note the page holds, as the idle warning shows (idle.js)."""
+    form = NoteDraftForm(request.POST)
+    if not form.is_valid():
+        return JsonResponse({"kept": False, "errors": form.errors}, status=400)
+    if not form.has_text():
+        return JsonResponse({"kept": False})
+    try:
+        keep_note_draft(
+            author=request.user,
+            patient_id=patient_id,
+            kind=form.cleaned_data["kind"],
+            title=form.cleaned_data["title"],
+            body=form.cleaned_data["body"],
+        )
+    except PermissionDenied:
+        return JsonResponse({"kept": False}, status=403)
+    except AuditUnavailable:
+        logger.error("Unsent note not kept: the audit trail is unavailable")
+        return JsonResponse({"kept": False}, status=503)
+    return JsonResponse({"kept": True})
+
+
+@clinician_required(record_type="NoteDraft")
+@require_POST
+def note_draft_discard(request, patient_id):
+    # An audit outage stops this as any write (AuditFailClosedMiddleware).
+    if discard_note_draft(author=request.user, patient_id=patient_id):
+        messages.info(request, "The kept note was discarded.")
+    return redirect("records:chart_section", patient_id=patient_id, section="notes")
 
 
 @clinician_required(record_type="BreakGlassAccess")

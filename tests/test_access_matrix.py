@@ -144,6 +144,7 @@ def _patient_requests(patient) -> list[tuple[str, str, str]]:
     requests.append(
         ("write", "POST", reverse("records:note_create", args=[patient.pk]))
     )
+    requests.append(("write", "POST", reverse("records:note_draft", args=[patient.pk])))
     requests.append(
         ("emergency", "GET", reverse("records:break_glass_request", args=[patient.pk]))
     )
@@ -222,6 +223,9 @@ def test_global_routes_follow_the_rule_book(world, role):
             "review:break_glass_review", args=[access.pk]
         ),
         "review:patient_access_report": reverse("review:patient_access_report"),
+        "records:note_draft_discard": reverse(
+            "records:note_draft_discard", args=[patient.pk]
+        ),
         "admin:index": reverse("admin:index"),
         "api:patient_list": reverse("api:patient_list"),
         "api:patient_search": reverse("api:patient_search"),

@@ -197,3 +197,33 @@ def test_a_note_sent_after_the_session_ended_comes_back_to_copy(
 
     page.get_by_role("link", name="sign in again").click()
     expect(page.locator("h1")).to_have_text("Sign in")
+
+
+def test_a_note_typed_before_an_idle_sign_out_is_kept_for_the_next_sign_in(
+    page: Page, live_server, nurse, marker_patient, short_idle_limits
+):
+    from tests.conftest import add_to_care_team
+
+    add_to_care_team(nurse, marker_patient)
+    sign_in(page, live_server.url, nurse)
+    notes = f"{live_server.url}/patients/{marker_patient.pk}/notes/"
+    page.goto(notes)
+    page.get_by_label("Title").fill("Night review")
+    page.get_by_label("Body").fill("Obs stable overnight.\nFor review at 08:00.")
+
+    # Left alone: the warning shows (and keeps the note), then the page
+    # signs itself out. Nothing moves the pointer meanwhile.
+    expect(page.locator("h1")).to_have_text("Sign in", timeout=15_000)
+
+    # The next sign-in comes seconds later, inside the same 30-second code:
+    # forget that it was used, as the next code would be a new one.
+    from accounts.models import TOTPAuthenticator
+
+    TOTPAuthenticator.objects.filter(user=nurse).update(last_t=-1)
+    sign_in(page, live_server.url, nurse)
+    page.goto(notes)
+    expect(page.get_by_text("You had not sent this note")).to_be_visible()
+    expect(page.get_by_label("Title")).to_have_value("Night review")
+    expect(page.get_by_label("Body")).to_have_value(
+        "Obs stable overnight.\nFor review at 08:00."
+    )

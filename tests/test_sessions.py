@@ -289,3 +289,77 @@ def test_a_ping_with_an_odd_idle_count_is_ignored_not_an_error(nurse, idle_for):
 
     assert response.status_code == 200
     assert response.json() == 300
+
+
+def _keep_draft(client, patient, **fields):
+    return client.post(
+        f"/patients/{patient.pk}/notes/draft/",
+        {"kind": "progress", "title": "Ward round", "body": "Seen at 14:00.", **fields},
+    )
+
+
+def test_a_note_kept_as_the_idle_warning_shows_comes_back_after_sign_in(
+    nurse, marker_patient
+):
+    from records.models import NoteDraft
+    from tests.conftest import add_to_care_team
+
+    # On the team since before the frozen clock's day.
+    add_to_care_team(nurse, marker_patient, starts_on=datetime.date(2020, 1, 1))
+    notes = f"/patients/{marker_patient.pk}/notes/"
+    with freeze_time(START) as clock:
+        client = verified_client(nurse)
+        client.get(notes)
+        clock.tick(13 * MINUTE)
+
+        kept = _keep_draft(client, marker_patient)
+        # Keeping the note is the page's doing, not the nurse's: the idle
+        # clock runs on and signs her out at 15 minutes.
+        clock.tick(2 * MINUTE)
+        signed_out = client.get(notes)
+
+        again = verified_client(nurse)
+        page = again.get(notes).content.decode()
+
+    assert kept.json() == {"kept": True}
+    assert is_sign_in_page(signed_out)
+    assert "You had not sent this note" in page
+    assert 'value="Ward round"' in page and "Seen at 14:00.</textarea>" in page
+    stored = NoteDraft.objects.values_list("body", flat=True).get()
+    assert b"Seen at 14:00" not in bytes(stored)
+    assert events(AuditAction.NOTE_DRAFT_KEPT).get().actor_id == nurse.pk
+
+
+def test_saving_or_discarding_the_kept_note_removes_it(nurse, marker_patient):
+    from records.models import ClinicalNote, NoteDraft
+    from tests.conftest import add_to_care_team
+
+    add_to_care_team(nurse, marker_patient)
+    client = verified_client(nurse)
+    _keep_draft(client, marker_patient)
+
+    client.post(
+        f"/patients/{marker_patient.pk}/notes/new/",
+        {"kind": "progress", "title": "Ward round", "body": "Seen at 14:00."},
+    )
+    assert ClinicalNote.objects.count() == 1
+    assert not NoteDraft.objects.exists()
+
+    _keep_draft(client, marker_patient, body="Second thoughts.")
+    client.post(f"/patients/{marker_patient.pk}/notes/draft/discard/")
+    assert not NoteDraft.objects.exists()
+    assert events(AuditAction.NOTE_DRAFT_DISCARDED).count() == 1
+    page = client.get(f"/patients/{marker_patient.pk}/notes/").content.decode()
+    assert "Second thoughts." not in page
+
+
+def test_a_note_is_not_kept_for_a_chart_its_writer_may_not_add_to(
+    nurse, marker_patient
+):
+    from records.models import NoteDraft
+
+    response = _keep_draft(verified_client(nurse), marker_patient)
+
+    assert response.status_code == 403
+    assert not NoteDraft.objects.exists()
+    assert events(AuditAction.ACCESS_DENIED).filter(record_type="NoteDraft").exists()
