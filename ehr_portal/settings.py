@@ -66,6 +66,8 @@ PORTAL_KEY_MAX_AGE_DAYS = env.read_int("PORTAL_KEY_MAX_AGE_DAYS", 30)
 PORTAL_KEYRING_REFRESH_SECONDS = env.read_int("PORTAL_KEYRING_REFRESH_SECONDS", 2)
 # The largest FHIR bundle import_fhir reads; Synthea's run to a few tens of MB.
 PORTAL_IMPORT_MAX_MB = env.read_int("PORTAL_IMPORT_MAX_MB", 100)
+if PORTAL_IMPORT_MAX_MB < 1:
+    raise ImproperlyConfigured("PORTAL_IMPORT_MAX_MB must be at least 1")
 
 # The audit trail's own keys (HMAC): one chains the events, the other signs
 # the checkpoints kept outside both databases. Neither is the keyring, so a
@@ -81,8 +83,9 @@ for _name, _key in (
     ("PORTAL_AUDIT_CHAIN_KEY", AUDIT_CHAIN_KEY),
     ("PORTAL_AUDIT_CHECKPOINT_KEY", AUDIT_CHECKPOINT_KEY),
 ):
-    # A short HMAC key can be guessed offline from one event and its hash.
-    if _key and len(_key) < 40:
+    # A short HMAC key can be guessed offline from one event and its hash;
+    # spaces around it add nothing to guess.
+    if _key and len(_key.strip()) < 40:
         raise ImproperlyConfigured(
             f"{_name} must be at least 40 characters (README, Audit keys)"
         )
@@ -101,6 +104,13 @@ ALLOWED_HOSTS = env.read_list(
     "PORTAL_ALLOWED_HOSTS",
     ["127.0.0.1", "localhost", "[::1]", "testserver"] if DEVELOPMENT else [],
 )
+if "*" in ALLOWED_HOSTS and not DEVELOPMENT:
+    # Any Host header would do: password-reset links, passkey origins and
+    # the CSRF origin check would all trust whatever a request claims.
+    raise ImproperlyConfigured(
+        "PORTAL_ALLOWED_HOSTS may not contain '*' in production: name the "
+        "portal's host names"
+    )
 if not ALLOWED_HOSTS and not DEVELOPMENT:
     # Said here: the passkey origins come from these hosts, and their own
     # check would otherwise be the first to complain, about something else.

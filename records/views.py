@@ -322,6 +322,10 @@ def _review_queue_page(request, sent=None, sent_for=None, status=200):
     # ``sent`` is a review that did not validate, shown again on its own
     # row with what the officer typed.
     waiting, reviewed = break_glass.review_queue(request.user)
+    if sent is not None and all(access.pk != sent_for for access in waiting):
+        # Reviewed meanwhile (in another tab, by another officer), or no such
+        # access: there is no row to show the review on.
+        messages.error(request, "Not recorded: this access is not waiting for review.")
     return render(
         request,
         "records/break_glass_queue.html",

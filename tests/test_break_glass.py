@@ -201,6 +201,21 @@ def test_a_review_note_too_long_comes_back_with_its_own_error(
     assert access.reviewed_at is None
 
 
+def test_an_invalid_review_of_an_access_no_longer_waiting_says_so(
+    compliance_officer,
+):
+    import uuid
+
+    reviewer = verified_client(compliance_officer)
+
+    response = reviewer.post(
+        f"/compliance/break-glass/{uuid.uuid4()}/review/", {"note": "x" * 2001}
+    )
+
+    assert response.status_code == 400
+    assert "this access is not waiting for review" in response.content.decode()
+
+
 def test_chart_shows_who_accessed_it_and_how(physician, nurse, marker_patient):
     from tests.conftest import add_to_care_team
 

@@ -390,6 +390,21 @@ def test_status_counts_values_it_cannot_read_instead_of_failing(isolated_keys, c
     assert "records.Patient" in output and "unreadable: 1" in output
 
 
+def test_status_names_a_version_the_keyring_has_no_key_for(isolated_keys, capsys):
+    patients = _seed(1)
+    stored = Patient._base_manager.values_list("family_name", flat=True).get()
+    _damage(
+        Patient,
+        patients[0].pk,
+        "family_name",
+        damaged=b"\x02\x00\x63" + bytes(stored)[3:],
+    )
+
+    call_command("rotate_keys", "--status")
+
+    assert "v99 (no such key): 1" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("limit", ["0", "-1"])
 def test_a_batch_limit_below_one_is_refused_before_any_key_is_made(
     isolated_keys, limit

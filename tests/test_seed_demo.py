@@ -132,11 +132,41 @@ def test_production_refuses_a_short_audit_key(tmp_path, name):
     assert f"{name} must be at least 40 characters" in result.stderr
 
 
-def test_production_refuses_without_allowed_hosts_and_says_so(tmp_path):
-    result = _production_check(tmp_path, PORTAL_ALLOWED_HOSTS="", **AUDIT_KEYS)
+@pytest.mark.parametrize(
+    ("hosts", "message"),
+    [
+        ("", "PORTAL_ALLOWED_HOSTS is required in production"),
+        ("portal.example,*", "PORTAL_ALLOWED_HOSTS may not contain '*'"),
+    ],
+)
+def test_production_refuses_missing_or_wildcard_hosts_and_says_so(
+    tmp_path, hosts, message
+):
+    result = _production_check(tmp_path, PORTAL_ALLOWED_HOSTS=hosts, **AUDIT_KEYS)
 
     assert result.returncode != 0
-    assert "PORTAL_ALLOWED_HOSTS is required in production" in result.stderr
+    assert message in result.stderr
+
+
+def test_production_does_not_count_spaces_in_an_audit_key(tmp_path):
+    padded = "c" * 30 + " " * 10
+    result = _production_check(
+        tmp_path, **{**AUDIT_KEYS, "PORTAL_AUDIT_CHAIN_KEY": padded}
+    )
+
+    assert result.returncode != 0
+    assert "PORTAL_AUDIT_CHAIN_KEY must be at least 40 characters" in result.stderr
+
+
+@pytest.mark.parametrize("limit", ["0", "-1"])
+def test_an_import_limit_below_one_megabyte_is_refused(tmp_path, limit):
+    result = _manage(
+        "check", PORTAL_MODE="development", PORTAL_DATA_DIR=str(tmp_path),
+        PORTAL_IMPORT_MAX_MB=limit,
+    )  # fmt: skip
+
+    assert result.returncode != 0
+    assert "PORTAL_IMPORT_MAX_MB must be at least 1" in result.stderr
 
 
 def test_production_refuses_without_its_keyring(tmp_path):

@@ -19,9 +19,13 @@ class _BatchLimit(Exception):
     pass
 
 
-def _version_label(version) -> str:
-    # A key version, or a word for values whose version cannot be read.
-    return f"v{version}" if isinstance(version, int) else version
+def _version_label(version, ring) -> str:
+    # A key version, or a word for values whose version cannot be read. A
+    # version the keyring has no key for is named as such: those values do
+    # not open (damaged, or written with another keyring).
+    if not isinstance(version, int):
+        return version
+    return f"v{version}" if version in ring.data_keys else f"v{version} (no such key)"
 
 
 def _by_version(item) -> tuple:
@@ -133,7 +137,7 @@ class Command(BaseCommand):
         )
         for label, counts in key_version_counts().items():
             versions = ", ".join(
-                f"{_version_label(version)}: {count}"
+                f"{_version_label(version, ring)}: {count}"
                 for version, count in sorted(counts.items(), key=_by_version)
             )
             self.stdout.write(f"  {label:<32} {versions or 'no values'}")
