@@ -257,6 +257,8 @@ SESSION_COOKIE_AGE = env.read_int("PORTAL_SESSION_MAX_AGE", 12 * 3600)
 SESSION_ABSOLUTE_LIFETIME_SECONDS = SESSION_COOKIE_AGE
 SESSION_SECURITY_EXPIRE_AFTER = env.read_int("PORTAL_IDLE_LOGOFF_SECONDS", 15 * 60)
 SESSION_SECURITY_WARN_AFTER = env.read_int("PORTAL_IDLE_WARNING_SECONDS", 13 * 60)
+# How long a note kept unsent at an idle warning waits for its author.
+PORTAL_NOTE_DRAFT_DAYS = env.read_int("PORTAL_NOTE_DRAFT_DAYS", 7)
 # The page keeping an unsent note as the idle warning shows is not activity.
 SESSION_SECURITY_PASSIVE_URL_NAMES = ["session_security_ping", "note_draft"]
 CSRF_USE_SESSIONS = True

@@ -1,5 +1,6 @@
 """Reads and writes of patient data, each behind the access decision and audited."""
 
+import datetime
 import logging
 import uuid
 from collections.abc import Iterable
@@ -523,6 +524,8 @@ def keep_note_draft(*, author, patient_id, kind: str, title: str, body: str) -> 
             record_type="NoteDraft", reason=decision.reason,
         )  # fmt: skip
         raise PermissionDenied(decision.reason)
+    if kind == NoteKind.PSYCHOTHERAPY and not may_write_psychotherapy_notes(author):
+        raise NoteRefused("psychotherapy notes need the psychotherapy grant")
 
     with transaction.atomic():
         NoteDraft.objects.update_or_create(
@@ -541,9 +544,20 @@ def keep_note_draft(*, author, patient_id, kind: str, title: str, body: str) -> 
         )  # fmt: skip
 
 
+def may_write_psychotherapy_notes(user) -> bool:
+    return user.has_perm(Sensitivity.PSYCHOTHERAPY.permission)
+
+
 def kept_note_draft(author, patient) -> NoteDraft | None:
-    """The note ``author`` had not sent on ``patient``'s chart, if one was kept."""
-    return NoteDraft.objects.filter(author=author, patient=patient).first()
+    """The note ``author`` had not sent on ``patient``'s chart, if one was kept.
+
+    A kept note older than PORTAL_NOTE_DRAFT_DAYS is deleted instead: an
+    unsent draft is not kept as long as the chart.
+    """
+    drafts = NoteDraft.objects.filter(author=author, patient=patient)
+    oldest = timezone.now() - datetime.timedelta(days=settings.PORTAL_NOTE_DRAFT_DAYS)
+    drafts.filter(kept_at__lt=oldest).delete()
+    return drafts.first()
 
 
 def discard_note_draft(*, author, patient_id) -> bool:

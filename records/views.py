@@ -153,7 +153,11 @@ def _section_response(request, patient_id, section, note_form=None, status=200):
     kept_draft = None
     if chart_section.slug == "notes" and note_form is None:
         kept_draft = kept_note_draft(request.user, chart.patient)
-        note_form = NoteForm(writer=request.user, initial=_draft_initial(kept_draft))
+        note_form = NoteForm(writer=request.user)
+        if kept_draft is not None and _kind_offered(note_form, kept_draft.kind):
+            note_form = NoteForm(
+                writer=request.user, initial=_draft_initial(kept_draft)
+            )
     page = Paginator(chart_section.records_for(chart), PAGE_SIZE).get_page(
         request.GET.get("page")
     )
@@ -173,9 +177,14 @@ def _section_response(request, patient_id, section, note_form=None, status=200):
 
 
 def _draft_initial(draft) -> dict:
-    if draft is None:
-        return {}
     return {"kind": draft.kind, "title": draft.title, "body": draft.body}
+
+
+def _kind_offered(form, kind: str) -> bool:
+    # A kept note of a kind its author may no longer write (a grant taken
+    # away since) is not put in the form: saved, it would become another
+    # kind of note, read by others.
+    return any(value == kind for value, _label in form.fields["kind"].choices)
 
 
 @require_POST
@@ -257,6 +266,8 @@ def note_draft_keep(request, patient_id):
     if not form.is_valid():
         return JsonResponse({"kept": False, "errors": form.errors}, status=400)
     if not form.has_text():
+        # The form was emptied since a note was kept: nothing is to come back.
+        discard_note_draft(author=request.user, patient_id=patient_id)
         return JsonResponse({"kept": False})
     try:
         keep_note_draft(
@@ -266,7 +277,7 @@ def note_draft_keep(request, patient_id):
             title=form.cleaned_data["title"],
             body=form.cleaned_data["body"],
         )
-    except PermissionDenied:
+    except (PermissionDenied, NoteRefused):
         return JsonResponse({"kept": False}, status=403)
     except AuditUnavailable:
         logger.error("Unsent note not kept: the audit trail is unavailable")

@@ -363,3 +363,54 @@ def test_a_note_is_not_kept_for_a_chart_its_writer_may_not_add_to(
     assert response.status_code == 403
     assert not NoteDraft.objects.exists()
     assert events(AuditAction.ACCESS_DENIED).filter(record_type="NoteDraft").exists()
+
+
+def test_a_psychotherapy_note_is_kept_only_for_a_writer_with_the_grant(
+    physician, marker_patient
+):
+    from django.contrib.auth.models import Permission
+
+    from records.models import NoteDraft
+    from tests.conftest import add_to_care_team
+
+    add_to_care_team(physician, marker_patient)
+    psychotherapy = {"kind": "psychotherapy", "body": "Session notes."}
+
+    refused = _keep_draft(verified_client(physician), marker_patient, **psychotherapy)
+    assert refused.status_code == 403
+    assert not NoteDraft.objects.exists()
+
+    grant = Permission.objects.get(codename="view_psychotherapy")
+    physician.user_permissions.add(grant)
+    kept = _keep_draft(verified_client(physician), marker_patient, **psychotherapy)
+    assert kept.json() == {"kept": True}
+
+    # The grant is taken away before the next sign-in: the note is not put
+    # in a form that would save it as another kind, read by the team.
+    physician.user_permissions.remove(grant)
+    page = verified_client(physician).get(f"/patients/{marker_patient.pk}/notes/")
+    body = " ".join(page.content.decode().split())
+    assert "you may no longer write that kind of note" in body
+    assert "Session notes." not in body
+
+
+def test_an_emptied_form_leaves_no_kept_note_and_old_ones_lapse(
+    nurse, marker_patient, settings
+):
+    from records.models import NoteDraft
+    from tests.conftest import add_to_care_team
+
+    add_to_care_team(nurse, marker_patient)
+    client = verified_client(nurse)
+    _keep_draft(client, marker_patient)
+
+    emptied = _keep_draft(client, marker_patient, title=" ", body="")
+    assert emptied.json() == {"kept": False}
+    assert not NoteDraft.objects.exists()
+
+    _keep_draft(client, marker_patient)
+    settings.PORTAL_NOTE_DRAFT_DAYS = 7
+    NoteDraft.objects.update(kept_at=START - datetime.timedelta(days=8))
+    page = client.get(f"/patients/{marker_patient.pk}/notes/").content.decode()
+    assert "You had not sent this note" not in page
+    assert not NoteDraft.objects.exists()

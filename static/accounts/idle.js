@@ -18,19 +18,35 @@
   });
   window.sessionSecurity = security;
 
-  var kept = {};
+  var sent = {};
+  var warnNotKept = function () {
+    // Nothing was kept (the server refused, or could not record it): say so
+    // while the text can still be copied.
+    var modal = document.querySelector("#session_security_warning .session_security_modal");
+    if (modal && !modal.querySelector(".note-not-kept")) {
+      var line = document.createElement("p");
+      line.className = "error-box note-not-kept";
+      line.setAttribute("role", "alert");
+      line.textContent = "Your unsent note could not be kept: copy it now, or stay signed in and save it.";
+      modal.appendChild(line);
+    }
+  };
   var keepUnsentNotes = function () {
     document.querySelectorAll("form[data-draft-url]").forEach(function (form) {
       var data = new FormData(form);
       var typed = [data.get("kind"), data.get("title"), data.get("body")].join("\u0000");
       var hasText = (data.get("title") || "").trim() || (data.get("body") || "").trim();
-      if (!hasText || kept[form.dataset.draftUrl] === typed) {
+      var url = form.dataset.draftUrl;
+      // An emptied form is sent too when a note was kept before, so that
+      // the old one does not come back.
+      var wasKept = sent[url] !== undefined || form.hasAttribute("data-kept-draft");
+      if ((!hasText && !wasKept) || sent[url] === typed) {
         return;
       }
-      kept[form.dataset.draftUrl] = typed;
-      fetch(form.dataset.draftUrl, {
-        method: "POST", body: data, credentials: "same-origin", keepalive: true
-      });
+      sent[url] = typed;
+      fetch(url, {method: "POST", body: data, credentials: "same-origin", keepalive: true})
+        .then(function (response) { if (hasText && !response.ok) { warnNotKept(); } })
+        .catch(function () { if (hasText) { warnNotKept(); } });
     });
   };
   var showWarning = security.showWarning;
