@@ -161,31 +161,7 @@ def open_chart(
     denies, and AuditUnavailable when the evidence cannot be written; in each
     case the caller shows no PHI. Every outcome is audited.
     """
-    patient = Patient.objects.filter(pk=patient_id).first()
-    if patient is None:
-        record_event(
-            actor=user,
-            action=AuditAction.ACCESS_DENIED,
-            outcome=AuditOutcome.DENIED,
-            patient_ref=str(patient_id),
-            record_type=record_type,
-            purpose=purpose,
-            reason="unknown patient",
-        )
-        raise Http404("No such patient")
-
-    decision = decide(user, patient, action, purpose)
-    if not decision:
-        record_event(
-            actor=user,
-            action=AuditAction.ACCESS_DENIED,
-            outcome=AuditOutcome.DENIED,
-            patient_ref=patient.pk,
-            record_type=record_type,
-            purpose=purpose,
-            reason=decision.reason,
-        )
-        raise PermissionDenied(decision.reason)
+    patient, decision = _decided(user, patient_id, action, purpose, record_type)
 
     record_event(
         actor=user,
@@ -198,6 +174,31 @@ def open_chart(
         reason=decision.reason,
     )
     return Chart(patient, decision, frozenset(categories_visible_to(user)))
+
+
+def _decided(user, patient_id, action, purpose, record_type):
+    """(patient, decision) when the access decision allows ``action``.
+
+    Raises Http404 for an unknown id and PermissionDenied when the decision
+    denies, each after recording the refusal.
+    """
+    patient = Patient.objects.filter(pk=patient_id).first()
+    decision = None if patient is None else decide(user, patient, action, purpose)
+    if decision:
+        return patient, decision
+
+    record_event(
+        actor=user,
+        action=AuditAction.ACCESS_DENIED,
+        outcome=AuditOutcome.DENIED,
+        patient_ref=str(patient_id) if patient is None else patient.pk,
+        record_type=record_type,
+        purpose=purpose,
+        reason="unknown patient" if patient is None else decision.reason,
+    )
+    if patient is None:
+        raise Http404("No such patient")
+    raise PermissionDenied(decision.reason)
 
 
 def _purpose_for(decision: Decision, requested: Purpose) -> str:
@@ -513,17 +514,9 @@ def keep_note_draft(*, author, patient_id, kind: str, title: str, body: str) -> 
     sign-out loses no typed text. Only a note its author may still add to
     the chart is kept; the keeping is audited like any write of PHI.
     """
-    patient = Patient.objects.filter(pk=patient_id).first()
-    if patient is None:
-        raise Http404("No such patient")
-    decision = decide(author, patient, ChartAction.WRITE, Purpose.TREATMENT)
-    if not decision:
-        record_event(
-            actor=author, action=AuditAction.ACCESS_DENIED,
-            outcome=AuditOutcome.DENIED, patient_ref=patient.pk,
-            record_type="NoteDraft", reason=decision.reason,
-        )  # fmt: skip
-        raise PermissionDenied(decision.reason)
+    patient, decision = _decided(
+        author, patient_id, ChartAction.WRITE, Purpose.TREATMENT, "NoteDraft"
+    )
     if kind == NoteKind.PSYCHOTHERAPY and not may_write_psychotherapy_notes(author):
         raise NoteRefused("psychotherapy notes need the psychotherapy grant")
 
