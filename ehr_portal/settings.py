@@ -414,6 +414,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "audit.tasks.write_audit_checkpoint",
         "schedule": AUDIT_CHECKPOINT_SECONDS,
     },
+    "purge-lapsed-note-drafts": {
+        "task": "records.purge_lapsed_note_drafts",
+        "schedule": 24 * 3600,
+    },
 }
 
 # The API: session sign-in with both factors, deny by default, JSON only (no

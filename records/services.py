@@ -520,6 +520,7 @@ def keep_note_draft(*, author, patient_id, kind: str, title: str, body: str) -> 
     if kind == NoteKind.PSYCHOTHERAPY and not may_write_psychotherapy_notes(author):
         raise NoteRefused("psychotherapy notes need the psychotherapy grant")
 
+    purge_lapsed_note_drafts()
     with transaction.atomic():
         NoteDraft.objects.update_or_create(
             author=author, patient=patient,
@@ -548,9 +549,24 @@ def kept_note_draft(author, patient) -> NoteDraft | None:
     unsent draft is not kept as long as the chart.
     """
     drafts = NoteDraft.objects.filter(author=author, patient=patient)
-    oldest = timezone.now() - datetime.timedelta(days=settings.PORTAL_NOTE_DRAFT_DAYS)
-    drafts.filter(kept_at__lt=oldest).delete()
+    drafts.filter(kept_at__lt=_oldest_draft_kept()).delete()
     return drafts.first()
+
+
+def purge_lapsed_note_drafts() -> int:
+    """Delete every kept note older than PORTAL_NOTE_DRAFT_DAYS; how many went.
+
+    Run daily by Celery beat, and whenever a note is kept (tasks in-process):
+    an author who never comes back does not leave their text for good.
+    """
+    deleted, _ = NoteDraft.objects.filter(kept_at__lt=_oldest_draft_kept()).delete()
+    if deleted:
+        logger.info("Deleted %d unsent note(s) kept past their time", deleted)
+    return deleted
+
+
+def _oldest_draft_kept() -> datetime.datetime:
+    return timezone.now() - datetime.timedelta(days=settings.PORTAL_NOTE_DRAFT_DAYS)
 
 
 def discard_note_draft(*, author, patient_id) -> bool:

@@ -8,6 +8,7 @@ from django.core.mail import send_mail
 from django.urls import reverse
 
 from accounts.roles import Role
+from records import services
 from records.key_rotation import sealed_models
 from records.models import BreakGlassAccess, Patient
 
@@ -74,3 +75,9 @@ def verify_chart_encryption(patient_id: str) -> dict:
             "Chart %s: %d sealed value(s) failed to open", patient_id, failed
         )
     return {"patient_id": str(patient_id), "opened": opened, "failed": failed}
+
+
+@shared_task(name="records.purge_lapsed_note_drafts")
+def purge_lapsed_note_drafts() -> int:
+    """Scheduled daily by Celery beat (CELERY_BEAT_SCHEDULE); returns a count."""
+    return services.purge_lapsed_note_drafts()

@@ -4,6 +4,7 @@ import datetime
 
 import pytest
 from django.contrib.sessions.models import Session
+from django.utils import timezone
 from freezegun import freeze_time
 
 from audit.models import AuditAction, AuditEvent
@@ -414,3 +415,31 @@ def test_an_emptied_form_leaves_no_kept_note_and_old_ones_lapse(
     page = client.get(f"/patients/{marker_patient.pk}/notes/").content.decode()
     assert "You had not sent this note" not in page
     assert not NoteDraft.objects.exists()
+
+
+def test_lapsed_kept_notes_of_any_author_are_purged(
+    nurse, physician, marker_patient, settings
+):
+    from records.models import NoteDraft
+    from records.tasks import purge_lapsed_note_drafts
+    from tests.conftest import add_to_care_team
+
+    add_to_care_team(nurse, marker_patient)
+    add_to_care_team(physician, marker_patient)
+    _keep_draft(verified_client(physician), marker_patient)
+    NoteDraft.objects.update(
+        kept_at=timezone.now()
+        - datetime.timedelta(days=settings.PORTAL_NOTE_DRAFT_DAYS + 1)
+    )
+
+    # The nurse keeping a note of her own sweeps the physician's lapsed one.
+    _keep_draft(verified_client(nurse), marker_patient)
+    assert list(NoteDraft.objects.values_list("author", flat=True)) == [nurse.pk]
+
+    NoteDraft.objects.update(
+        kept_at=timezone.now()
+        - datetime.timedelta(days=settings.PORTAL_NOTE_DRAFT_DAYS + 1)
+    )
+    assert purge_lapsed_note_drafts.apply().get() == 1
+    assert not NoteDraft.objects.exists()
+    assert "purge-lapsed-note-drafts" in settings.CELERY_BEAT_SCHEDULE
