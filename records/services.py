@@ -476,17 +476,23 @@ class NoteRefused(Exception):
     """A note the author may not write (kind needs a grant they lack)."""
 
 
+def _note_sensitivity(kind: str, visible_categories) -> Sensitivity:
+    """The category a note of ``kind`` is filed under; NoteRefused if its
+    writer may not read that category (and so may not write it)."""
+    if kind != NoteKind.PSYCHOTHERAPY:
+        return Sensitivity.ROUTINE
+    if Sensitivity.PSYCHOTHERAPY.value not in visible_categories:
+        raise NoteRefused("psychotherapy notes need the psychotherapy grant")
+    return Sensitivity.PSYCHOTHERAPY
+
+
 def add_note(*, author, patient_id, kind: str, title: str, body: str) -> ClinicalNote:
     """Write a note to a chart the author may add to, and audit it."""
     chart = open_chart(
         author, patient_id, record_type="ClinicalNote", fields=("kind", "title"),
         action=ChartAction.WRITE,
     )  # fmt: skip
-    sensitivity = Sensitivity.ROUTINE
-    if kind == NoteKind.PSYCHOTHERAPY:
-        sensitivity = Sensitivity.PSYCHOTHERAPY
-        if sensitivity.value not in chart.visible_categories:
-            raise NoteRefused("psychotherapy notes need the psychotherapy grant")
+    sensitivity = _note_sensitivity(kind, chart.visible_categories)
 
     with transaction.atomic():
         note = ClinicalNote.objects.create(
@@ -517,8 +523,7 @@ def keep_note_draft(*, author, patient_id, kind: str, title: str, body: str) -> 
     patient, decision = _decided(
         author, patient_id, ChartAction.WRITE, Purpose.TREATMENT, "NoteDraft"
     )
-    if kind == NoteKind.PSYCHOTHERAPY and not may_write_psychotherapy_notes(author):
-        raise NoteRefused("psychotherapy notes need the psychotherapy grant")
+    _note_sensitivity(kind, categories_visible_to(author))
 
     purge_lapsed_note_drafts()
     with transaction.atomic():
@@ -536,10 +541,6 @@ def keep_note_draft(*, author, patient_id, kind: str, title: str, body: str) -> 
             purpose=_purpose_for(decision, Purpose.TREATMENT),
             reason=decision.reason,
         )  # fmt: skip
-
-
-def may_write_psychotherapy_notes(user) -> bool:
-    return user.has_perm(Sensitivity.PSYCHOTHERAPY.permission)
 
 
 def kept_note_draft(author, patient) -> NoteDraft | None:
