@@ -155,9 +155,7 @@ def _section_response(request, patient_id, section, note_form=None, status=200):
         kept_draft = kept_note_draft(request.user, chart.patient)
         note_form = NoteForm(writer=request.user)
         if kept_draft is not None and _kind_offered(note_form, kept_draft.kind):
-            note_form = NoteForm(
-                writer=request.user, initial=_draft_initial(kept_draft)
-            )
+            note_form.initial = _draft_initial(kept_draft)
     page = Paginator(chart_section.records_for(chart), PAGE_SIZE).get_page(
         request.GET.get("page")
     )
