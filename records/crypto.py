@@ -437,6 +437,11 @@ def row_id(pk) -> bytes:
     return str(pk).encode()
 
 
+def associated_data_of(prefix: bytes, pk) -> bytes:
+    """What a binary-format value is bound to: ``table.column:`` and its row."""
+    return prefix + row_id(pk)
+
+
 def seal(plaintext: str, associated_data: bytes) -> bytes:
     ring = keyring()
     version = ring.current_version
@@ -518,7 +523,7 @@ def open_stored(token, prefix: bytes, pk) -> str:
     """
     token = _as_stored(token)
     if isinstance(token, bytes):
-        return open_sealed(token, prefix + row_id(pk))
+        return open_sealed(token, associated_data_of(prefix, pk))
     _algorithm, version, payload = _split(token)
     return _decrypt(_cipher_for(version), payload, prefix + str(pk).encode())
 
@@ -652,7 +657,7 @@ def reseal(token, prefix: bytes, pk) -> bytes | None:
     None if it already is."""
     if is_current(token):
         return None
-    return seal(open_stored(token, prefix, pk), prefix + row_id(pk))
+    return seal(open_stored(token, prefix, pk), associated_data_of(prefix, pk))
 
 
 def start_rotation(*, index_key: bool) -> dict:

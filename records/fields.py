@@ -362,7 +362,7 @@ class EncryptedField(models.TextField):
 
     def associated_data_for(self, pk) -> bytes:
         self._check_row(pk)
-        return self.binding()[1] + crypto.row_id(pk)
+        return crypto.associated_data_of(self.binding()[1], pk)
 
     def _check_row(self, pk) -> None:
         if pk is None:
