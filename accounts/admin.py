@@ -96,6 +96,18 @@ def deactivate(modeladmin, request, queryset):
         messages.success(request, f"Deactivated {count} account(s).")
 
 
+def _kept_from_deletion(model, permissions_needed, protected, reasons):
+    """The deletion page's lists with ``reasons`` shown as protected rows.
+
+    Django would otherwise blame a missing permission (has_delete_permission
+    refused the row); a protected line keeps every row and says why.
+    """
+    if not reasons:
+        return permissions_needed, protected
+    permissions_needed = set(permissions_needed) - {str(model._meta.verbose_name)}
+    return permissions_needed, [*protected, *reasons]
+
+
 class AuditedActionsMixin:
     def response_action(self, request, queryset):
         # An action changes several rows and writes their events; an audit
@@ -231,15 +243,14 @@ class PortalUserAdmin(AuditedActionsMixin, AuditedSaveMixin, UserAdmin):
         # Shown on the confirmation page like a PROTECTed row: nothing is
         # deleted, and the page names the accounts to deactivate instead.
         protected = [*protected, *deletion_refusals(objs)]
-        guarded = [user for user in objs if self._guarded(request, user)]
-        if guarded:
-            permissions_needed = set(permissions_needed) - {
-                str(User._meta.verbose_name)
-            }
-            protected += [
-                f"account {user.get_username()}: {ADMINISTRATOR_ACCOUNT_REFUSED}"
-                for user in guarded
-            ]
+        guarded = [
+            f"account {user.get_username()}: {ADMINISTRATOR_ACCOUNT_REFUSED}"
+            for user in objs
+            if self._guarded(request, user)
+        ]
+        permissions_needed, protected = _kept_from_deletion(
+            User, permissions_needed, protected, guarded
+        )
         return deleted, counts, permissions_needed, protected
 
     def delete_model(self, request, obj):
@@ -457,11 +468,9 @@ class PortalGroupAdmin(AuditedActionsMixin, AuditedSaveMixin, GroupAdmin):
             for group in objs
             if (why := self._why_kept(request, group))
         ]
-        if kept:
-            permissions_needed = set(permissions_needed) - {
-                str(Group._meta.verbose_name)
-            }
-            protected = [*protected, *kept]
+        permissions_needed, protected = _kept_from_deletion(
+            Group, permissions_needed, protected, kept
+        )
         return deleted, counts, permissions_needed, protected
 
     def before_save(self, obj):
