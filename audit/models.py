@@ -45,7 +45,7 @@ class AuditAction(models.TextChoices):
     FHIR_IMPORT_FAILED = "FHIR_IMPORT_FAILED", "FHIR bundle refused"
     DEMO_SEEDED = "DEMO_SEEDED", "Demo data seeded"
     NOTE_CREATED = "NOTE_CREATED", "Note written"
-    NOTE_DRAFT_KEPT = "NOTE_DRAFT_KEPT", "Unsent note kept at an idle sign-out"
+    NOTE_DRAFT_KEPT = "NOTE_DRAFT_KEPT", "Unsent note kept at the idle warning"
     NOTE_DRAFT_DISCARDED = "NOTE_DRAFT_DISCARDED", "Kept unsent note discarded"
     BREAK_GLASS = "BREAK_GLASS", "Break-the-glass access"
     BREAK_GLASS_REFUSED = "BREAK_GLASS_REFUSED", "Break-the-glass refused"

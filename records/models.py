@@ -445,10 +445,10 @@ class ClinicalNote(ClinicalRecord):
 
 
 class NoteDraft(SealedModel):
-    """A note its author had not sent when an idle sign-out came.
+    """A note its author had not sent when the idle warning showed.
 
-    The page keeps it just before the sign-out, and gives it back in the
-    notes form when the author opens the chart again. Not part of the chart:
+    The page keeps it then, before the sign-out, and the notes form gives it
+    back when the author opens the chart again. Not part of the chart:
     only its author sees it, and it is gone once the note is saved or
     discarded.
     """

@@ -508,7 +508,7 @@ def add_note(*, author, patient_id, kind: str, title: str, body: str) -> Clinica
             purpose=_purpose_for(chart.decision, Purpose.TREATMENT),
             reason=chart.decision.reason,
         )  # fmt: skip
-        # A note kept at an idle sign-out has done its work once saved.
+        # A note kept at the idle warning has done its work once saved.
         NoteDraft.objects.filter(author=author, patient=chart.patient).delete()
     return note
 

@@ -22,12 +22,15 @@
   var warnNotKept = function () {
     // Nothing was kept (the server refused, or could not record it): say so
     // while the text can still be copied.
-    var modal = document.querySelector("#session_security_warning .session_security_modal");
+    var modal = document.querySelector(
+      "#session_security_warning .session_security_modal"
+    );
     if (modal && !modal.querySelector(".note-not-kept")) {
       var line = document.createElement("p");
       line.className = "error-box note-not-kept";
       line.setAttribute("role", "alert");
-      line.textContent = "Your unsent note could not be kept: copy it now, or stay signed in and save it.";
+      line.textContent = "Your unsent note could not be kept: copy it now, " +
+        "or stay signed in and save it.";
       modal.appendChild(line);
     }
   };
