@@ -204,13 +204,7 @@ def _save_note(request, patient_id, form):
         return _section_response(request, patient_id, "notes", form, status=400)
 
     try:
-        add_note(
-            author=request.user,
-            patient_id=patient_id,
-            kind=form.cleaned_data["kind"],
-            title=form.cleaned_data["title"],
-            body=form.cleaned_data["body"],
-        )
+        add_note(author=request.user, patient_id=patient_id, **form.cleaned_data)
     except PermissionDenied:
         # Refused (and audited) by the access decision: a care relation that
         # ended while the note was being written loses no text either.
@@ -268,13 +262,7 @@ def note_draft_keep(request, patient_id):
         discard_note_draft(author=request.user, patient_id=patient_id)
         return JsonResponse({"kept": False})
     try:
-        keep_note_draft(
-            author=request.user,
-            patient_id=patient_id,
-            kind=form.cleaned_data["kind"],
-            title=form.cleaned_data["title"],
-            body=form.cleaned_data["body"],
-        )
+        keep_note_draft(author=request.user, patient_id=patient_id, **form.cleaned_data)
     except (PermissionDenied, NoteRefused):
         return JsonResponse({"kept": False}, status=403)
     except AuditUnavailable:
