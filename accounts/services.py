@@ -62,7 +62,17 @@ def is_locked_out(request, user) -> bool:
 
 
 def start_session_clock(request) -> None:
-    """Remember when the password step succeeded: the 12-hour limit counts from it."""
+    """Remember when the password step succeeded: the 12-hour limit counts from it.
+
+    A password step is a new sign-in, also in a browser already signed in as
+    the same user (Django then keeps the session's data): the second factor
+    is asked for again, or the password alone would restart the clock.
+    """
+    request.session.pop(django_otp.DEVICE_ID_SESSION_KEY, None)
+    request.session.pop(OTP_AT_SESSION_KEY, None)
+    user = getattr(request, "user", None)
+    if user is not None and hasattr(user, "otp_device"):
+        user.otp_device = None
     now = timezone.now()
     request.session[SIGNED_IN_AT_SESSION_KEY] = now.timestamp()
     record_activity(request.session, now)

@@ -443,3 +443,18 @@ def test_lapsed_kept_notes_of_any_author_are_purged(
     assert purge_lapsed_note_drafts.apply().get() == 1
     assert not NoteDraft.objects.exists()
     assert "purge-lapsed-note-drafts" in settings.CELERY_BEAT_SCHEDULE
+
+
+def test_the_password_again_in_a_signed_in_browser_asks_for_a_code_again(nurse):
+    from tests.test_mfa import sign_in_with_password
+
+    client = verified_client(nurse)
+    assert client.get("/patients/").status_code == 200
+
+    # Someone at an unlocked workstation who knows the password must not
+    # restart the 12-hour clock without the second factor.
+    sign_in_with_password(client, "nurse.jones")
+    response = client.get("/patients/")
+
+    assert response.status_code == 302
+    assert response.url.startswith("/accounts/verify/")
