@@ -67,6 +67,15 @@ def test_a_tampered_value_stops_the_page_and_is_recorded(
     ]
 
 
+def test_the_integrity_failure_page_leads_back_to_the_portal(physician, tampered_chart):
+    response = verified_client(physician).get(f"/patients/{tampered_chart.pk}/")
+
+    assert response.status_code == 500
+    assert (
+        '<a href="/">Back to the portal\'s start page</a>' in response.content.decode()
+    )
+
+
 def test_keys_that_cannot_be_loaded_refuse_with_503_and_are_recorded(
     physician, marker_patient, isolated_keys, tmp_path, caplog
 ):
