@@ -15,6 +15,7 @@ from records.serializers import (
     NoteCreateSerializer,
     NoteSerializer,
     PatientIdentitySerializer,
+    PatientListEntrySerializer,
     PatientSearchSerializer,
     record_serializer_for,
 )
@@ -29,16 +30,16 @@ def _clinicians_only(request, record_type: str):
         refuse(request, record_type=record_type, reason="requires a clinical role")
 
 
-@extend_schema(responses=PatientIdentitySerializer(many=True))
+@extend_schema(responses=PatientListEntrySerializer(many=True))
 @api_view(["GET"])
 def patient_list(request):
     _clinicians_only(request, "PatientList")
     patients = services.list_my_patients(request.user)
-    return Response(PatientIdentitySerializer(patients, many=True).data)
+    return Response(PatientListEntrySerializer(patients, many=True).data)
 
 
 @extend_schema(
-    request=PatientSearchSerializer, responses=PatientIdentitySerializer(many=True)
+    request=PatientSearchSerializer, responses=PatientListEntrySerializer(many=True)
 )
 @api_view(["POST"])
 def patient_search(request):
@@ -59,7 +60,7 @@ def patient_search(request):
         raise Throttled(detail=str(refusal)) from refusal
     except services.SearchUnavailable as refusal:
         raise CounterUnavailable(detail=str(refusal)) from refusal
-    return Response(PatientIdentitySerializer(patients, many=True).data)
+    return Response(PatientListEntrySerializer(patients, many=True).data)
 
 
 @extend_schema(responses=PatientIdentitySerializer, operation_id="patient_detail")

@@ -14,8 +14,27 @@ class PatientIdentitySerializer(serializers.ModelSerializer):
         fields = ("id", "mrn", "family_name", "given_name", "birth_date", "sex")
         read_only_fields = fields
 
-    def get_mrn(self, patient) -> str:
+    def get_mrn(self, patient) -> str | None:
+        if patient.mrn is None:
+            return None
         return mrn_rules.display(patient.mrn)
+
+
+class PatientListEntrySerializer(PatientIdentitySerializer):
+    """A patient in a list or search result.
+
+    ``unreadable`` is true for a patient whose identity failed its integrity
+    check: only its id is given, every other field is null.
+    """
+
+    unreadable = serializers.SerializerMethodField()
+
+    class Meta(PatientIdentitySerializer.Meta):
+        fields = (*PatientIdentitySerializer.Meta.fields, "unreadable")
+        read_only_fields = fields
+
+    def get_unreadable(self, patient) -> bool:
+        return getattr(patient, "unreadable", False)
 
 
 class PatientSearchSerializer(serializers.Serializer):

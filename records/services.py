@@ -262,7 +262,74 @@ def _count_search(user) -> int:
         return 1
 
 
-def search_patients(user, query: PatientQuery) -> list[Patient]:
+@dataclass(frozen=True)
+class UnreadablePatient:
+    """A listed patient whose identity failed its integrity check.
+
+    Listed by id only, so that one damaged row does not cost the clinician
+    the rest of their list, and nothing read from it is shown.
+    """
+
+    pk: uuid.UUID
+    unreadable: bool = True
+    mrn: None = None
+    family_name: None = None
+    given_name: None = None
+    birth_date: None = None
+    sex: None = None
+
+    @property
+    def id(self) -> uuid.UUID:
+        return self.pk
+
+
+# What a list row shows of a patient: each is opened before the row is listed.
+LISTED_IDENTITY = (
+    "family_name",
+    "given_name",
+    "birth_date",
+    "sex",
+    "mrn",
+    "deceased_on",
+)
+
+
+def _by_name(user, patients) -> tuple[list[Patient | UnreadablePatient], int]:
+    """Readable patients by name, then those whose identity does not open.
+
+    Each unreadable one is logged and recorded as an integrity failure, as
+    a chart that does not open is.
+    """
+    readable, unreadable = [], []
+    for patient in patients:
+        try:
+            for name in LISTED_IDENTITY:
+                getattr(patient, name)
+        except crypto.IntegrityError as error:
+            logger.error("Patient record unreadable: %s", error_kind(error))
+            record_event(
+                actor=user,
+                action=AuditAction.INTEGRITY_FAILURE,
+                outcome=AuditOutcome.FAILURE,
+                patient_ref=patient.pk,
+                record_type="Patient",
+                reason="identity failed its integrity check; listed unreadable",
+            )
+            unreadable.append(UnreadablePatient(patient.pk))
+        else:
+            readable.append(patient)
+    return sorted(readable, key=_name_order) + unreadable, len(unreadable)
+
+
+def _unreadable_note(unreadable: int) -> str:
+    return f", {unreadable} unreadable" if unreadable else ""
+
+
+def _name_order(patient: Patient):
+    return (patient.family_name.casefold(), patient.given_name.casefold())
+
+
+def search_patients(user, query: PatientQuery) -> list[Patient | UnreadablePatient]:
     """Exact search over blind indexes, limited to the user's own patients."""
     _check_search_rate(user)
     patients = patients_in_care_of(user)
@@ -291,7 +358,7 @@ def search_patients(user, query: PatientQuery) -> list[Patient]:
             )
         )
 
-    found = sorted(patients[:200], key=_name_order)
+    found, unreadable = _by_name(user, patients[:200])
     record_event(
         actor=user,
         action=AuditAction.PATIENT_SEARCH,
@@ -299,14 +366,14 @@ def search_patients(user, query: PatientQuery) -> list[Patient]:
         record_type="Patient",
         fields=query.used_fields,
         purpose=Purpose.TREATMENT,
-        reason=f"{len(found)} match(es)",
+        reason=f"{len(found)} match(es)" + _unreadable_note(unreadable),
     )
     return found
 
 
-def list_my_patients(user) -> list[Patient]:
+def list_my_patients(user) -> list[Patient | UnreadablePatient]:
     """The user's care-team patients by name, with the listing audited."""
-    patients = sorted(patients_in_care_of(user), key=_name_order)
+    patients, unreadable = _by_name(user, patients_in_care_of(user))
     record_event(
         actor=user,
         action=AuditAction.PATIENT_LIST,
@@ -314,13 +381,9 @@ def list_my_patients(user) -> list[Patient]:
         record_type="Patient",
         fields=IDENTITY_FIELDS,
         purpose=Purpose.TREATMENT,
-        reason=f"{len(patients)} patient(s)",
+        reason=f"{len(patients)} patient(s)" + _unreadable_note(unreadable),
     )
     return patients
-
-
-def _name_order(patient: Patient):
-    return (patient.family_name.casefold(), patient.given_name.casefold())
 
 
 def chart_summary(chart: Chart) -> dict:

@@ -79,7 +79,12 @@ def patient_list(request):
     return render(
         request,
         "records/patient_list.html",
-        {"form": form, "patients": patients, "searched": results is not None},
+        {
+            "form": form,
+            "patients": patients,
+            "searched": results is not None,
+            "request_id": current_request_id(),
+        },
     )
 
 

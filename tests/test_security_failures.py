@@ -94,3 +94,68 @@ def test_keys_that_cannot_be_loaded_refuse_with_503_and_are_recorded(
     event = AuditEvent.objects.get(action=AuditAction.KEYS_UNAVAILABLE)
     assert event.patient_ref == str(marker_patient.pk)
     assert "Request stopped: KeyringUnavailable" in caplog.text
+
+
+def test_a_damaged_patient_row_leaves_the_rest_of_the_patient_list(
+    physician, tampered_chart, caplog
+):
+    from records.models import PatientSource
+    from records.services import register_patient
+
+    readable = register_patient(
+        given_name="Readablegiven", family_name="Readablefamily",
+        birth_date=tampered_chart.birth_date, source=PatientSource.DEMO,
+    )  # fmt: skip
+    add_to_care_team(physician, readable)
+    caplog.set_level(logging.ERROR, logger="records.services")
+
+    response = verified_client(physician).get("/patients/")
+
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "Readablefamily, Readablegiven" in body
+    assert f"/patients/{readable.pk}/" in body
+    assert "could not be read" in body
+    assert "Otherfamilymarker" not in body and "Zyxwvutmarker" not in body
+    assert f"/patients/{tampered_chart.pk}/" not in body
+    failure = AuditEvent.objects.get(action=AuditAction.INTEGRITY_FAILURE)
+    assert failure.patient_ref == str(tampered_chart.pk)
+    assert failure.outcome == AuditOutcome.FAILURE
+    assert failure.request_id and failure.request_id in body
+    listing = AuditEvent.objects.get(action=AuditAction.PATIENT_LIST)
+    assert listing.reason == "2 patient(s), 1 unreadable"
+    assert "Patient record unreadable: IntegrityError" in caplog.text
+
+
+def test_a_damaged_patient_row_found_by_search_is_named_unreadable(
+    physician, tampered_chart
+):
+    response = verified_client(physician).post(
+        "/patients/", {"birth_date": tampered_chart.birth_date.isoformat()}
+    )
+
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "could not be read" in body
+    assert "Zyxwvutmarker" not in body and "Otherfamilymarker" not in body
+    assert AuditEvent.objects.filter(
+        action=AuditAction.INTEGRITY_FAILURE, patient_ref=str(tampered_chart.pk)
+    ).exists()
+
+
+def test_the_api_lists_a_damaged_patient_row_as_unreadable(physician, tampered_chart):
+    response = verified_client(physician).get("/api/v1/patients/")
+
+    assert response.status_code == 200
+    assert response.json() == [
+        {
+            "id": str(tampered_chart.pk),
+            "mrn": None,
+            "family_name": None,
+            "given_name": None,
+            "birth_date": None,
+            "sex": None,
+            "unreadable": True,
+        }
+    ]
+    assert "Zyxwvutmarker" not in response.content.decode()
