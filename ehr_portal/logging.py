@@ -33,5 +33,14 @@ class UTCFormatter(logging.Formatter):
 
 class RequestIdFilter(logging.Filter):
     def filter(self, record):
-        record.request_id = request_context.current_request_id() or "-"
+        record.request_id = (
+            request_context.current_request_id() or _request_id_of(record) or "-"
+        )
         return True
+
+
+def _request_id_of(record) -> str | None:
+    # Django logs an error response once every middleware has returned, the
+    # request's context with them, but hands the request to the log record.
+    context = getattr(getattr(record, "request", None), "audit_context", None)
+    return getattr(context, "request_id", None)

@@ -159,3 +159,27 @@ def test_the_api_lists_a_damaged_patient_row_as_unreadable(physician, tampered_c
         }
     ]
     assert "Zyxwvutmarker" not in response.content.decode()
+
+
+def test_djangos_own_error_line_names_the_request_id(physician, tampered_chart):
+    # Django logs a 5xx response after every middleware has returned, when
+    # the request's context is gone: the filter finds the id on the request.
+    from ehr_portal.logging import RequestIdFilter, UTCFormatter
+
+    lines = []
+    handler = logging.Handler()
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(UTCFormatter("%(name)s [%(request_id)s] %(message)s"))
+    handler.emit = lambda record: lines.append(handler.format(record))
+    django_request = logging.getLogger("django.request")
+    django_request.addHandler(handler)
+    try:
+        response = verified_client(physician).get(f"/patients/{tampered_chart.pk}/")
+    finally:
+        django_request.removeHandler(handler)
+
+    assert response.status_code == 500
+    assert lines == [
+        f"django.request [{response['X-Request-ID']}] Internal Server Error: "
+        f"/patients/{tampered_chart.pk}/"
+    ]
