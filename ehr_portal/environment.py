@@ -71,7 +71,8 @@ def read_list(name: str, default: list[str]) -> list[str]:
 def development_secret(path: Path) -> str:
     """Return a per-checkout secret, creating it (mode 0600) on first use."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # The folder holds keys: nobody else needs to list it either.
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as handle:
             handle.write(secrets.token_urlsafe(50))

@@ -88,7 +88,7 @@ def _ensure_user(username: str, role: Role, first: str, last: str) -> DemoCreden
 
 def _write_credentials(credentials: list[DemoCredential]) -> Path:
     path = credentials_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     temporary = path.with_suffix(".tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:

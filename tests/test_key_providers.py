@@ -278,3 +278,26 @@ def test_create_master_key_makes_no_second_keyring_beside_sealed_records(
             call_command("create_master_key", *flags)
 
     assert not mistyped.exists()
+
+
+def test_a_new_development_checkout_keeps_its_keys_folder_private(tmp_path):
+    data_dir = tmp_path / "var"
+    environment = {
+        **os.environ,
+        "PORTAL_MODE": "development",
+        "PORTAL_DATA_DIR": str(data_dir),
+        "DJANGO_SETTINGS_MODULE": "ehr_portal.settings",
+    }
+    for name in ("DATABASE_URL", "AUDIT_DATABASE_URL"):
+        environment.pop(name, None)
+
+    subprocess.run(
+        [sys.executable, "manage.py", "create_master_key"],
+        cwd=Path(__file__).resolve().parent.parent, env=environment, check=True,
+        capture_output=True, timeout=120,
+    )  # fmt: skip
+
+    keys = data_dir / "keys"
+    assert (keys / "audit_chain_key").exists() and (keys / "keyring.json").exists()
+    assert keys.stat().st_mode & 0o777 == 0o700
+    assert data_dir.stat().st_mode & 0o777 == 0o700
