@@ -27,6 +27,7 @@ from records.fields import (
     SealedModel,
     SealedQuerySet,
 )
+from records.units import printed_value
 
 INDEX_LENGTH = 64
 
@@ -416,6 +417,11 @@ class Observation(ClinicalRecord):
     value = EncryptedTextField(blank=True, default="")
 
     Meta = _clinical_meta("observation")
+
+    @property
+    def printed_value(self) -> str:
+        """The value with its unit as a chart prints it (mmHg, °C, no {score})."""
+        return printed_value(self.value)
 
 
 class Immunization(ClinicalRecord):
