@@ -210,7 +210,10 @@ for _alias, _database in DATABASES.items():
     if _database["ENGINE"].endswith("sqlite3"):
         _database["CONN_MAX_AGE"] = 0
         _options = _database.setdefault("OPTIONS", {})
-        _options["timeout"] = 20
+        # An audit write holds the lock for milliseconds: waiting longer means
+        # something else holds it, and every page would hang that long before
+        # its "temporarily unavailable" answer.
+        _options["timeout"] = 5 if _alias == "audit" else 20
         _options["transaction_mode"] = "IMMEDIATE"
 DATABASE_ROUTERS = ["audit.routers.AuditRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

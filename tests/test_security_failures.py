@@ -183,3 +183,18 @@ def test_djangos_own_error_line_names_the_request_id(physician, tampered_chart):
         f"django.request [{response['X-Request-ID']}] Internal Server Error: "
         f"/patients/{tampered_chart.pk}/"
     ]
+
+
+def test_a_sign_in_during_an_audit_outage_is_told_it_did_not_happen(
+    physician, audit_outage, client
+):
+    response = client.post(
+        "/accounts/login/",
+        {"username": physician.username, "password": "correct horse battery 9"},
+    )
+
+    body = response.content.decode()
+    assert response.status_code == 503
+    assert "The portal is temporarily unavailable" in body
+    assert "you are not signed in" in body
+    assert "_auth_user_id" not in client.session
