@@ -27,6 +27,7 @@ from records.forms import (
     PatientLookupForm,
     PatientSearchForm,
 )
+from records.models import NoteKind
 from records.services import (
     CHART_SECTIONS,
     SUMMARY_FIELDS,
@@ -236,6 +237,8 @@ def _typed_note_page(request, patient_id, typed, *, why: str):
         {
             "patient_id": patient_id,
             "why": why,
+            # The label of a kind the portal knows; anything else sent is left out.
+            "kind": dict(NoteKind.choices).get(typed.get("kind", ""), ""),
             "title": typed.get("title", ""),
             "body": typed.get("body", ""),
             "request_id": current_request_id(),

@@ -212,6 +212,7 @@ def test_a_note_sent_after_an_idle_sign_out_comes_back_to_copy(nurse, marker_pat
     assert "Your note was not saved" in body
     assert "signed out" in body
     assert 'value="Ward round"' in body
+    assert 'value="Progress note"' in body
     assert "Seen at 14:00; &lt;i&gt;settled&lt;/i&gt;, plan unchanged." in body
     assert f"/accounts/login/?next=/patients/{marker_patient.pk}/notes/" in body
     assert response["Cache-Control"] == "no-store, max-age=0"
@@ -278,6 +279,9 @@ def test_a_note_sent_from_a_page_of_an_ended_session_comes_back(nurse, marker_pa
     response = _post_note(client, marker_patient, csrfmiddlewaretoken="x" * 64)
 
     _assert_given_back(response)
+    body = response.content.decode()
+    assert f"signed in as {nurse.username}" in body
+    assert 'value="Progress note"' in body
 
 
 @pytest.mark.parametrize("idle_for", ["64000000000", "%C2%B2", "9" * 400])
