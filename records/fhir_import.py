@@ -362,30 +362,35 @@ def _validate_resource(path: Path, entry: Entry) -> None:
     except ValidationError as error:
         raise BundleRejected(path, _plain_violation(error), entry) from None
     try:
-        field = _date_written_as_number(entry.resource, validated)
+        found = _value_of_another_json_type(entry.resource, validated)
     except RecursionError:
         raise BundleRejected(path, "nested too deeply", entry) from None
-    if field is not None:
+    if found is not None:
+        field, expected = found
         raise BundleRejected(
-            path, f"field {field}: not valid FHIR (expected a date as text)", entry
+            path, f"field {field}: not valid FHIR (expected {expected})", entry
         )
     _check_required_codes(path, entry)
 
 
-def _date_written_as_number(raw, validated, location=()) -> str | None:
-    """A field (dotted) the models read as a date though the JSON holds a number.
+def _value_of_another_json_type(raw, validated, location=()) -> tuple[str, str] | None:
+    """(field, what FHIR expects) for a value the models took in another JSON type.
 
-    FHIR writes dates and times as text; the models take a number as
-    seconds since 1970 (or false as 0), so such a value would pass as a
-    date nobody wrote. Walks the JSON beside what the models made of it.
+    FHIR writes dates and times as text, and booleans as true or false. The
+    models are lenient: they take a number as seconds since 1970 (or false
+    as 0), and "yes", "no" or 1 as a boolean, so such a value would pass as
+    a date or a flag nobody wrote. Walks the JSON beside what the models
+    made of it.
     """
+    if isinstance(validated, bool) and not isinstance(raw, bool):
+        return ".".join(location) or "(value)", "true or false"
     if isinstance(raw, bool | int | float):
         if isinstance(validated, datetime.date | datetime.time):
-            return ".".join(location) or "(value)"
+            return ".".join(location) or "(value)", "a date as text"
         return None
     if isinstance(raw, list) and isinstance(validated, list):
         for index, (item, made) in enumerate(zip(raw, validated, strict=False)):
-            found = _date_written_as_number(item, made, (*location, str(index)))
+            found = _value_of_another_json_type(item, made, (*location, str(index)))
             if found is not None:
                 return found
     elif isinstance(raw, dict) and isinstance(validated, BaseModel):
@@ -396,7 +401,7 @@ def _date_written_as_number(raw, validated, location=()) -> str | None:
         for key, item in raw.items():
             if key in attributes:
                 made = getattr(validated, attributes[key], None)
-                found = _date_written_as_number(item, made, (*location, key))
+                found = _value_of_another_json_type(item, made, (*location, key))
                 if found is not None:
                     return found
     return None
@@ -857,7 +862,7 @@ def parse_instant(value: str | None) -> datetime.datetime | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        # _date_written_as_number names the field first; this is the backstop.
+        # _value_of_another_json_type names the field first; this is the backstop.
         raise EntryInvalid(
             "a date or time given as a number (FHIR writes them as text)"
         )

@@ -980,6 +980,31 @@ def test_a_date_given_as_a_number_is_refused_by_name(
     assert _stored_nothing()
 
 
+@pytest.mark.parametrize(
+    "resource_type, field, value",
+    [
+        ("Patient", "deceasedBoolean", "yes"),
+        ("Patient", "active", "false"),
+        ("Patient", "multipleBirthBoolean", 1),
+        ("Immunization", "primarySource", "no"),
+    ],
+)
+def test_a_boolean_given_as_text_or_a_number_is_refused_by_name(
+    tmp_path, real_bundle, capsys, resource_type, field, value
+):
+    # The models would read "yes" and 1 as true, and "no" as false: a
+    # deceased flag nobody set as JSON's true is not taken on trust.
+    resource = _first(real_bundle, resource_type)
+    resource.pop("deceasedDateTime", None)
+    resource[field] = value
+
+    _import_fails(_write(tmp_path, real_bundle))
+
+    problem = f"field {field}: not valid FHIR (expected true or false)"
+    assert problem in capsys.readouterr().err
+    assert _stored_nothing()
+
+
 @pytest.mark.parametrize("bundle_type", [None, "", "bag"])
 def test_a_bundle_without_one_of_fhirs_bundle_types_is_refused(
     tmp_path, real_bundle, capsys, bundle_type
