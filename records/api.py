@@ -98,14 +98,19 @@ def _section_page(request, patient_id, section: str):
     if chart_section is None:
         raise Http404("No such chart section")
 
-    chart = services.open_chart(
+    chart = services.decide_chart(
+        request.user, patient_id, record_type=chart_section.record_type
+    )
+    # A page past the end (or no page number at all) raises 404 here, before
+    # the open is recorded: it shows nothing of the chart.
+    paginator = ChartPagination()
+    page = paginator.paginate_queryset(chart_section.records_for(chart), request)
+    services.record_chart_open(
         request.user,
-        patient_id,
+        chart,
         record_type=chart_section.record_type,
         fields=chart_section.fields,
     )
-    paginator = ChartPagination()
-    page = paginator.paginate_queryset(chart_section.records_for(chart), request)
     serializer = record_serializer_for(chart_section)(page, many=True)
     response = paginator.get_paginated_response(serializer.data)
     response.data["withheld"] = chart_section.withheld_count(chart)

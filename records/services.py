@@ -140,6 +140,7 @@ class Chart:
     patient: Patient
     decision: Decision
     visible_categories: frozenset[str]
+    requested_purpose: Purpose = Purpose.TREATMENT
 
     @property
     def is_break_glass(self) -> bool:
@@ -161,19 +162,49 @@ def open_chart(
     denies, and AuditUnavailable when the evidence cannot be written; in each
     case the caller shows no PHI. Every outcome is audited.
     """
-    patient, decision = _decided(user, patient_id, action, purpose, record_type)
+    chart = decide_chart(
+        user, patient_id, record_type=record_type, action=action, purpose=purpose
+    )
+    record_chart_open(user, chart, record_type=record_type, fields=fields)
+    return chart
 
+
+def decide_chart(
+    user,
+    patient_id,
+    *,
+    record_type: str,
+    action: ChartAction = ChartAction.VIEW,
+    purpose: Purpose = Purpose.TREATMENT,
+) -> Chart:
+    """The chart ``user`` may open, decided but not yet recorded as opened.
+
+    For a caller that must look at the request against the chart first (a
+    page number past the end shows nothing, so opens nothing); it must show
+    nothing from the chart before ``record_chart_open`` has returned.
+    Refusals are raised and recorded as by ``open_chart``.
+    """
+    patient, decision = _decided(user, patient_id, action, purpose, record_type)
+    return Chart(
+        patient,
+        decision,
+        frozenset(categories_visible_to(user)),
+        requested_purpose=purpose,
+    )
+
+
+def record_chart_open(user, chart: Chart, *, record_type: str, fields) -> None:
+    """Record that ``user`` is shown ``fields`` of a decided chart."""
     record_event(
         actor=user,
         action=AuditAction.VIEWED,
         outcome=AuditOutcome.SUCCESS,
-        patient_ref=patient.pk,
+        patient_ref=chart.patient.pk,
         record_type=record_type,
         fields=fields,
-        purpose=_purpose_for(decision, purpose),
-        reason=decision.reason,
+        purpose=_purpose_for(chart.decision, chart.requested_purpose),
+        reason=chart.decision.reason,
     )
-    return Chart(patient, decision, frozenset(categories_visible_to(user)))
 
 
 def _decided(user, patient_id, action, purpose, record_type):

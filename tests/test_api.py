@@ -201,3 +201,44 @@ def test_the_notes_section_reads_through_the_api_like_any_other(
     assert (viewed.actor_id, viewed.record_type) == (physician.pk, "ClinicalNote")
     assert off_team.status_code == 403
     assert "Walking unaided" not in off_team.content.decode()
+
+
+@pytest.mark.parametrize("page", ["2", "0", "x"])
+def test_a_section_page_that_does_not_exist_shows_nothing_and_records_no_view(
+    physician, marker_patient, page
+):
+    from records.models import Condition
+
+    add_to_care_team(physician, marker_patient)
+    Condition.objects.create(
+        patient=marker_patient, source_key="p1", description="Markercondition"
+    )
+    client = verified_client(physician)
+    url = f"/api/v1/patients/{marker_patient.pk}/conditions/"
+
+    missing = client.get(url, {"page": page})
+
+    assert missing.status_code == 404
+    assert "Markercondition" not in missing.content.decode()
+    views = AuditEvent.objects.filter(
+        action=AuditAction.VIEWED, patient_ref=str(marker_patient.pk)
+    )
+    assert not views.exists()
+
+    shown = client.get(url, {"page": "1"})
+
+    assert shown.json()["results"][0]["description"] == "Markercondition"
+    assert views.count() == 1
+
+
+def test_a_page_of_a_chart_out_of_reach_is_refused_before_the_page_is_looked_at(
+    physician, marker_patient
+):
+    response = verified_client(physician).get(
+        f"/api/v1/patients/{marker_patient.pk}/conditions/", {"page": "99"}
+    )
+
+    assert response.status_code == 403
+    assert AuditEvent.objects.filter(
+        action=AuditAction.ACCESS_DENIED, patient_ref=str(marker_patient.pk)
+    ).exists()
