@@ -11,6 +11,12 @@ def main():
     from django.core.management import execute_from_command_line
 
     try:
+        if sys.argv[1:2] not in ([], ["help"], ["--help"], ["-h"], ["--version"]):
+            # Django runs some commands (shell among them) on settings that
+            # failed to load, half-configured; nothing here should run so.
+            from django.conf import settings
+
+            settings.INSTALLED_APPS  # noqa: B018 (loads the settings module)
         execute_from_command_line(sys.argv)
     except ImproperlyConfigured as error:
         # A setting or key the portal cannot start without: what an operator
