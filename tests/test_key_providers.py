@@ -301,3 +301,17 @@ def test_a_new_development_checkout_keeps_its_keys_folder_private(tmp_path):
     assert (keys / "audit_chain_key").exists() and (keys / "keyring.json").exists()
     assert keys.stat().st_mode & 0o777 == 0o700
     assert data_dir.stat().st_mode & 0o777 == 0o700
+
+    # Run again, as a set-up script may: both are kept as they are.
+    before = {
+        name: (keys / name).read_bytes() for name in ("master.key", "keyring.json")
+    }
+    again = subprocess.run(
+        [sys.executable, "manage.py", "create_master_key"],
+        cwd=Path(__file__).resolve().parent.parent, env=environment,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 0
+    assert "Master key file already there, kept" in again.stdout
+    assert "Keyring already there, left as it is" in again.stdout
+    assert before == {name: (keys / name).read_bytes() for name in before}
