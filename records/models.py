@@ -155,6 +155,18 @@ class Patient(SealedModel):
     def display_name(self) -> str:
         return f"{self.family_name}, {self.given_name}"
 
+    # What identifies the patient on a list, a report or a chart's band.
+    IDENTITY = ("family_name", "given_name", "birth_date", "sex", "mrn", "deceased_on")
+
+    def check_identity(self) -> None:
+        """Open every identity field; raises crypto.IntegrityError if one does not.
+
+        Records filed under a patient whose identity cannot be verified may
+        belong to someone else: no page shows them under it.
+        """
+        for name in self.IDENTITY:
+            getattr(self, name)
+
 
 class PatientIdentifier(SealedModel):
     """An identifier from another system (Synthea's id, SSN, licence...)."""

@@ -185,6 +185,9 @@ def decide_chart(
     Refusals are raised and recorded as by ``open_chart``.
     """
     patient, decision = _decided(user, patient_id, action, purpose, record_type)
+    # Raises IntegrityError before anything is recorded as shown: a section
+    # needs no name on it, but its records may not be this patient's.
+    patient.check_identity()
     return Chart(
         patient,
         decision,
@@ -314,42 +317,37 @@ class UnreadablePatient:
         return self.pk
 
 
-# What a list row shows of a patient: each is opened before the row is listed.
-LISTED_IDENTITY = (
-    "family_name",
-    "given_name",
-    "birth_date",
-    "sex",
-    "mrn",
-    "deceased_on",
-)
-
-
 def _by_name(user, patients) -> tuple[list[Patient | UnreadablePatient], int]:
-    """Readable patients by name, then those whose identity does not open.
-
-    Each unreadable one is logged and recorded as an integrity failure, as
-    a chart that does not open is.
-    """
+    """Readable patients by name, then those whose identity does not open."""
     readable, unreadable = [], []
     for patient in patients:
-        try:
-            for name in LISTED_IDENTITY:
-                getattr(patient, name)
-        except crypto.IntegrityError as error:
-            logger.error("Patient record unreadable: %s", error_kind(error))
-            record_event(
-                actor=user,
-                action=AuditAction.INTEGRITY_FAILURE,
-                outcome=AuditOutcome.FAILURE,
-                patient_ref=patient.pk,
-                record_type="Patient",
-                reason="identity failed its integrity check; listed unreadable",
-            )
-            unreadable.append(UnreadablePatient(patient.pk))
-        else:
+        if identity_opens(user, patient):
             readable.append(patient)
+        else:
+            unreadable.append(UnreadablePatient(patient.pk))
     return sorted(readable, key=_name_order) + unreadable, len(unreadable)
+
+
+def identity_opens(user, patient: Patient) -> bool:
+    """Whether ``patient``'s identity passes its integrity check.
+
+    For lists and reports, which go on without it: a failure is logged and
+    recorded as an integrity failure, as a chart that does not open is.
+    """
+    try:
+        patient.check_identity()
+    except crypto.IntegrityError as error:
+        logger.error("Patient record unreadable: %s", error_kind(error))
+        record_event(
+            actor=user,
+            action=AuditAction.INTEGRITY_FAILURE,
+            outcome=AuditOutcome.FAILURE,
+            patient_ref=patient.pk,
+            record_type="Patient",
+            reason="identity failed its integrity check; shown as unreadable",
+        )
+        return False
+    return True
 
 
 def _unreadable_note(unreadable: int) -> str:
@@ -734,8 +732,11 @@ def identity_review(reviewer, mrn: str) -> dict | None:
     if not decision:
         raise PermissionDenied(decision.reason)
 
+    # The history holds no identity: it is reported even when the identity
+    # does not open, as that patient is the one a reviewer must look into.
     return {
         "patient": patient,
+        "identity_readable": identity_opens(reviewer, patient),
         "events": recent_events_for_patient(str(patient.pk), REPORTED_ACTIONS, 200),
     }
 

@@ -375,5 +375,7 @@ def patient_access_report(request):
         if report is None:
             form.add_error("mrn", "No patient has this MRN.")
     return render(
-        request, "records/patient_access_report.html", {"form": form, "report": report}
+        request,
+        "records/patient_access_report.html",
+        {"form": form, "report": report, "request_id": current_request_id()},
     )

@@ -198,3 +198,46 @@ def test_a_sign_in_during_an_audit_outage_is_told_it_did_not_happen(
     assert "The portal is temporarily unavailable" in body
     assert "you are not signed in" in body
     assert "_auth_user_id" not in client.session
+
+
+def test_who_viewed_a_patient_whose_identity_is_damaged_still_lists_the_views(
+    physician, compliance_officer, tampered_chart
+):
+    from audit.services import record_event
+
+    record_event(
+        actor=physician, action=AuditAction.VIEWED, outcome=AuditOutcome.SUCCESS,
+        patient_ref=tampered_chart.pk, record_type="ChartSummary",
+        fields=["conditions.description"], purpose="treatment", reason="care team",
+    )  # fmt: skip
+
+    response = verified_client(compliance_officer).post(
+        "/compliance/patient-access/", {"mrn": tampered_chart.mrn}
+    )
+
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "identity could not be read" in body
+    assert physician.username in body and "ChartSummary" in body
+    assert "Zyxwvutmarker" not in body and "Otherfamilymarker" not in body
+    failure = AuditEvent.objects.get(action=AuditAction.INTEGRITY_FAILURE)
+    assert failure.patient_ref == str(tampered_chart.pk)
+    assert failure.request_id in body
+
+
+@pytest.mark.parametrize("section", ["encounters", "conditions"])
+def test_a_chart_whose_identity_is_damaged_opens_through_no_door(
+    physician, tampered_chart, section
+):
+    # Records shown under a name that cannot be verified may be another
+    # patient's: the API refuses them as the chart page does.
+    response = verified_client(physician).get(
+        f"/api/v1/patients/{tampered_chart.pk}/{section}/"
+    )
+
+    assert response.status_code == 500
+    assert "integrity check" in response.content.decode()
+    assert not AuditEvent.objects.filter(action=AuditAction.VIEWED).exists()
+    assert AuditEvent.objects.filter(
+        action=AuditAction.INTEGRITY_FAILURE, patient_ref=str(tampered_chart.pk)
+    ).exists()
