@@ -144,3 +144,60 @@ def test_verify_audit_tells_a_wrong_range_from_a_broken_chain(arguments, message
 
     assert str(refused.value) == message
     assert "broken" not in str(refused.value)
+
+
+@pytest.mark.django_db(databases="__all__")
+def test_verify_audit_says_how_many_events_no_checkpoint_covers_yet(
+    settings, tmp_path, capsys
+):
+    settings.AUDIT_CHECKPOINT_DIR = tmp_path
+    write_events(3)
+    write_checkpoint()
+    write_events(4)
+
+    call_command("verify_audit")
+
+    captured = capsys.readouterr()
+    assert "intact: 7 event(s)" in captured.out
+    assert (
+        "4 event(s) after the newest checkpoint (event 3) are covered by none yet"
+        in captured.err
+    )
+
+
+def _verify_in_a_process(tmp_path, audit_database: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", "verify_audit"],
+        cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=120,
+        env=portal_process_env(
+            AUDIT_DATABASE_URL=audit_database, PORTAL_DATA_DIR=str(tmp_path / "data")
+        ),
+    )  # fmt: skip
+
+
+def test_verify_audit_on_a_missing_sqlite_file_says_so_and_makes_none(tmp_path):
+    missing = tmp_path / "nowhere" / "audit.sqlite3"
+
+    finished = _verify_in_a_process(tmp_path, f"sqlite:///{missing}")
+
+    assert finished.returncode != 0
+    assert finished.stderr.strip().splitlines()[-1] == (
+        f"CommandError: no audit database at {missing}: check AUDIT_DATABASE_URL "
+        "(or PORTAL_DATA_DIR)"
+    )
+    assert "Traceback" not in finished.stderr
+    assert not missing.exists()
+
+
+def test_verify_audit_on_a_file_that_is_no_database_says_so(tmp_path):
+    garbage = tmp_path / "audit.sqlite3"
+    garbage.write_bytes(b"not a database at all" * 100)
+
+    finished = _verify_in_a_process(tmp_path, f"sqlite:///{garbage}")
+
+    assert finished.returncode != 0
+    assert "Traceback" not in finished.stderr
+    assert finished.stderr.strip().splitlines()[-1] == (
+        "CommandError: the audit database cannot be read (DatabaseError): check "
+        "AUDIT_DATABASE_URL"
+    )

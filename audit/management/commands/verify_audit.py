@@ -4,11 +4,14 @@ import time
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError, connections
 from django.db.models import Max
 
 from audit.checkpoints import CheckpointInvalid, read_checkpoints
 from audit.models import AuditEvent
+from audit.routers import AUDIT_DATABASE
 from audit.verification import verify_chain
+from ehr_portal.logging import error_kind
 
 
 class Command(BaseCommand):
@@ -27,6 +30,16 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, first, last, checkpoint_dir, **options):
+        _require_audit_database()
+        try:
+            self._verify(first, last, checkpoint_dir)
+        except DatabaseError as error:
+            raise CommandError(
+                f"the audit database cannot be read ({error_kind(error)}): check "
+                "AUDIT_DATABASE_URL"
+            ) from None
+
+    def _verify(self, first, last, checkpoint_dir) -> None:
         if first is not None and last is not None and first > last:
             raise CommandError("--from must not be greater than --to")
         if (first is not None and first < 1) or (last is not None and last < 1):
@@ -65,4 +78,30 @@ class Command(BaseCommand):
             f"Audit chain intact: {report.checked} event(s){span}, "
             f"{report.checkpoints_matched} of {len(checkpoints)} checkpoint(s) "
             f"matched, {rate:,.0f} events/s."
+        )
+        covered = checkpoints[-1].sequence if checkpoints else 0
+        if checkpoints and newest > covered and (last is None or last > covered):
+            # Intact says nothing of these: cut from the end, they would leave
+            # a shorter chain that is intact too.
+            self.stderr.write(
+                f"Note: {newest - covered} event(s) after the newest checkpoint "
+                f"(event {covered}) are covered by none yet; the next checkpoint "
+                "is due within PORTAL_AUDIT_CHECKPOINT_SECONDS."
+            )
+
+
+def _require_audit_database() -> None:
+    """Refuse a SQLite audit database that is not there, rather than make one.
+
+    SQLite creates a missing file on connecting: an empty trail would then
+    look like nothing to verify, far from the mistyped setting.
+    """
+    connection = connections[AUDIT_DATABASE]
+    if connection.vendor != "sqlite":
+        return
+    name = str(connection.settings_dict["NAME"])
+    if name != ":memory:" and not name.startswith("file:") and not Path(name).exists():
+        raise CommandError(
+            f"no audit database at {name}: check AUDIT_DATABASE_URL (or "
+            "PORTAL_DATA_DIR)"
         )
