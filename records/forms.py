@@ -3,7 +3,7 @@ import datetime
 from django import forms
 
 from records import mrn as mrn_rules
-from records.models import BreakGlassReason, BreakGlassReview, NoteKind, Sensitivity
+from records.models import BreakGlassReason, BreakGlassReview, NoteKind
 
 NAME_MAX = 100
 
@@ -46,21 +46,24 @@ class PatientSearchForm(forms.Form):
 
 
 class NoteForm(forms.Form):
-    kind = forms.ChoiceField(choices=NoteKind.choices, initial=NoteKind.PROGRESS)
+    kind = forms.ChoiceField(
+        choices=NoteKind.choices,
+        initial=NoteKind.PROGRESS,
+        error_messages={
+            "invalid_choice": "You may not write this kind of note (nursing notes "
+            "are written by nurses, psychotherapy notes need the grant)."
+        },
+    )
     title = forms.CharField(max_length=200)
     body = forms.CharField(max_length=20_000, widget=forms.Textarea(attrs={"rows": 6}))
 
-    def __init__(self, *args, writer=None, **kwargs):
+    def __init__(self, *args, kinds=None, **kwargs):
         super().__init__(*args, **kwargs)
-        # Offer psychotherapy notes only to those who hold that grant; the
-        # service refuses them to anyone else in any case.
-        if writer is not None and not writer.has_perm(
-            Sensitivity.PSYCHOTHERAPY.permission
-        ):
+        # Offer only the kinds the writer may write (services.note_kinds_for);
+        # the service refuses the others in any case.
+        if kinds is not None:
             self.fields["kind"].choices = [
-                choice
-                for choice in NoteKind.choices
-                if choice[0] != NoteKind.PSYCHOTHERAPY
+                choice for choice in NoteKind.choices if choice[0] in kinds
             ]
 
 

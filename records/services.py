@@ -13,6 +13,7 @@ from django.db import models, transaction
 from django.http import Http404
 from django.utils import timezone
 
+from accounts.roles import Role
 from audit.models import CHART_ACCESS_ACTIONS, AuditAction, AuditOutcome
 from audit.services import recent_events_for_patient, record_event
 from ehr_portal.logging import error_kind
@@ -568,9 +569,26 @@ class NoteRefused(Exception):
     """A note the author may not write (kind needs a grant they lack)."""
 
 
-def _note_sensitivity(kind: str, visible_categories) -> Sensitivity:
+def note_kinds_for(writer) -> list[str]:
+    """The kinds of note ``writer`` may write.
+
+    A nursing note is a nurse's record of care, a psychotherapy note needs
+    the psychotherapy grant; a progress note any clinician on the chart may
+    write.
+    """
+    kinds = [NoteKind.PROGRESS.value]
+    if writer.has_role(Role.NURSE):
+        kinds.append(NoteKind.NURSING.value)
+    if Sensitivity.PSYCHOTHERAPY.value in categories_visible_to(writer):
+        kinds.append(NoteKind.PSYCHOTHERAPY.value)
+    return kinds
+
+
+def _note_sensitivity(kind: str, visible_categories, writer) -> Sensitivity:
     """The category a note of ``kind`` is filed under; NoteRefused if its
-    writer may not read that category (and so may not write it)."""
+    writer may not write that kind (or read that category)."""
+    if kind == NoteKind.NURSING and not writer.has_role(Role.NURSE):
+        raise NoteRefused("nursing notes are written by nurses")
     if kind != NoteKind.PSYCHOTHERAPY:
         return Sensitivity.ROUTINE
     if Sensitivity.PSYCHOTHERAPY.value not in visible_categories:
@@ -584,7 +602,7 @@ def add_note(*, author, patient_id, kind: str, title: str, body: str) -> Clinica
         author, patient_id, record_type="ClinicalNote", fields=("kind", "title"),
         action=ChartAction.WRITE,
     )  # fmt: skip
-    sensitivity = _note_sensitivity(kind, chart.visible_categories)
+    sensitivity = _note_sensitivity(kind, chart.visible_categories, author)
 
     with transaction.atomic():
         note = ClinicalNote.objects.create(
@@ -615,7 +633,7 @@ def keep_note_draft(*, author, patient_id, kind: str, title: str, body: str) -> 
     patient, decision = _decided(
         author, patient_id, ChartAction.WRITE, Purpose.TREATMENT, "NoteDraft"
     )
-    _note_sensitivity(kind, categories_visible_to(author))
+    _note_sensitivity(kind, categories_visible_to(author), author)
 
     purge_lapsed_note_drafts()
     with transaction.atomic():

@@ -42,6 +42,7 @@ from records.services import (
     keep_note_draft,
     kept_note_draft,
     list_my_patients,
+    note_kinds_for,
     open_chart,
     recent_access,
     search_patients,
@@ -159,7 +160,7 @@ def _section_response(request, patient_id, section, note_form=None, status=200):
     kept_draft = None
     if chart_section.slug == "notes" and note_form is None:
         kept_draft = kept_note_draft(request.user, chart.patient)
-        note_form = NoteForm(writer=request.user)
+        note_form = NoteForm(kinds=note_kinds_for(request.user))
         if kept_draft is not None and _kind_offered(note_form, kept_draft.kind):
             note_form.initial = _draft_initial(kept_draft)
     page = Paginator(chart_section.records_for(chart), PAGE_SIZE).get_page(
@@ -193,7 +194,7 @@ def _kind_offered(form, kind: str) -> bool:
 
 @require_POST
 def note_create(request, patient_id):
-    form = NoteForm(request.POST, writer=request.user)
+    form = NoteForm(request.POST, kinds=note_kinds_for(request.user))
     try:
         return _save_note(request, patient_id, form)
     except AuditUnavailable:

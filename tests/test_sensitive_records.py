@@ -387,3 +387,30 @@ def test_an_edited_copy_of_a_bundle_cannot_lift_records_out_of_their_category(
     still = Procedure.objects.filter(pk__in=withheld)
     assert {procedure.sensitivity for procedure in still} == {"substance_use"}
     assert "substance_use" not in categories_visible_to(physician)
+
+
+def test_nursing_notes_are_written_by_nurses_only(physician, nurse, marker_patient):
+    add_to_care_team(physician, marker_patient)
+    add_to_care_team(nurse, marker_patient)
+    note = {"kind": "nursing", "title": "Night round", "body": "Slept well."}
+    url = f"/patients/{marker_patient.pk}/notes/"
+
+    page = verified_client(physician).get(url).content.decode()
+    refused = verified_client(physician).post(f"{url}new/", note)
+    api = verified_client(physician).post(
+        f"/api/v1/patients/{marker_patient.pk}/notes/", note,
+        content_type="application/json",
+    )  # fmt: skip
+
+    assert 'value="nursing"' not in page and 'value="progress"' in page
+    assert refused.status_code == 400
+    assert "nursing notes are written by nurses" in refused.content.decode()
+    assert "Slept well." in refused.content.decode(), "the text is kept"
+    assert api.status_code == 403
+    assert "nursing notes are written by nurses" in api.json()["detail"]
+    assert not ClinicalNote.objects.exists()
+
+    assert 'value="nursing"' in verified_client(nurse).get(url).content.decode()
+    written = verified_client(nurse).post(f"{url}new/", note)
+    assert written.status_code == 302
+    assert ClinicalNote.objects.get().kind == "nursing"
