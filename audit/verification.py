@@ -105,6 +105,12 @@ def verify_chain(
         expected_at = {s: c for s, c in expected_at.items() if s <= last}
 
     connection = connections[AUDIT_DATABASE]
+    outside = _numbered_outside_the_chain(connection)
+    if outside is not None:
+        return report.fail(
+            outside, f"event {outside} lies outside the chain, which starts at event 1"
+        )
+
     anchors = {c.sequence: c.chain_hash for c in checkpoints}
     previous_hash = _hash_before(connection, first, anchors, report)
     if previous_hash is None:
@@ -114,6 +120,18 @@ def verify_chain(
     if report.intact:
         _check_nothing_cut_off(expected_at, report)
     return report
+
+
+def _numbered_outside_the_chain(connection) -> int | None:
+    """The number of an event below 1, which no chain check would ever read.
+
+    The database refuses such numbers (migration audit/0006); one found here
+    was put there by someone who could drop that trigger.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT MIN(sequence) FROM audit_auditevent WHERE sequence < 1")
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
 def _hash_before(

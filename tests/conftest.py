@@ -108,15 +108,23 @@ def _flush_lifting_audit_triggers(handle):
 flush.Command.handle = _flush_lifting_audit_triggers(flush.Command.handle)
 
 
+NUMBERED_IN_CHAIN = importlib.import_module(
+    "audit.migrations.0006_refuse_numbers_outside_the_chain"
+)
+
+
 @contextlib.contextmanager
 def audit_triggers_lifted():
-    """What a database superuser can do: drop the write-once triggers for a while."""
-    install, remove = WRITE_ONCE.STATEMENTS[connections["audit"].vendor]
-    run_statements("audit", remove)
+    """What a database superuser can do: drop the audit table's triggers for a while."""
+    vendor = connections["audit"].vendor
+    triggers = [WRITE_ONCE.STATEMENTS[vendor], NUMBERED_IN_CHAIN.STATEMENTS[vendor]]
+    for _install, remove in triggers:
+        run_statements("audit", remove)
     try:
         yield connections["audit"]
     finally:
-        run_statements("audit", install)
+        for install, _remove in triggers:
+            run_statements("audit", install)
 
 
 def database_url(alias: str) -> str:

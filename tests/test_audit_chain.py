@@ -6,6 +6,7 @@ import sys
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from audit import chain
 from audit.checkpoints import write_checkpoint
@@ -211,6 +212,26 @@ def test_a_forged_event_is_detected():
     forged.save()
 
     with pytest.raises(CommandError, match="event 5 does not match its hash"):
+        verify()
+
+
+@pytest.mark.parametrize("sequence", [0, -1])
+def test_an_event_numbered_outside_the_chain_is_detected(sequence):
+    write_events(3)
+    forged = AuditEvent(
+        sequence=sequence, chain_hash="0" * 64, occurred_at=timezone.now(),
+        actor_username="dr.house", action=AuditAction.BREAK_GLASS_REVIEWED,
+        outcome=AuditOutcome.SUCCESS,
+    )  # fmt: skip
+
+    # Only with the triggers dropped: the database refuses such a number.
+    with audit_triggers_lifted():
+        forged.save()
+
+    with pytest.raises(
+        CommandError,
+        match=f"event {sequence} lies outside the chain, which starts at event 1",
+    ):
         verify()
 
 

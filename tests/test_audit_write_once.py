@@ -84,3 +84,22 @@ def test_new_events_can_still_be_written(event):
     )
 
     assert AuditEvent.objects.filter(pk__in=[event.pk, second.pk]).count() == 2
+
+
+@pytest.mark.parametrize("sequence", [0, -7])
+def test_an_event_numbered_outside_the_chain_is_refused_by_the_database(
+    event, sequence
+):
+    forged = AuditEvent(
+        sequence=sequence, chain_hash="0" * 64, occurred_at=event.occurred_at,
+        actor_username="dr.house", action=AuditAction.VIEWED,
+        outcome=AuditOutcome.SUCCESS,
+    )  # fmt: skip
+
+    with (
+        pytest.raises(DatabaseError, match="outside the chain"),
+        transaction.atomic(using="audit"),
+    ):
+        models.QuerySet(model=AuditEvent).bulk_create([forged])
+
+    assert AuditEvent.objects.count() == 1
