@@ -46,23 +46,17 @@ class PatientSearchForm(forms.Form):
 
 
 class NoteForm(forms.Form):
-    kind = forms.ChoiceField(
-        choices=NoteKind.choices,
-        initial=NoteKind.PROGRESS,
-        error_messages={
-            "invalid_choice": "You may not write this kind of note (nursing notes "
-            "are written by nurses, psychotherapy notes need the grant)."
-        },
-    )
+    kind = forms.ChoiceField(choices=NoteKind.choices, initial=NoteKind.PROGRESS)
     title = forms.CharField(max_length=200)
     body = forms.CharField(max_length=20_000, widget=forms.Textarea(attrs={"rows": 6}))
 
     def __init__(self, *args, kinds=None, **kwargs):
         super().__init__(*args, **kwargs)
-        # Offer only the kinds the writer may write (services.note_kinds_for);
-        # the service refuses the others in any case.
+        # Offer only the kinds the writer may write (services.note_kinds_for),
+        # but accept any kind: the service refuses the others, and records the
+        # refusal, which a form error here would not.
         if kinds is not None:
-            self.fields["kind"].choices = [
+            self.fields["kind"].widget.choices = [
                 choice for choice in NoteKind.choices if choice[0] in kinds
             ]
 

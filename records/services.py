@@ -597,12 +597,25 @@ def _note_sensitivity(kind: str, visible_categories, writer) -> Sensitivity:
 
 
 def add_note(*, author, patient_id, kind: str, title: str, body: str) -> ClinicalNote:
-    """Write a note to a chart the author may add to, and audit it."""
-    chart = open_chart(
-        author, patient_id, record_type="ClinicalNote", fields=("kind", "title"),
-        action=ChartAction.WRITE,
-    )  # fmt: skip
-    sensitivity = _note_sensitivity(kind, chart.visible_categories, author)
+    """Write a note to a chart the author may add to, and audit it.
+
+    One event says what happened: NOTE_CREATED, or ACCESS_DENIED when the
+    chart or the kind of note is refused. Nothing of the chart is shown.
+    """
+    chart = decide_chart(
+        author, patient_id, record_type="ClinicalNote", action=ChartAction.WRITE
+    )
+    try:
+        sensitivity = _note_sensitivity(kind, chart.visible_categories, author)
+    except NoteRefused as refusal:
+        record_event(
+            actor=author, action=AuditAction.ACCESS_DENIED,
+            outcome=AuditOutcome.DENIED, patient_ref=chart.patient.pk,
+            record_type="ClinicalNote", fields=("kind",),
+            purpose=_purpose_for(chart.decision, Purpose.TREATMENT),
+            reason=str(refusal),
+        )  # fmt: skip
+        raise
 
     with transaction.atomic():
         note = ClinicalNote.objects.create(

@@ -189,7 +189,7 @@ def _kind_offered(form, kind: str) -> bool:
     # A kept note of a kind its author may no longer write (a grant taken
     # away since) is not put in the form: saved, it would become another
     # kind of note, read by others.
-    return any(value == kind for value, _label in form.fields["kind"].choices)
+    return any(value == kind for value, _label in form.fields["kind"].widget.choices)
 
 
 @require_POST

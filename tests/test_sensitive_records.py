@@ -403,8 +403,8 @@ def test_nursing_notes_are_written_by_nurses_only(physician, nurse, marker_patie
     )  # fmt: skip
 
     assert 'value="nursing"' not in page and 'value="progress"' in page
-    assert refused.status_code == 400
-    assert "nursing notes are written by nurses" in refused.content.decode()
+    assert refused.status_code == 403
+    assert "Nursing notes are written by nurses." in refused.content.decode()
     assert "Slept well." in refused.content.decode(), "the text is kept"
     assert api.status_code == 403
     assert "nursing notes are written by nurses" in api.json()["detail"]
@@ -414,3 +414,30 @@ def test_nursing_notes_are_written_by_nurses_only(physician, nurse, marker_patie
     written = verified_client(nurse).post(f"{url}new/", note)
     assert written.status_code == 302
     assert ClinicalNote.objects.get().kind == "nursing"
+
+
+@pytest.mark.parametrize(
+    "writer, kind, action",
+    [
+        ("nurse", "nursing", "NOTE_CREATED"),
+        ("physician", "nursing", "ACCESS_DENIED"),
+        ("physician", "psychotherapy", "ACCESS_DENIED"),
+    ],
+)
+def test_a_note_sent_through_the_api_leaves_one_event_saying_what_happened(
+    request, marker_patient, writer, kind, action
+):
+    from audit.models import AuditAction, AuditEvent
+
+    author = request.getfixturevalue(writer)
+    add_to_care_team(author, marker_patient)
+
+    verified_client(author).post(
+        f"/api/v1/patients/{marker_patient.pk}/notes/",
+        {"kind": kind, "title": "Round", "body": "Settled."},
+        content_type="application/json",
+    )
+
+    events = AuditEvent.objects.filter(patient_ref=str(marker_patient.pk))
+    assert [event.action for event in events] == [AuditAction[action]]
+    assert events.get().actor_username == author.username
