@@ -226,6 +226,12 @@ def _write_checkpoint() -> None:
         logger.error("Audit checkpoint not written: %s", error_kind(error))
 
 
+def count_events_for_patient(patient_ref: str, actions: Iterable[AuditAction]) -> int:
+    return AuditEvent.objects.filter(
+        patient_ref=str(patient_ref), action__in=[a.value for a in actions]
+    ).count()
+
+
 def recent_events_for_patient(
     patient_ref: str, actions: Iterable[AuditAction], limit: int = 20
 ) -> list[AuditEvent]:

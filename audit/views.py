@@ -45,10 +45,20 @@ def audit_events(request):
         fields=_filters_used(data),
         purpose="compliance review",
     )
+    # A link or bookmark with filters in its address shows the whole trail:
+    # the reviewer is told, rather than left to think the trail was filtered.
+    address_filters = request.method == "GET" and any(
+        name in request.GET for name in event_filter.form.fields
+    )
     return render(
         request,
         "audit/events.html",
-        {"filter": event_filter, "page": page, "patient_labels": labels},
+        {
+            "filter": event_filter,
+            "page": page,
+            "patient_labels": labels,
+            "address_filters_ignored": address_filters,
+        },
     )
 
 

@@ -15,7 +15,11 @@ from django.utils import timezone
 
 from accounts.roles import Role
 from audit.models import CHART_ACCESS_ACTIONS, AuditAction, AuditOutcome
-from audit.services import recent_events_for_patient, record_event
+from audit.services import (
+    count_events_for_patient,
+    recent_events_for_patient,
+    record_event,
+)
 from ehr_portal.logging import error_kind
 from records import crypto
 from records import mrn as mrn_rules
@@ -734,7 +738,12 @@ REPORTED_ACTIONS = (
     AuditAction.NOTE_CREATED,
     AuditAction.BREAK_GLASS,
     AuditAction.BREAK_GLASS_REFUSED,
+    AuditAction.IDENTITY_REVIEWED,
+    AuditAction.INTEGRITY_FAILURE,
 )
+
+# The newest accesses the report lists; it says how many more the trail holds.
+ACCESS_REPORT_ROWS = 200
 
 
 def identity_review(reviewer, mrn: str) -> dict | None:
@@ -768,7 +777,10 @@ def identity_review(reviewer, mrn: str) -> dict | None:
     return {
         "patient": patient,
         "identity_readable": identity_opens(reviewer, patient),
-        "events": recent_events_for_patient(str(patient.pk), REPORTED_ACTIONS, 200),
+        "events": recent_events_for_patient(
+            str(patient.pk), REPORTED_ACTIONS, ACCESS_REPORT_ROWS
+        ),
+        "total": count_events_for_patient(str(patient.pk), REPORTED_ACTIONS),
     }
 
 

@@ -107,3 +107,16 @@ def test_an_invalid_filter_on_export_shows_the_trail_with_its_errors(
     body = response.content.decode()
     assert "<form" in body and "later than" in body
     assert not AuditEvent.objects.filter(action=AuditAction.AUDIT_EXPORT).exists()
+
+
+def test_filters_in_the_address_are_said_to_be_ignored(compliance_officer):
+    client = verified_client(compliance_officer)
+
+    plain = client.get("/compliance/audit/").content.decode()
+    addressed = client.get(
+        "/compliance/audit/", {"patient_mrn": "1234-5678", "action": "VIEWED"}
+    ).content.decode()
+
+    notice = "Filters in the page's address are ignored"
+    assert notice not in plain
+    assert notice in addressed

@@ -441,3 +441,39 @@ def test_a_note_sent_through_the_api_leaves_one_event_saying_what_happened(
     events = AuditEvent.objects.filter(patient_ref=str(marker_patient.pk))
     assert [event.action for event in events] == [AuditAction[action]]
     assert events.get().actor_username == author.username
+
+
+def test_who_viewed_says_when_it_shows_only_the_newest_accesses(
+    physician, compliance_officer, marker_patient
+):
+    from audit.models import AuditAction, AuditOutcome
+    from audit.services import record_event
+    from records import services
+
+    def view(actor, action=AuditAction.VIEWED):
+        record_event(
+            actor=actor, action=action, outcome=AuditOutcome.SUCCESS,
+            patient_ref=marker_patient.pk, record_type="ChartSummary",
+        )  # fmt: skip
+
+    view(physician, AuditAction.BREAK_GLASS)
+    view(compliance_officer, AuditAction.IDENTITY_REVIEWED)
+    for _ in range(4):
+        view(physician)
+    officer = verified_client(compliance_officer)
+
+    whole = officer.post("/compliance/patient-access/", {"mrn": marker_patient.mrn})
+    services.ACCESS_REPORT_ROWS, kept = 3, services.ACCESS_REPORT_ROWS
+    try:
+        cut = officer.post("/compliance/patient-access/", {"mrn": marker_patient.mrn})
+    finally:
+        services.ACCESS_REPORT_ROWS = kept
+
+    whole_body, cut_body = whole.content.decode(), cut.content.decode()
+    assert "Break-the-glass" in whole_body and "Patient identity reviewed" in whole_body
+    assert "Showing the newest" not in whole_body
+    # Six accesses, then each report's own identity review.
+    assert "Showing the newest 3 of 8 accesses." in " ".join(cut_body.split())
+    assert (
+        'name="patient_mrn"' in cut_body and 'action="/compliance/audit/"' in cut_body
+    )
