@@ -201,3 +201,21 @@ def test_verify_audit_on_a_file_that_is_no_database_says_so(tmp_path):
         "CommandError: the audit database cannot be read (DatabaseError): check "
         "AUDIT_DATABASE_URL"
     )
+
+
+@pytest.mark.django_db(databases="__all__")
+@pytest.mark.parametrize("named", ["missing", "a-file"])
+def test_verify_audit_refuses_a_checkpoint_folder_named_that_is_not_there(
+    tmp_path, named
+):
+    from django.core.management import CommandError
+
+    write_events(2)
+    folder = tmp_path / named
+    if named == "a-file":
+        folder.write_text("not a folder")
+
+    with pytest.raises(CommandError) as refused:
+        call_command("verify_audit", "--checkpoint-dir", str(folder))
+
+    assert str(refused.value) == f"no checkpoint folder at {folder}"

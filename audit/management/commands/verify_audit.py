@@ -51,6 +51,9 @@ class Command(BaseCommand):
                 f"Nothing to verify from event {first}: the trail ends at event "
                 f"{newest}"
             )
+        if checkpoint_dir is not None and not checkpoint_dir.is_dir():
+            # Named on purpose: a mistyped folder must not pass as "none yet".
+            raise CommandError(f"no checkpoint folder at {checkpoint_dir}")
         try:
             checkpoints = read_checkpoints(checkpoint_dir)
         except CheckpointInvalid as error:
