@@ -432,7 +432,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["accounts.api.IsVerified"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["ehr_portal.parsers.BoundedJSONParser"],
     "DEFAULT_THROTTLE_CLASSES": ["ehr_portal.throttling.PortalUserRateThrottle"],
     "EXCEPTION_HANDLER": "ehr_portal.failure_pages.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": {

@@ -242,3 +242,21 @@ def test_a_page_of_a_chart_out_of_reach_is_refused_before_the_page_is_looked_at(
     assert AuditEvent.objects.filter(
         action=AuditAction.ACCESS_DENIED, patient_ref=str(marker_patient.pk)
     ).exists()
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["[" * 100_000 + "]" * 100_000, '{"kind": ' + "[" * 50_000 + "]" * 50_000 + "}"],
+)
+def test_json_nested_too_deeply_is_a_400_not_a_crash(physician, marker_patient, body):
+    add_to_care_team(physician, marker_patient)
+
+    response = verified_client(physician).post(
+        f"/api/v1/patients/{marker_patient.pk}/notes/",
+        body,
+        content_type="application/json",
+    )
+
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["detail"]
+    assert not ClinicalNote.objects.exists()
