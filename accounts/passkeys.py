@@ -58,6 +58,16 @@ class StepUpRequired(exceptions.OTPWebAuthnApiError):
     default_code = "step_up_required"
 
 
+class BoundedJSONBody:
+    def _parse_request_data(self, request):
+        try:
+            return super()._parse_request_data(request)
+        except RecursionError:
+            # Nesting too deep for Python's decoder is a malformed body like
+            # any other, not a server error.
+            raise exceptions.MalformedRequest() from None
+
+
 class FreshCodeForRegistration:
     def check_can_register(self):
         age = seconds_since_otp(self.request.session)
@@ -74,13 +84,13 @@ class UnlockedAccountForAuthentication:
 
 
 class PasskeyRegistrationBegin(
-    FreshCodeForRegistration, BeginCredentialRegistrationView
+    BoundedJSONBody, FreshCodeForRegistration, BeginCredentialRegistrationView
 ):
     pass
 
 
 class PasskeyRegistrationComplete(
-    FreshCodeForRegistration, CompleteCredentialRegistrationView
+    BoundedJSONBody, FreshCodeForRegistration, CompleteCredentialRegistrationView
 ):
     def post(self, *args, **kwargs):
         response = super().post(*args, **kwargs)
@@ -89,13 +99,15 @@ class PasskeyRegistrationComplete(
 
 
 class PasskeyAuthenticationBegin(
-    UnlockedAccountForAuthentication, BeginCredentialAuthenticationView
+    BoundedJSONBody, UnlockedAccountForAuthentication, BeginCredentialAuthenticationView
 ):
     pass
 
 
 class PasskeyAuthenticationComplete(
-    UnlockedAccountForAuthentication, CompleteCredentialAuthenticationView
+    BoundedJSONBody,
+    UnlockedAccountForAuthentication,
+    CompleteCredentialAuthenticationView,
 ):
     def complete_auth(self, device):
         record_passkey_verified(self.request, device)

@@ -1,4 +1,4 @@
-"""The API's JSON parser: DRF's, with nesting too deep for Python refused as bad input."""
+"""The API's JSON parser: DRF's, refusing nesting too deep for Python as bad input."""
 
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser

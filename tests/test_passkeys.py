@@ -84,3 +84,16 @@ def test_adding_a_passkey_ends_the_other_sessions_only(nurse):
     assert other.get("/patients/").url.startswith("/accounts/login/")
     event = AuditEvent.objects.get(action=AuditAction.MFA_ENROLLED)
     assert event.purpose == "passkey"
+
+
+def test_a_passkey_body_nested_too_deeply_is_refused_and_counted(client, nurse):
+    sign_in_with_password(client, "nurse.jones")
+    assert post_json(client, BEGIN_AUTHENTICATION).status_code == 200
+
+    response = client.post(
+        COMPLETE_AUTHENTICATION, "[" * 100_000 + "]" * 100_000,
+        content_type="application/json",
+    )  # fmt: skip
+
+    assert response.status_code == 400
+    assert AuditEvent.objects.filter(action=AuditAction.OTP_FAILED).exists()
