@@ -135,6 +135,8 @@ def _portal_env(pg_url: str, default: str, audit: str, data_dir: str) -> dict:
         "PORTAL_MODE": "development",
         "PORTAL_DATA_DIR": data_dir,
         "PORTAL_LOG_LEVEL": "WARNING",
+        # As in production: gunicorn's workers keep their connections.
+        "PORTAL_DB_CONN_MAX_AGE": "60",
         "DATABASE_URL": f"{pg_url}/{default}",
         "AUDIT_DATABASE_URL": f"{pg_url}/{audit}",
     }

@@ -186,18 +186,23 @@ TEMPLATES = [
     },
 ]
 
+# Seconds a database connection is kept for the next request. Not in
+# development: runserver starts a thread per request, and connections kept by
+# threads that have ended would pile up until PostgreSQL refuses new ones.
+CONN_MAX_AGE = env.read_int("PORTAL_DB_CONN_MAX_AGE", 0 if DEVELOPMENT else 60)
+
 # Two databases: clinical data in "default", the audit trail apart in "audit",
 # so that neither a clinical migration nor a clinical-database role can touch
 # the evidence.
 DATABASES = {
     "default": dj_database_url.parse(
         env.read("DATABASE_URL") or f"sqlite:///{PORTAL_DATA_DIR / 'portal.sqlite3'}",
-        conn_max_age=60,
+        conn_max_age=CONN_MAX_AGE,
     ),
     "audit": dj_database_url.parse(
         env.read("AUDIT_DATABASE_URL")
         or f"sqlite:///{PORTAL_DATA_DIR / 'audit.sqlite3'}",
-        conn_max_age=60,
+        conn_max_age=CONN_MAX_AGE,
     ),
 }
 # SQLite serialises writers; IMMEDIATE takes the write lock when a

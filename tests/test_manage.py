@@ -44,3 +44,32 @@ def test_help_runs_without_settings_and_says_what_is_missing():
     assert finished.returncode == 0
     assert "Available subcommands" in finished.stdout
     assert "DJANGO_SECRET_KEY" in finished.stdout
+
+
+@pytest.mark.parametrize(
+    "extra, expected", [({}, "0"), ({"PORTAL_DB_CONN_MAX_AGE": "60"}, "60")]
+)
+def test_development_keeps_no_database_connection_open_between_requests(
+    tmp_path, extra, expected
+):
+    # runserver starts a thread per request: kept connections would pile up
+    # until PostgreSQL refuses new ones.
+    environment = {
+        **os.environ, "PORTAL_MODE": "development", "PORTAL_DATA_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "ehr_portal.settings",
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/ehr_unused",
+        "AUDIT_DATABASE_URL": "postgres://postgres@127.0.0.1:5432/ehr_unused_audit",
+        **extra,
+    }  # fmt: skip
+    printed = subprocess.run(
+        [
+            sys.executable, "-c",
+            "from django.conf import settings; "
+            "print(settings.DATABASES['default']['CONN_MAX_AGE'], "
+            "settings.DATABASES['audit']['CONN_MAX_AGE'])",
+        ],
+        cwd=REPOSITORY, env=environment, capture_output=True, text=True, timeout=120,
+        check=True,
+    )  # fmt: skip
+
+    assert printed.stdout.split() == [expected, expected]
