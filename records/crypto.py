@@ -348,6 +348,15 @@ def load_keyring(*, create_if_missing: bool) -> Keyring:
                 f"no keyring at {path}: check PORTAL_KEYRING_FILE, or make one "
                 "with manage.py create_master_key (see README)"
             )
+        master_key = Path(settings.PORTAL_MASTER_KEY_FILE)
+        if settings.PORTAL_MASTER_KEY_PROVIDER == "file" and master_key.exists():
+            # A master key is made only with a keyring: this keyring went
+            # missing, and new data keys would not open what it sealed.
+            raise KeyringUnavailable(
+                f"no keyring at {path}, but its master key is at {master_key}: "
+                "restore the keyring from its backup (delete both only to start "
+                "again with no data)"
+            )
         try:
             provider = keyproviders.master_key_provider(create_if_missing=True)
             create_keyring_file(path, provider)
@@ -358,7 +367,7 @@ def load_keyring(*, create_if_missing: bool) -> Keyring:
         document = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise KeyringUnavailable(
-            f"the keyring cannot be read ({error_kind(error)})"
+            f"the keyring at {path} cannot be read ({error_kind(error)})"
         ) from error
     # A master key is made only with a new keyring: a new one could never
     # open a keyring that an earlier key wrapped.

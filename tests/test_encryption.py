@@ -187,10 +187,13 @@ def test_malformed_keyring_is_a_clear_error(settings, tmp_path):
 
 def test_development_keyring_is_private_to_its_owner(settings, tmp_path):
     settings.PORTAL_KEYRING_FILE = tmp_path / "keys" / "keyring.json"
+    settings.PORTAL_MASTER_KEY_FILE = tmp_path / "keys" / "master.key"
+    settings.PORTAL_DEVELOPMENT_MASTER_KEY = True
 
     crypto.load_keyring(create_if_missing=True)
 
     assert (tmp_path / "keys" / "keyring.json").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "keys" / "master.key").stat().st_mode & 0o777 == 0o600
 
 
 def _detached_field(field_class, name="amount"):

@@ -315,3 +315,33 @@ def test_a_new_development_checkout_keeps_its_keys_folder_private(tmp_path):
     assert "Master key file already there, kept" in again.stdout
     assert "Keyring already there, left as it is" in again.stdout
     assert before == {name: (keys / name).read_bytes() for name in before}
+
+
+def test_development_makes_no_new_keyring_beside_an_existing_master_key(tmp_path):
+    # The keyring went missing, not the installation: new data keys would
+    # seal new records under keys the old records do not open.
+    first = _run_portal_command(tmp_path)
+    keys = tmp_path / "data" / "keys"
+    assert first.returncode == 0 and (keys / "keyring.json").exists()
+    (keys / "keyring.json").unlink()
+
+    again = _run_portal_command(tmp_path)
+
+    assert again.returncode != 0
+    assert (
+        f"no keyring at {keys / 'keyring.json'}, but its master key is at "
+        f"{keys / 'master.key'}"
+    ) in again.stderr
+    assert not (keys / "keyring.json").exists()
+
+
+def test_a_keyring_that_is_not_json_is_named(isolated_keys):
+    keyring = isolated_keys.PORTAL_KEYRING_FILE
+    keyring.write_text("{not json")
+
+    with pytest.raises(crypto.KeyringUnavailable) as refused:
+        crypto.load_keyring(create_if_missing=False)
+
+    assert str(refused.value) == (
+        f"the keyring at {keyring} cannot be read (JSONDecodeError)"
+    )
