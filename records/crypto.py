@@ -391,9 +391,10 @@ def keyring() -> Keyring:
 
     The file is looked at no more than once per PORTAL_KEYRING_REFRESH_SECONDS,
     so a running portal picks up a new key version within that time. A
-    replaced file that does not open leaves the keys already loaded in force
-    (logged as an error at each look): a running portal keeps one behaviour
-    instead of failing at each look and serving from memory in between.
+    replaced file that does not open, or that lacks a data key the loaded one
+    holds, leaves the keys already loaded in force (logged as an error at each
+    look): a running portal keeps one behaviour instead of failing at each
+    look and serving from memory in between.
     """
     global _keyring, _keyring_signature, _checked_at
     if _keyring is not None:
@@ -416,6 +417,18 @@ def keyring() -> Keyring:
                     "The replaced keyring does not open (%s); the keys already "
                     "loaded stay in force",
                     error_kind(error),
+                )
+                return _keyring
+            held = set(_keyring.data_keys) if _keyring is not None else set()
+            dropped = sorted(held - set(loaded.data_keys))
+            if dropped:
+                # Data keys are never retired, so this is an older copy (a
+                # backup put back): taken up, it would fail every value sealed
+                # since as if it had been tampered with.
+                logger.error(
+                    "The replaced keyring lacks data key version(s) %s in use; "
+                    "the keys already loaded stay in force",
+                    ", ".join(map(str, dropped)),
                 )
                 return _keyring
             _keyring = loaded

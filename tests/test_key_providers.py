@@ -345,3 +345,22 @@ def test_a_keyring_that_is_not_json_is_named(isolated_keys):
     assert str(refused.value) == (
         f"the keyring at {keyring} cannot be read (JSONDecodeError)"
     )
+
+
+def test_an_older_keyring_put_back_leaves_the_loaded_keys_in_force(
+    isolated_keys, caplog
+):
+    # A backup from before a rotation lacks the data key sealing new records:
+    # taken up, it would fail every one of them as if tampered with.
+    keyring = isolated_keys.PORTAL_KEYRING_FILE
+    older = keyring.read_bytes()
+    crypto.start_rotation(index_key=False)
+    crypto.reset_keyring_cache()
+    patient = _patient(family="Newkeyfamily")
+    keyring.write_bytes(older)
+    os.utime(keyring, ns=(1, 1))
+
+    readings = [Patient.objects.get(pk=patient.pk).family_name for _ in range(3)]
+
+    assert readings == ["Newkeyfamily"] * 3
+    assert "The replaced keyring lacks data key version(s) 2" in caplog.text
