@@ -68,3 +68,16 @@ def test_the_command_prints_the_sql_for_review(capsys):
     assert not any(
         word in line for line in grants for word in ("UPDATE", "DELETE", "TRUNCATE")
     )
+
+
+@pytest.mark.parametrize("apply", [[], ["--apply"]])
+def test_a_superuser_or_the_tables_owner_is_refused_as_the_writer_role(apply):
+    from django.core.management import CommandError
+
+    owner = connections["audit"].settings_dict["USER"] or "postgres"
+
+    with pytest.raises(CommandError) as refused:
+        call_command("audit_writer_role", owner, *apply)
+
+    assert str(refused.value).startswith(f"role {owner} ")
+    assert "whatever it is granted" in str(refused.value)

@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
-from audit.roles import writer_role_statements
+from audit.roles import AUDIT_TABLE, writer_role_statements
 from audit.routers import AUDIT_DATABASE
 
 
@@ -27,6 +27,7 @@ class Command(BaseCommand):
             statements = writer_role_statements(role, connection.settings_dict["NAME"])
         except ValueError as error:
             raise CommandError(str(error)) from None
+        _refuse_a_role_above_its_grants(connection, role)
 
         if not apply:
             for statement in statements:
@@ -36,3 +37,24 @@ class Command(BaseCommand):
             for statement in statements:
                 cursor.execute(statement)
         self.stdout.write(f"Role {role} may now INSERT and SELECT audit events only.")
+
+
+def _refuse_a_role_above_its_grants(connection, role: str) -> None:
+    """A superuser or the table's owner keeps every right whatever is revoked."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", [role])
+        found = cursor.fetchone()
+        cursor.execute(
+            "SELECT tableowner FROM pg_tables WHERE tablename = %s", [AUDIT_TABLE]
+        )
+        owner = cursor.fetchone()
+    if found and found[0]:
+        raise CommandError(
+            f"role {role} is a superuser: it can drop the triggers and change the "
+            "trail whatever it is granted; name a role of its own for the portal"
+        )
+    if owner and owner[0] == role:
+        raise CommandError(
+            f"role {role} owns the audit table: it can change the trail whatever "
+            "it is granted; name a role of its own for the portal"
+        )
