@@ -1,8 +1,10 @@
 """Compliance screens: the audit trail, newest first, with filters, and its export."""
 
 import json
+import math
 
 from django.conf import settings
+from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpResponse
 from django.shortcuts import render
@@ -58,6 +60,8 @@ def audit_events(request):
             "page": page,
             "patient_labels": labels,
             "address_filters_ignored": address_filters,
+            "export_limit": EXPORT_LIMIT,
+            "export_parts": max(1, math.ceil(page.paginator.count / EXPORT_LIMIT)),
         },
     )
 
@@ -76,7 +80,21 @@ def audit_export(request):
 
     events = event_filter.qs
     total = events.count()
-    bundle = audit_bundle(events[:EXPORT_LIMIT], total=total)
+    parts = max(1, math.ceil(total / EXPORT_LIMIT))
+    part = _export_part(request.POST.get("part"), parts)
+    if part is None:
+        # The trail's own page, which says how many parts this filter has.
+        messages.error(
+            request,
+            f"There is no part {request.POST.get('part')!s:.20} of this export: "
+            f"it has {parts} part(s) of at most {EXPORT_LIMIT:,} events.",
+        )
+        page = audit_events(request)
+        page.status_code = 400
+        return page
+
+    start = (part - 1) * EXPORT_LIMIT
+    bundle = audit_bundle(events[start : start + EXPORT_LIMIT], total=total)
     exported = len(bundle["entry"])
     record_event(
         actor=request.user,
@@ -85,15 +103,27 @@ def audit_export(request):
         record_type="AuditEvent",
         fields=_filters_used(request.POST),
         purpose="compliance review",
-        reason=f"{exported} of {total} event(s) exported as FHIR AuditEvent",
+        reason=f"{exported} of {total} event(s) exported as FHIR AuditEvent"
+        f" (part {part} of {parts})",
     )
 
     response = HttpResponse(json.dumps(bundle), content_type="application/fhir+json")
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
     response["Content-Disposition"] = (
-        f'attachment; filename="audit-events-{stamp}.fhir.json"'
+        f'attachment; filename="audit-events-{stamp}-part-{part}-of-{parts}.fhir.json"'
     )
     return response
+
+
+def _export_part(given: str | None, parts: int) -> int | None:
+    """The part asked for (1 when none is), or None for one the export lacks."""
+    if given in (None, ""):
+        return 1
+    try:
+        part = int(given)
+    except ValueError:
+        return None
+    return part if 1 <= part <= parts else None
 
 
 def _filters_used(data) -> list[str]:

@@ -120,3 +120,41 @@ def test_filters_in_the_address_are_said_to_be_ignored(compliance_officer):
     notice = "Filters in the page's address are ignored"
     assert notice not in plain
     assert notice in addressed
+
+
+def test_a_trail_longer_than_one_export_is_exported_in_parts(
+    compliance_officer, monkeypatch
+):
+    from audit import views
+    from audit.models import AuditOutcome
+    from audit.services import record_event
+
+    monkeypatch.setattr(views, "EXPORT_LIMIT", 2)
+    for number in range(5):
+        record_event(
+            actor="system:test", action=AuditAction.VIEWED,
+            outcome=AuditOutcome.SUCCESS, reason=f"event {number}",
+        )  # fmt: skip
+    client = verified_client(compliance_officer)
+
+    screen = client.post("/compliance/audit/", {}).content.decode()
+    first = client.post("/compliance/audit/export/", {"action": "VIEWED"})
+    third = client.post("/compliance/audit/export/", {"action": "VIEWED", "part": "3"})
+    past = client.post("/compliance/audit/export/", {"action": "VIEWED", "part": "4"})
+    odd = client.post("/compliance/audit/export/", {"action": "VIEWED", "part": "x"})
+
+    assert "an export holds at most 2 events" in " ".join(screen.split())
+    newest = AuditEvent.objects.filter(action="VIEWED").order_by("-sequence")[:2]
+    assert [e["resource"]["id"] for e in json.loads(first.content)["entry"]] == [
+        f"audit-{event.sequence}" for event in newest
+    ]
+    assert "part-1-of-3" in first["Content-Disposition"]
+    assert len(json.loads(third.content)["entry"]) == 1
+    assert json.loads(third.content)["total"] == 5
+    assert past.status_code == 400 and "part 4" in past.content.decode()
+    assert odd.status_code == 400
+    exports = AuditEvent.objects.filter(action=AuditAction.AUDIT_EXPORT)
+    assert [e.reason for e in exports.order_by("sequence")] == [
+        "2 of 5 event(s) exported as FHIR AuditEvent (part 1 of 3)",
+        "1 of 5 event(s) exported as FHIR AuditEvent (part 3 of 3)",
+    ]
