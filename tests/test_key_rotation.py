@@ -443,3 +443,23 @@ def test_a_number_where_a_sealed_value_belongs_does_not_stall_the_rotation(
     assert AuditEvent.objects.filter(action=AuditAction.INTEGRITY_FAILURE).count() == 1
     # The row's other sealed value was sealed again all the same.
     assert key_version_counts()["records.Condition"] == {2: 3, "unreadable": 1}
+
+
+def test_an_index_key_asked_for_while_a_data_key_rotation_is_unfinished_is_refused(
+    isolated_keys,
+):
+    from django.core.management import CommandError
+
+    _seed(3)
+    call_command("rotate_keys", "--batch-size", "1", "--max-batches", "1")
+    index_before = crypto.keyring().current_index_version
+
+    with pytest.raises(CommandError) as refused:
+        call_command("rotate_keys", "--index-key")
+
+    assert str(refused.value) == (
+        "a rotation of the data key alone (version 2) is unfinished: run "
+        "rotate_keys without --index-key to finish it, then rotate_keys --index-key"
+    )
+    assert crypto.keyring().current_index_version == index_before
+    assert crypto.keyring().rotation is not None

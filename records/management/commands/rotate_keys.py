@@ -74,6 +74,15 @@ class Command(BaseCommand):
         if max_batches is not None and max_batches < 1:
             # Checked before the rotation starts: it would make a key first.
             raise CommandError("--max-batches must be at least 1")
+        unfinished = crypto.keyring().rotation
+        if index_key and unfinished and unfinished.get("index") is None:
+            # Resuming would finish the data key alone and say nothing of the
+            # index key asked for.
+            raise CommandError(
+                f"a rotation of the data key alone (version {unfinished['data']}) "
+                "is unfinished: run rotate_keys without --index-key to finish it, "
+                "then rotate_keys --index-key"
+            )
 
         def on_batch(model, progress):
             self.stdout.write(
