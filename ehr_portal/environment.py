@@ -31,6 +31,25 @@ def read(name: str, default: str | None = None) -> str | None:
     return default
 
 
+def read_secret(name: str, *, private: bool) -> str | None:
+    """As ``read``, for a secret: with ``private``, its file must be the owner's.
+
+    A key file others can read is a key others may have: production refuses
+    it, as it refuses a master key file with the same fault.
+    """
+    file_path = os.environ.get(f"{name}_FILE")
+    if private and os.environ.get(name) is None and file_path:
+        try:
+            mode = Path(file_path).stat().st_mode
+        except OSError:
+            mode = 0  # read() below says what is wrong with the file
+        if mode & 0o077:
+            raise ImproperlyConfigured(
+                f"{name}_FILE {file_path} can be read by others: chmod 600 it"
+            )
+    return read(name)
+
+
 def read_mode() -> str:
     mode = (read("PORTAL_MODE", "production") or "").strip().lower()
     if mode not in MODES:

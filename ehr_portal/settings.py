@@ -28,13 +28,25 @@ if PORTAL_DATA_DIR.stat().st_uid == os.getuid():
 # explicit opt-in, and only in development mode.
 DEBUG = DEVELOPMENT and env.read_bool("PORTAL_DEBUG", False)
 
-SECRET_KEY = env.read("DJANGO_SECRET_KEY")
+SECRET_KEY = env.read_secret("DJANGO_SECRET_KEY", private=not DEVELOPMENT)
 if not SECRET_KEY:
     if not DEVELOPMENT:
         raise ImproperlyConfigured(
             "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) is required in production"
         )
     SECRET_KEY = env.development_secret(PORTAL_DATA_DIR / "secret_key")
+elif not DEVELOPMENT:
+    # Django's own deploy check (W009) only warns; this key signs sessions,
+    # password-reset links and the CSRF tokens.
+    if len(SECRET_KEY) < 50:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY must be at least 50 characters (python -c 'import "
+            "secrets; print(secrets.token_urlsafe(50))' makes one)"
+        )
+    if len(set(SECRET_KEY)) < 5:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY must hold at least 5 different characters"
+        )
 
 # Field encryption (envelope): the keyring file holds versioned data keys
 # and blind-index keys, each wrapped by a master key that lives apart, in a
@@ -72,8 +84,10 @@ if PORTAL_IMPORT_MAX_MB < 1:
 # The audit trail's own keys (HMAC): one chains the events, the other signs
 # the checkpoints kept outside both databases. Neither is the keyring, so a
 # leaked field key does not let anyone rewrite the evidence, nor the reverse.
-AUDIT_CHAIN_KEY = env.read("PORTAL_AUDIT_CHAIN_KEY")
-AUDIT_CHECKPOINT_KEY = env.read("PORTAL_AUDIT_CHECKPOINT_KEY")
+AUDIT_CHAIN_KEY = env.read_secret("PORTAL_AUDIT_CHAIN_KEY", private=not DEVELOPMENT)
+AUDIT_CHECKPOINT_KEY = env.read_secret(
+    "PORTAL_AUDIT_CHECKPOINT_KEY", private=not DEVELOPMENT
+)
 if not (AUDIT_CHAIN_KEY and AUDIT_CHECKPOINT_KEY) and not DEVELOPMENT:
     raise ImproperlyConfigured(
         "PORTAL_AUDIT_CHAIN_KEY and PORTAL_AUDIT_CHECKPOINT_KEY (or their _FILE "
@@ -89,6 +103,13 @@ for _name, _key in (
         raise ImproperlyConfigured(
             f"{_name} must be at least 40 characters (README, Audit keys)"
         )
+if AUDIT_CHAIN_KEY and AUDIT_CHAIN_KEY.strip() == (AUDIT_CHECKPOINT_KEY or "").strip():
+    # A checkpoint is the proof kept apart from the chain: with one key, whoever
+    # can rewrite the chain can re-sign its checkpoints too.
+    raise ImproperlyConfigured(
+        "PORTAL_AUDIT_CHAIN_KEY and PORTAL_AUDIT_CHECKPOINT_KEY must differ "
+        "(README, Audit keys)"
+    )
 AUDIT_CHAIN_KEY = AUDIT_CHAIN_KEY or env.development_secret(
     PORTAL_DATA_DIR / "keys" / "audit_chain_key"
 )

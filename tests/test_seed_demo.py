@@ -98,6 +98,8 @@ def test_production_is_the_default_and_refuses_without_a_secret_key(tmp_path):
     assert "DJANGO_SECRET_KEY" in result.stderr
 
 
+# As a generator gives one: long, and not one character repeated.
+SECRET_KEY = "Hx7-q2Lz_8vNw3Rk5Tb9Yc4Md6Fg1Jp0Qs" * 2
 AUDIT_KEYS = {
     "PORTAL_AUDIT_CHAIN_KEY": "c" * 60,
     "PORTAL_AUDIT_CHECKPOINT_KEY": "k" * 60,
@@ -108,7 +110,7 @@ def _production_check(tmp_path, **environment):
     """manage.py check in production with a secret key and allowed hosts."""
     production = {
         "PORTAL_DATA_DIR": str(tmp_path),
-        "DJANGO_SECRET_KEY": "x" * 60,
+        "DJANGO_SECRET_KEY": SECRET_KEY,
         "PORTAL_ALLOWED_HOSTS": "portal.example",
     }
     return _manage("check", **{**production, **environment})
@@ -180,7 +182,7 @@ def test_production_refuses_without_its_keyring(tmp_path):
 def test_seed_demo_exits_non_zero_in_production(tmp_path):
     production = {
         "PORTAL_DATA_DIR": str(tmp_path),
-        "DJANGO_SECRET_KEY": "x" * 60,
+        "DJANGO_SECRET_KEY": SECRET_KEY,
         "PORTAL_ALLOWED_HOSTS": "portal.example",
         "PORTAL_KEYRING_FILE": str(tmp_path / "keyring.json"),
         "PORTAL_MASTER_KEY_FILE": str(tmp_path / "master.key"),
@@ -262,3 +264,48 @@ def test_create_master_key_refuses_when_the_database_cannot_be_asked(tmp_path):
     created = _manage("create_master_key", "--new-installation", **keys)
     assert created.returncode == 0, created.stderr
     assert (tmp_path / "site" / "keyring.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [
+        ("abc", "DJANGO_SECRET_KEY must be at least 50 characters"),
+        ("x" * 60, "DJANGO_SECRET_KEY must hold at least 5 different characters"),
+    ],
+)
+def test_production_refuses_a_guessable_secret_key(tmp_path, secret, message):
+    result = _production_check(tmp_path, DJANGO_SECRET_KEY=secret, **AUDIT_KEYS)
+
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_production_refuses_one_key_for_both_audit_purposes(tmp_path):
+    same = AUDIT_KEYS["PORTAL_AUDIT_CHAIN_KEY"]
+    result = _production_check(
+        tmp_path, PORTAL_AUDIT_CHAIN_KEY=same, PORTAL_AUDIT_CHECKPOINT_KEY=same
+    )
+
+    assert result.returncode != 0
+    assert (
+        "PORTAL_AUDIT_CHAIN_KEY and PORTAL_AUDIT_CHECKPOINT_KEY must differ"
+        in result.stderr
+    )
+
+
+def test_production_refuses_a_secret_file_others_can_read(tmp_path):
+    secret_file = tmp_path / "chain.key"
+    secret_file.write_text(AUDIT_KEYS["PORTAL_AUDIT_CHAIN_KEY"])
+    secret_file.chmod(0o644)
+
+    result = _production_check(
+        tmp_path,
+        PORTAL_AUDIT_CHAIN_KEY_FILE=str(secret_file),
+        PORTAL_AUDIT_CHECKPOINT_KEY=AUDIT_KEYS["PORTAL_AUDIT_CHECKPOINT_KEY"],
+    )
+
+    assert result.returncode != 0
+    assert (
+        f"PORTAL_AUDIT_CHAIN_KEY_FILE {secret_file} can be read by others: "
+        "chmod 600 it" in result.stderr
+    )
