@@ -63,6 +63,10 @@ class FileMasterKey:
                 f"no master key at {self.path}: check PORTAL_MASTER_KEY_FILE "
                 "(see README)"
             )
+        if not self.path.is_file():
+            raise MasterKeyUnavailable(
+                f"PORTAL_MASTER_KEY_FILE names {self.path}, which is not a file"
+            )
         if require_private and self.path.stat().st_mode & 0o077:
             raise MasterKeyUnavailable(
                 f"the master key file {self.path} is readable by others: chmod 600"
@@ -70,7 +74,9 @@ class FileMasterKey:
         try:
             key = base64.b64decode(self.path.read_text().strip(), validate=True)
         except (OSError, ValueError) as error:
-            raise MasterKeyUnavailable("the master key file cannot be read") from error
+            raise MasterKeyUnavailable(
+                f"the master key file {self.path} cannot be read"
+            ) from error
         if len(key) != KEY_BYTES:
             raise MasterKeyUnavailable("the master key must be 256 bits")
         self._cipher = AESGCM(key)
@@ -255,7 +261,14 @@ def _pkcs11_library(path: str):
 
     loaded = _libraries.get(path)
     if loaded is None:
-        library = pkcs11.lib(path)
+        try:
+            library = pkcs11.lib(path)
+        except (pkcs11.PKCS11Error, OSError, RuntimeError) as error:
+            # Reported above as a bare PKCS11Error, which names nothing.
+            raise MasterKeyUnavailable(
+                f"the PKCS#11 library {path} cannot be loaded: check "
+                "PORTAL_PKCS11_LIBRARY"
+            ) from error
     else:
         pid, library = loaded
         if pid != os.getpid():

@@ -364,3 +364,39 @@ def test_an_older_keyring_put_back_leaves_the_loaded_keys_in_force(
 
     assert readings == ["Newkeyfamily"] * 3
     assert "The replaced keyring lacks data key version(s) 2" in caplog.text
+
+
+def test_a_master_key_path_that_is_a_folder_is_named_as_such(tmp_path):
+    folder = tmp_path / "master.key"
+    folder.mkdir(mode=0o755)
+
+    with pytest.raises(keyproviders.MasterKeyUnavailable) as refused:
+        keyproviders.FileMasterKey(folder, require_private=True)
+
+    assert str(refused.value) == (
+        f"PORTAL_MASTER_KEY_FILE names {folder}, which is not a file"
+    )
+
+
+def test_a_master_key_file_that_cannot_be_read_is_named(tmp_path):
+    damaged = tmp_path / "master.key"
+    damaged.write_text("not base64 at all!")
+    damaged.chmod(0o600)
+
+    with pytest.raises(keyproviders.MasterKeyUnavailable) as refused:
+        keyproviders.FileMasterKey(damaged, require_private=True)
+
+    assert str(refused.value) == f"the master key file {damaged} cannot be read"
+
+
+def test_a_pkcs11_library_that_does_not_load_is_named(hsm_keys, tmp_path):
+    missing = tmp_path / "no-such-pkcs11.so"
+    hsm_keys.PORTAL_PKCS11_LIBRARY = str(missing)
+
+    with pytest.raises(crypto.KeyringUnavailable) as refused:
+        crypto.load_keyring(create_if_missing=False)
+
+    assert (
+        f"the PKCS#11 library {missing} cannot be loaded: check PORTAL_PKCS11_LIBRARY"
+        in str(refused.value)
+    )
