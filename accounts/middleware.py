@@ -176,8 +176,11 @@ class SessionTimeoutMiddleware(SessionSecurityMiddleware):
     @staticmethod
     def _tell_why(request, text: str) -> None:
         # Shown on the sign-in page the request is sent to, so that being
-        # asked to sign in again mid-task is not a mystery.
-        if not request.path.startswith(API_PREFIX):
+        # asked to sign in again mid-task is not a mystery; the API gives it
+        # as its refusal's detail (ehr_portal.failure_pages).
+        if request.path.startswith(API_PREFIX):
+            request.session_end_reason = text
+        else:
             messages.info(request, text)
 
     def _past_lifetime(self, session, now) -> bool:

@@ -6,6 +6,7 @@ audit event, and shows no patient data.
 
 from django.http import JsonResponse
 from django.shortcuts import render
+from rest_framework.exceptions import NotAuthenticated
 from rest_framework.views import exception_handler
 
 from ehr_portal import request_context
@@ -26,6 +27,11 @@ def api_exception_handler(exc, context):
     Only answers with a ``detail``: a form's field errors keep their shape.
     """
     response = exception_handler(exc, context)
+    reason = getattr(context.get("request"), "session_end_reason", None)
+    if reason and isinstance(exc, NotAuthenticated):
+        # The session ended with this request (idle, or its 12 hours): say
+        # so, rather than that no credentials came with it.
+        response.data["detail"] = reason
     data = response.data if response is not None else None
     if isinstance(data, dict) and "detail" in data:
         data["request_id"] = request_context.current_request_id()

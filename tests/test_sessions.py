@@ -462,3 +462,21 @@ def test_the_password_again_in_a_signed_in_browser_asks_for_a_code_again(nurse):
 
     assert response.status_code == 302
     assert response.url.startswith("/accounts/verify/")
+
+
+def test_the_api_says_why_a_session_ended(nurse, marker_patient):
+    from tests.conftest import add_to_care_team
+
+    add_to_care_team(nurse, marker_patient)
+    with freeze_time(START) as clock:
+        client = verified_client(nurse)
+        clock.tick(16 * MINUTE)
+
+        response = client.get(f"/api/v1/patients/{marker_patient.pk}/")
+
+    assert response.status_code == 403
+    assert response.json()["detail"] == (
+        "You were signed out because nothing happened for a while. Sign in again "
+        "to go on."
+    )
+    assert events(AuditAction.IDLE_LOGOUT).get().actor_id == nurse.pk
