@@ -19,6 +19,7 @@ from audit.services import (
     count_events_for_patient,
     recent_events_for_patient,
     record_event,
+    record_events,
 )
 from ehr_portal.logging import error_kind
 from records import crypto
@@ -393,31 +394,43 @@ def search_patients(user, query: PatientQuery) -> list[Patient | UnreadablePatie
         )
 
     found, unreadable = _by_name(user, patients[:200])
-    record_event(
-        actor=user,
-        action=AuditAction.PATIENT_SEARCH,
-        outcome=AuditOutcome.SUCCESS,
-        record_type="Patient",
-        fields=query.used_fields,
-        purpose=Purpose.TREATMENT,
-        reason=f"{len(found)} match(es)" + _unreadable_note(unreadable),
-    )
+    shown = found[: len(found) - unreadable]
+    _record_listing(
+        user, AuditAction.PATIENT_SEARCH, shown, fields=query.used_fields,
+        reason=f"{len(shown)} match(es)" + _unreadable_note(unreadable),
+    )  # fmt: skip
     return found
 
 
 def list_my_patients(user) -> list[Patient | UnreadablePatient]:
     """The user's care-team patients by name, with the listing audited."""
     patients, unreadable = _by_name(user, patients_in_care_of(user))
-    record_event(
-        actor=user,
-        action=AuditAction.PATIENT_LIST,
-        outcome=AuditOutcome.SUCCESS,
-        record_type="Patient",
-        fields=IDENTITY_FIELDS,
-        purpose=Purpose.TREATMENT,
-        reason=f"{len(patients)} patient(s)" + _unreadable_note(unreadable),
-    )
+    shown = patients[: len(patients) - unreadable]
+    _record_listing(
+        user, AuditAction.PATIENT_LIST, shown, fields=IDENTITY_FIELDS,
+        reason=f"{len(shown)} patient(s) listed" + _unreadable_note(unreadable),
+    )  # fmt: skip
     return patients
+
+
+def _record_listing(user, action: AuditAction, shown, *, fields, reason: str) -> None:
+    """One event per patient whose identity a list shows, naming that patient.
+
+    A list discloses each patient's name, birth date and MRN, so "who saw
+    this patient" must find it; a list with nobody on it is recorded once.
+    """
+    if not shown:
+        record_event(
+            actor=user, action=action, outcome=AuditOutcome.SUCCESS,
+            record_type="Patient", fields=fields, purpose=Purpose.TREATMENT,
+            reason=reason,
+        )  # fmt: skip
+        return
+    record_events(
+        actor=user, action=action, outcome=AuditOutcome.SUCCESS,
+        records=[(str(patient.pk), "Patient", fields) for patient in shown],
+        purpose=Purpose.TREATMENT, reason=reason,
+    )  # fmt: skip
 
 
 def chart_summary(chart: Chart) -> dict:

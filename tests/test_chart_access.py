@@ -247,7 +247,10 @@ def test_patient_list_shows_only_my_patients(physician, marker_patient):
 
     assert marker_patient.family_name in body
     assert stranger.family_name not in body
-    assert AuditEvent.objects.filter(action=AuditAction.PATIENT_LIST).count() == 1
+    # One event per patient whose identity the list showed, naming that patient.
+    listed = AuditEvent.objects.get(action=AuditAction.PATIENT_LIST)
+    assert listed.patient_ref == str(marker_patient.pk)
+    assert listed.reason == "1 patient(s) listed"
 
 
 def test_search_finds_my_patient_by_folded_name_and_not_others(nurse, marker_patient):
@@ -260,9 +263,13 @@ def test_search_finds_my_patient_by_folded_name_and_not_others(nurse, marker_pat
     add_to_care_team(nurse, marker_patient)
     body = client.post("/patients/", query).content.decode()
     assert f"/patients/{marker_patient.pk}/" in body
-    event = AuditEvent.objects.filter(action=AuditAction.PATIENT_SEARCH).last()
-    assert event.fields == ["family_name"]
-    assert "ZYXWVUT" not in str(event.fields) + event.reason
+    nothing_found, found = AuditEvent.objects.filter(
+        action=AuditAction.PATIENT_SEARCH
+    ).order_by("sequence")
+    assert found.fields == ["family_name"]
+    assert (found.patient_ref, found.reason) == (str(marker_patient.pk), "1 match(es)")
+    assert "ZYXWVUT" not in str(found.fields) + found.reason
+    assert (nothing_found.patient_ref, nothing_found.reason) == ("", "0 match(es)")
 
 
 def test_search_by_mrn_and_birth_date(nurse, marker_patient):

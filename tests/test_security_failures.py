@@ -123,7 +123,8 @@ def test_a_damaged_patient_row_leaves_the_rest_of_the_patient_list(
     assert failure.outcome == AuditOutcome.FAILURE
     assert failure.request_id and failure.request_id in body
     listing = AuditEvent.objects.get(action=AuditAction.PATIENT_LIST)
-    assert listing.reason == "2 patient(s), 1 unreadable"
+    assert listing.patient_ref == str(readable.pk)
+    assert listing.reason == "1 patient(s) listed, 1 unreadable"
     assert "Patient record unreadable: IntegrityError" in caplog.text
 
 
