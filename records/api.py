@@ -1,7 +1,13 @@
 """The /api/v1/ endpoints: the same services and access decision as the pages."""
 
 from django.http import Http404
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.decorators import api_view
 from rest_framework.exceptions import PermissionDenied, Throttled
@@ -23,6 +29,23 @@ from records.serializers import (
 
 class ChartPagination(PageNumberPagination):
     page_size = 25
+
+
+# The refusals every chart door may answer with, each a detail and a request id.
+REFUSAL = inline_serializer(
+    "Refusal",
+    {"detail": serializers.CharField(), "request_id": serializers.CharField()},
+)
+REFUSALS = {
+    403: OpenApiResponse(REFUSAL, "not allowed: the access decision's reason"),
+    404: OpenApiResponse(REFUSAL, "no such patient, section or page"),
+    429: OpenApiResponse(REFUSAL, "too many requests this minute"),
+    503: OpenApiResponse(REFUSAL, "the audit trail or the rate counter is down"),
+}
+PAGE = OpenApiParameter(
+    "page", OpenApiTypes.INT, OpenApiParameter.QUERY,
+    description="page of 25 records, from 1 (newest first)",
+)  # fmt: skip
 
 
 def _clinicians_only(request, record_type: str):
@@ -63,7 +86,10 @@ def patient_search(request):
     return Response(PatientListEntrySerializer(patients, many=True).data)
 
 
-@extend_schema(responses=PatientIdentitySerializer, operation_id="patient_detail")
+@extend_schema(
+    responses={200: PatientIdentitySerializer, **REFUSALS},
+    operation_id="patient_detail",
+)
 @api_view(["GET"])
 def patient_detail(request, patient_id):
     chart = services.open_chart(
@@ -87,7 +113,20 @@ SECTION_PAGE = inline_serializer(
 )
 
 
-@extend_schema(operation_id="chart_section", responses=SECTION_PAGE)
+@extend_schema(
+    operation_id="chart_section",
+    responses={200: SECTION_PAGE, **REFUSALS},
+    parameters=[
+        PAGE,
+        OpenApiParameter(
+            "section",
+            str,
+            OpenApiParameter.PATH,
+            enum=[slug for slug in services.CHART_SECTIONS if slug != "notes"],
+            description="the notes have an address of their own",
+        ),
+    ],
+)
 @api_view(["GET"])
 def chart_section(request, patient_id, section):
     return _section_page(request, patient_id, section)
@@ -101,8 +140,8 @@ def _section_page(request, patient_id, section: str):
     chart = services.decide_chart(
         request.user, patient_id, record_type=chart_section.record_type
     )
-    # A page past the end (or no page number at all) raises 404 here, before
-    # the open is recorded: it shows nothing of the chart.
+    # A page past the end (or one that is not a number) raises 404 here,
+    # before the open is recorded: it shows nothing of the chart.
     paginator = ChartPagination()
     page = paginator.paginate_queryset(chart_section.records_for(chart), request)
     services.record_chart_open(
@@ -118,9 +157,16 @@ def _section_page(request, patient_id, section: str):
 
 
 @extend_schema(
-    methods=["POST"], request=NoteCreateSerializer, responses={201: NoteSerializer}
+    methods=["POST"],
+    request=NoteCreateSerializer,
+    responses={201: NoteSerializer, **REFUSALS},
 )
-@extend_schema(methods=["GET"], responses=SECTION_PAGE, operation_id="notes_list")
+@extend_schema(
+    methods=["GET"],
+    responses={200: SECTION_PAGE, **REFUSALS},
+    parameters=[PAGE],
+    operation_id="notes_list",
+)
 @api_view(["GET", "POST"])
 def note_create(request, patient_id):
     # The notes section shares its address with adding a note, so the

@@ -260,3 +260,27 @@ def test_json_nested_too_deeply_is_a_400_not_a_crash(physician, marker_patient, 
     assert response.status_code == 400
     assert "nested too deeply" in response.json()["detail"]
     assert not ClinicalNote.objects.exists()
+
+
+def test_the_schema_names_sections_pages_and_refusals(physician):
+    import yaml
+
+    from records.services import CHART_SECTIONS
+
+    schema = yaml.safe_load(
+        verified_client(physician).get("/api/schema/", {"format": "yaml"}).content
+    )
+    section_page = schema["paths"]["/api/v1/patients/{patient_id}/{section}/"]["get"]
+    parameters = {p["name"]: p for p in section_page["parameters"]}
+
+    assert parameters["page"]["in"] == "query"
+    assert parameters["page"]["schema"]["type"] == "integer"
+    assert set(parameters["section"]["schema"]["enum"]) == set(CHART_SECTIONS) - {
+        "notes"
+    }
+    for operation in (
+        section_page,
+        schema["paths"]["/api/v1/patients/{patient_id}/"]["get"],
+        schema["paths"]["/api/v1/patients/{patient_id}/notes/"]["post"],
+    ):
+        assert {"403", "404", "429", "503"} <= set(operation["responses"])
