@@ -7,7 +7,7 @@ from urllib.parse import quote, urlencode
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
-from django.db import models
+from django.db import connections, models, router
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 from django_otp.models import Device, ThrottlingMixin, TimestampMixin
@@ -17,10 +17,36 @@ from accounts.roles import Role
 from records import crypto
 from records.fields import EncryptedTextField, SealedModel
 
+# The user's groups, each with the records app's permissions it grants (none:
+# NULL), then the records app's permissions granted to the user directly.
+ROLES_AND_RECORD_GRANTS = """
+    SELECT g.name, granted.codename
+    FROM accounts_user_groups AS member
+    JOIN auth_group AS g ON g.id = member.group_id
+    LEFT JOIN (
+        SELECT gp.group_id, p.codename
+        FROM auth_group_permissions AS gp
+        JOIN auth_permission AS p ON p.id = gp.permission_id
+        JOIN django_content_type AS ct ON ct.id = p.content_type_id
+        WHERE ct.app_label = 'records'
+    ) AS granted ON granted.group_id = g.id
+    WHERE member.user_id = %s
+    UNION ALL
+    SELECT NULL, p.codename
+    FROM accounts_user_user_permissions AS up
+    JOIN auth_permission AS p ON p.id = up.permission_id
+    JOIN django_content_type AS ct ON ct.id = p.content_type_id
+    WHERE up.user_id = %s AND ct.app_label = 'records'
+"""
+
 TOTP_STEP_SECONDS = 30
 TOTP_DIGITS = 6
 SEED_BYTES = 20
 BACKUP_CODE_PURPOSE = "accounts.backup_code"
+
+
+def connection_for(model):
+    return connections[router.db_for_read(model)]
 
 
 class User(AbstractUser):
@@ -41,9 +67,28 @@ class User(AbstractUser):
         ).hexdigest()
 
     @cached_property
+    def _roles_and_record_grants(self) -> tuple[frozenset[Role], frozenset[str]]:
+        # Both are asked on every chart open: one short query, written out
+        # whole, costs a fraction of the two the ORM builds for them.
+        with connection_for(type(self)).cursor() as cursor:
+            cursor.execute(ROLES_AND_RECORD_GRANTS, [self.pk, self.pk])
+            rows = cursor.fetchall()
+        names = {name for name, _codename in rows if name is not None}
+        roles = frozenset(role for role in Role if role.value in names)
+        return roles, frozenset(codename for _name, codename in rows if codename)
+
+    @property
     def roles(self) -> frozenset[Role]:
-        names = set(self.groups.values_list("name", flat=True))
-        return frozenset(role for role in Role if role.value in names)
+        return self._roles_and_record_grants[0]
+
+    @property
+    def record_grants(self) -> frozenset[str]:
+        """Codenames of the records app's permissions held, alone or by a group.
+
+        What ``has_perm`` would answer for them, for an active user who is
+        not a superuser (records.sensitivity asks only about those).
+        """
+        return self._roles_and_record_grants[1]
 
     def has_role(self, role: Role) -> bool:
         return role in self.roles

@@ -5,9 +5,6 @@ look up. A record matching none is routine. Psychotherapy is a kind of note,
 not a code, so it is set where the note is written.
 """
 
-from django.contrib.auth.models import Permission
-from django.db.models import Q
-
 from records.models import Sensitivity
 
 # SNOMED CT, RxNorm and LOINC codes seen in Synthea output or in common use.
@@ -152,10 +149,10 @@ def _codes_in(node) -> set[str]:
 def categories_visible_to(user) -> set[str]:
     """The sensitive categories ``user`` holds a grant for (plus routine).
 
-    Asked on every chart open, so the grants come from one query over the
-    user's own and their groups' permissions, where ``has_perm`` would load
-    every permission the user holds in two. The answer is the same: an
-    inactive user holds nothing, a superuser everything.
+    Asked on every chart open, so the grants come with the user's roles, in
+    the one query that loads both (``User.record_grants``), where ``has_perm``
+    would load every permission the user holds in two more. The answer is the
+    same: an inactive user holds nothing, a superuser everything.
     """
     visible = {Sensitivity.ROUTINE.value}
     if not user.is_active:
@@ -163,14 +160,7 @@ def categories_visible_to(user) -> set[str]:
     if user.is_superuser:
         return visible | set(_CATEGORY_OF_GRANT.values())
 
-    granted = (
-        Permission.objects.filter(
-            content_type__app_label="records", codename__in=_CATEGORY_OF_GRANT
-        )
-        .filter(Q(user=user) | Q(group__user=user))
-        .values_list("codename", flat=True)
-        .distinct()
-    )
+    granted = user.record_grants & _CATEGORY_OF_GRANT.keys()
     return visible | {_CATEGORY_OF_GRANT[codename] for codename in granted}
 
 
