@@ -166,7 +166,10 @@ def append(events: list) -> None:
     The lock and the read of the chain head are separate statements on
     purpose: in READ COMMITTED each statement sees what was committed before
     it began, so the head read after the lock is granted includes the event
-    the previous holder just committed.
+    the previous holder just committed. On PostgreSQL they travel together
+    (pipeline mode) with the transaction's BEGIN: the server still runs them
+    one after the other, and the writers queued on the lock wait one round
+    trip less for each other.
     """
     from audit.models import AuditEvent
 
@@ -174,8 +177,11 @@ def append(events: list) -> None:
     key = chain_key()
     with transaction.atomic(using=AUDIT_DATABASE), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_ID])
-        sequence, previous_hash = chain_head(cursor)
+            with connection.connection.pipeline():
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_ID])
+                sequence, previous_hash = chain_head(cursor)
+        else:
+            sequence, previous_hash = chain_head(cursor)
 
         # Stamped under the lock, so time never runs backwards along the chain.
         now = timezone.now()

@@ -203,3 +203,36 @@ def test_two_administrators_saving_the_same_relation_at_once_make_one(
 
     assert sorted(outcomes) == ["added", "refused"]
     assert CareTeamMembership.objects.filter(member=nurse).count() == 1
+
+
+@pytest.mark.django_db(databases="__all__")
+@pytest.mark.parametrize(
+    "starts, ends, member",
+    [
+        (-3, None, True),
+        (0, 0, True),
+        (-3, 0, True),
+        (-3, -1, False),
+        (1, None, False),
+        (1, 5, False),
+    ],
+)
+def test_a_membership_counts_from_its_first_day_to_its_last(
+    physician, marker_patient, starts, ends, member
+):
+    from records.access import has_care_team_membership
+
+    today = timezone.localdate()
+    CareTeamMembership.objects.create(
+        member=physician, patient=marker_patient, role=CareTeamRole.ATTENDING,
+        starts_on=today + datetime.timedelta(days=starts),
+        ends_on=None if ends is None else today + datetime.timedelta(days=ends),
+    )  # fmt: skip
+
+    assert has_care_team_membership(physician, marker_patient) is member
+    # The same answer as the queryset the admin and the lists use.
+    assert member == (
+        CareTeamMembership.objects.active_on(today)
+        .filter(member=physician, patient=marker_patient)
+        .exists()
+    )
