@@ -44,23 +44,20 @@ STATEMENTS = {
 }
 
 
-def _run(schema_editor, install: bool) -> None:
-    vendor = schema_editor.connection.vendor
-    if vendor not in STATEMENTS:
-        raise RuntimeError(f"no audit number trigger written for {vendor}")
-    for statement in STATEMENTS[vendor][0 if install else 1]:
-        schema_editor.execute(statement, params=None)
+def statements_for(install: bool):
+    """A migration step running this vendor's install or remove statements."""
 
+    def step(apps, schema_editor):
+        vendor = schema_editor.connection.vendor
+        if vendor not in STATEMENTS:
+            raise RuntimeError(f"no audit number trigger written for {vendor}")
+        for statement in STATEMENTS[vendor][0 if install else 1]:
+            schema_editor.execute(statement, params=None)
 
-def install_trigger(apps, schema_editor):
-    _run(schema_editor, install=True)
-
-
-def remove_trigger(apps, schema_editor):
-    _run(schema_editor, install=False)
+    return step
 
 
 class Migration(migrations.Migration):
     dependencies = [("audit", "0005_chart_access_index")]
 
-    operations = [migrations.RunPython(install_trigger, remove_trigger)]
+    operations = [migrations.RunPython(statements_for(True), statements_for(False))]
