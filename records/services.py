@@ -356,6 +356,10 @@ def identity_opens(user, patient: Patient) -> bool:
     return True
 
 
+def _unreadable(patient) -> bool:
+    return getattr(patient, "unreadable", False)
+
+
 def _unreadable_note(unreadable: int) -> str:
     return f", {unreadable} unreadable" if unreadable else ""
 
@@ -394,10 +398,9 @@ def search_patients(user, query: PatientQuery) -> list[Patient | UnreadablePatie
         )
 
     found, unreadable = _by_name(user, patients[:200])
-    shown = found[: len(found) - unreadable]
     _record_listing(
-        user, AuditAction.PATIENT_SEARCH, shown, fields=query.used_fields,
-        reason=f"{len(shown)} match(es)" + _unreadable_note(unreadable),
+        user, AuditAction.PATIENT_SEARCH, found, fields=query.used_fields,
+        reason=f"{len(found) - unreadable} match(es)" + _unreadable_note(unreadable),
     )  # fmt: skip
     return found
 
@@ -405,19 +408,20 @@ def search_patients(user, query: PatientQuery) -> list[Patient | UnreadablePatie
 def list_my_patients(user) -> list[Patient | UnreadablePatient]:
     """The user's care-team patients by name, with the listing audited."""
     patients, unreadable = _by_name(user, patients_in_care_of(user))
-    shown = patients[: len(patients) - unreadable]
     _record_listing(
-        user, AuditAction.PATIENT_LIST, shown, fields=IDENTITY_FIELDS,
-        reason=f"{len(shown)} patient(s) listed" + _unreadable_note(unreadable),
+        user, AuditAction.PATIENT_LIST, patients, fields=IDENTITY_FIELDS,
+        reason=f"{len(patients) - unreadable} patient(s) listed"
+        + _unreadable_note(unreadable),
     )  # fmt: skip
     return patients
 
 
 def _record_listing(user, action: AuditAction, shown, *, fields, reason: str) -> None:
-    """One event per patient whose identity a list shows, naming that patient.
+    """One event per patient a list names, naming that patient.
 
     A list discloses each patient's name, birth date and MRN, so "who saw
-    this patient" must find it; a list with nobody on it is recorded once.
+    this patient" must find it; a patient listed unreadable is named with no
+    fields shown; a list with nobody on it is recorded once.
     """
     if not shown:
         record_event(
@@ -428,7 +432,10 @@ def _record_listing(user, action: AuditAction, shown, *, fields, reason: str) ->
         return
     record_events(
         actor=user, action=action, outcome=AuditOutcome.SUCCESS,
-        records=[(str(patient.pk), "Patient", fields) for patient in shown],
+        records=[
+            (str(patient.pk), "Patient", () if _unreadable(patient) else fields)
+            for patient in shown
+        ],
         purpose=Purpose.TREATMENT, reason=reason,
     )  # fmt: skip
 
@@ -789,6 +796,7 @@ def identity_review(reviewer, mrn: str) -> dict | None:
     # does not open, as that patient is the one a reviewer must look into.
     return {
         "patient": patient,
+        "mrn_display": mrn_rules.display(mrn_rules.normalise(mrn)),
         "identity_readable": identity_opens(reviewer, patient),
         "events": recent_events_for_patient(
             str(patient.pk), REPORTED_ACTIONS, ACCESS_REPORT_ROWS

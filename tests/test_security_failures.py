@@ -122,9 +122,11 @@ def test_a_damaged_patient_row_leaves_the_rest_of_the_patient_list(
     assert failure.patient_ref == str(tampered_chart.pk)
     assert failure.outcome == AuditOutcome.FAILURE
     assert failure.request_id and failure.request_id in body
-    listing = AuditEvent.objects.get(action=AuditAction.PATIENT_LIST)
-    assert listing.patient_ref == str(readable.pk)
-    assert listing.reason == "1 patient(s) listed, 1 unreadable"
+    listings = AuditEvent.objects.filter(action=AuditAction.PATIENT_LIST)
+    shown = {event.patient_ref: event.fields for event in listings}
+    assert shown == {str(readable.pk): ["name", "birth_date", "mrn", "sex"],
+                     str(tampered_chart.pk): []}  # fmt: skip
+    assert {event.reason for event in listings} == {"1 patient(s) listed, 1 unreadable"}
     assert "Patient record unreadable: IntegrityError" in caplog.text
 
 
@@ -142,6 +144,9 @@ def test_a_damaged_patient_row_found_by_search_is_named_unreadable(
     assert AuditEvent.objects.filter(
         action=AuditAction.INTEGRITY_FAILURE, patient_ref=str(tampered_chart.pk)
     ).exists()
+    search = AuditEvent.objects.get(action=AuditAction.PATIENT_SEARCH)
+    assert (search.patient_ref, search.fields) == (str(tampered_chart.pk), [])
+    assert search.reason == "0 match(es), 1 unreadable"
 
 
 def test_the_api_lists_a_damaged_patient_row_as_unreadable(physician, tampered_chart):
@@ -219,6 +224,7 @@ def test_who_viewed_a_patient_whose_identity_is_damaged_still_lists_the_views(
     body = response.content.decode()
     assert response.status_code == 200
     assert "identity could not be read" in body
+    assert f'Patient with MRN <span class="mono">{tampered_chart.mrn_display}' in body
     assert physician.username in body and "ChartSummary" in body
     assert "Zyxwvutmarker" not in body and "Otherfamilymarker" not in body
     failure = AuditEvent.objects.get(action=AuditAction.INTEGRITY_FAILURE)
