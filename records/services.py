@@ -782,12 +782,14 @@ def identity_review(reviewer, mrn: str) -> dict | None:
         reviewer, patient, ChartAction.REVIEW_IDENTITY, Purpose.COMPLIANCE_REVIEW
     )
     outcome = AuditOutcome.SUCCESS if decision else AuditOutcome.DENIED
+    # An identity that does not open is not shown: its review names no field.
+    readable = bool(decision) and identity_opens(reviewer, patient)
     record_event(
         actor=reviewer,
         action=AuditAction.IDENTITY_REVIEWED if decision else AuditAction.ACCESS_DENIED,
         outcome=outcome, patient_ref=patient.pk, record_type="PatientIdentity",
-        fields=IDENTITY_FIELDS, purpose=Purpose.COMPLIANCE_REVIEW,
-        reason=decision.reason,
+        fields=IDENTITY_FIELDS if readable or not decision else (),
+        purpose=Purpose.COMPLIANCE_REVIEW, reason=decision.reason,
     )  # fmt: skip
     if not decision:
         raise PermissionDenied(decision.reason)
@@ -797,7 +799,7 @@ def identity_review(reviewer, mrn: str) -> dict | None:
     return {
         "patient": patient,
         "mrn_display": mrn_rules.display(mrn_rules.normalise(mrn)),
-        "identity_readable": identity_opens(reviewer, patient),
+        "identity_readable": readable,
         "events": recent_events_for_patient(
             str(patient.pk), REPORTED_ACTIONS, ACCESS_REPORT_ROWS
         ),

@@ -230,6 +230,8 @@ def test_who_viewed_a_patient_whose_identity_is_damaged_still_lists_the_views(
     failure = AuditEvent.objects.get(action=AuditAction.INTEGRITY_FAILURE)
     assert failure.patient_ref == str(tampered_chart.pk)
     assert failure.request_id in body
+    review = AuditEvent.objects.get(action=AuditAction.IDENTITY_REVIEWED)
+    assert (review.patient_ref, review.fields) == (str(tampered_chart.pk), [])
 
 
 @pytest.mark.parametrize("section", ["encounters", "conditions"])
