@@ -608,16 +608,21 @@ def note_kinds_for(writer) -> list[str]:
     return kinds
 
 
-def _note_sensitivity(kind: str, visible_categories, writer) -> Sensitivity:
+# Why a kind of note outside note_kinds_for is refused.
+_KIND_REFUSED = {
+    NoteKind.NURSING: "nursing notes are written by nurses",
+    NoteKind.PSYCHOTHERAPY: "psychotherapy notes need the psychotherapy grant",
+}
+
+
+def _note_sensitivity(kind: str, writer) -> Sensitivity:
     """The category a note of ``kind`` is filed under; NoteRefused if its
-    writer may not write that kind (or read that category)."""
-    if kind == NoteKind.NURSING and not writer.has_role(Role.NURSE):
-        raise NoteRefused("nursing notes are written by nurses")
-    if kind != NoteKind.PSYCHOTHERAPY:
-        return Sensitivity.ROUTINE
-    if Sensitivity.PSYCHOTHERAPY.value not in visible_categories:
-        raise NoteRefused("psychotherapy notes need the psychotherapy grant")
-    return Sensitivity.PSYCHOTHERAPY
+    writer may not write that kind (note_kinds_for)."""
+    if kind not in note_kinds_for(writer):
+        raise NoteRefused(_KIND_REFUSED.get(kind, "no such kind of note"))
+    if kind == NoteKind.PSYCHOTHERAPY:
+        return Sensitivity.PSYCHOTHERAPY
+    return Sensitivity.ROUTINE
 
 
 def add_note(*, author, patient_id, kind: str, title: str, body: str) -> ClinicalNote:
@@ -630,7 +635,7 @@ def add_note(*, author, patient_id, kind: str, title: str, body: str) -> Clinica
         author, patient_id, record_type="ClinicalNote", action=ChartAction.WRITE
     )
     try:
-        sensitivity = _note_sensitivity(kind, chart.visible_categories, author)
+        sensitivity = _note_sensitivity(kind, author)
     except NoteRefused as refusal:
         record_event(
             actor=author, action=AuditAction.ACCESS_DENIED,
@@ -670,7 +675,7 @@ def keep_note_draft(*, author, patient_id, kind: str, title: str, body: str) -> 
     patient, decision = _decided(
         author, patient_id, ChartAction.WRITE, Purpose.TREATMENT, "NoteDraft"
     )
-    _note_sensitivity(kind, categories_visible_to(author), author)
+    _note_sensitivity(kind, author)
 
     purge_lapsed_note_drafts()
     with transaction.atomic():

@@ -160,8 +160,12 @@ def _section_response(request, patient_id, section, note_form=None, status=200):
     kept_draft = None
     if chart_section.slug == "notes" and note_form is None:
         kept_draft = kept_note_draft(request.user, chart.patient)
-        note_form = NoteForm(kinds=note_kinds_for(request.user))
-        if kept_draft is not None and _kind_offered(note_form, kept_draft.kind):
+        kinds = note_kinds_for(request.user)
+        note_form = NoteForm(kinds=kinds)
+        # A kept note of a kind its author may no longer write (a grant taken
+        # away since) is not put in the form: saved, it would become another
+        # kind of note, read by others.
+        if kept_draft is not None and kept_draft.kind in kinds:
             note_form.initial = _draft_initial(kept_draft)
     page = Paginator(chart_section.records_for(chart), PAGE_SIZE).get_page(
         request.GET.get("page")
@@ -183,13 +187,6 @@ def _section_response(request, patient_id, section, note_form=None, status=200):
 
 def _draft_initial(draft) -> dict:
     return {"kind": draft.kind, "title": draft.title, "body": draft.body}
-
-
-def _kind_offered(form, kind: str) -> bool:
-    # A kept note of a kind its author may no longer write (a grant taken
-    # away since) is not put in the form: saved, it would become another
-    # kind of note, read by others.
-    return any(value == kind for value, _label in form.fields["kind"].widget.choices)
 
 
 @require_POST
