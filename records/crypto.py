@@ -478,10 +478,14 @@ def sealed_version(token) -> int:
     """The data-key version a sealed value names, without opening it."""
     token = _as_stored(token)
     if isinstance(token, bytes):
-        _check_header(token)
-        return int.from_bytes(token[1:HEADER_BYTES], "big")
+        return _binary_version(token)
     _algorithm, version, _payload = _split(token)
     return version
+
+
+def _binary_version(token: bytes) -> int:
+    _check_header(token)
+    return int.from_bytes(token[1:HEADER_BYTES], "big")
 
 
 def is_current(token) -> bool:
@@ -560,8 +564,7 @@ def open_sealed(token: bytes, associated_data: bytes) -> str:
     """
     cipher = keyring().ciphers_by_header.get(token[:HEADER_BYTES])
     if cipher is None or len(token) <= HEADER_BYTES + NONCE_BYTES:
-        _check_header(token)
-        cipher = _cipher_for(int.from_bytes(token[1:HEADER_BYTES], "big"))
+        cipher = _cipher_for(_binary_version(token))
     return _authenticated_text(
         cipher,
         token[HEADER_BYTES : HEADER_BYTES + NONCE_BYTES],

@@ -371,17 +371,11 @@ class EncryptedField(models.TextField):
                 "encrypted models use client-side UUID keys"
             )
 
-    def associated_data(self, instance) -> bytes:
-        return self.associated_data_for(instance.pk)
-
     def open_token(self, pk, token):
         """The value of ``token`` as loaded (either format) for row ``pk``."""
         self._check_row(pk)
         text = crypto.open_stored(token, self.binding()[1], pk)
         return self.opened(text) if self.parses else text
-
-    def open_for(self, instance, token):
-        return self.open_token(instance.pk, token)
 
     def opened(self, text: str):
         """The field's value from its opened text, IntegrityError if it is not one."""
