@@ -226,10 +226,14 @@ def _write_checkpoint() -> None:
         logger.error("Audit checkpoint not written: %s", error_kind(error))
 
 
-def count_events_for_patient(patient_ref: str, actions: Iterable[AuditAction]) -> int:
+def _events_for_patient(patient_ref: str, actions: Iterable[AuditAction]):
     return AuditEvent.objects.filter(
         patient_ref=str(patient_ref), action__in=[a.value for a in actions]
-    ).count()
+    )
+
+
+def count_events_for_patient(patient_ref: str, actions: Iterable[AuditAction]) -> int:
+    return _events_for_patient(patient_ref, actions).count()
 
 
 def recent_events_for_patient(
@@ -241,8 +245,4 @@ def recent_events_for_patient(
     straight from an index; ordering by time needed every event of the
     patient sorted, a cost that grew with each open of the chart.
     """
-    return list(
-        AuditEvent.objects.filter(
-            patient_ref=str(patient_ref), action__in=[a.value for a in actions]
-        ).order_by("-sequence")[:limit]
-    )
+    return list(_events_for_patient(patient_ref, actions).order_by("-sequence")[:limit])

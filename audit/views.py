@@ -61,7 +61,7 @@ def audit_events(request):
             "patient_labels": labels,
             "address_filters_ignored": address_filters,
             "export_limit": EXPORT_LIMIT,
-            "export_parts": max(1, math.ceil(page.paginator.count / EXPORT_LIMIT)),
+            "export_parts": _export_parts(page.paginator.count),
         },
     )
 
@@ -80,7 +80,7 @@ def audit_export(request):
 
     events = event_filter.qs
     total = events.count()
-    parts = max(1, math.ceil(total / EXPORT_LIMIT))
+    parts = _export_parts(total)
     part = _export_part(request.POST.get("part"), parts)
     if part is None:
         # The trail's own page, which says how many parts this filter has.
@@ -113,6 +113,11 @@ def audit_export(request):
         f'attachment; filename="audit-events-{stamp}-part-{part}-of-{parts}.fhir.json"'
     )
     return response
+
+
+def _export_parts(total: int) -> int:
+    """How many files of at most EXPORT_LIMIT events an export of ``total`` takes."""
+    return max(1, math.ceil(total / EXPORT_LIMIT))
 
 
 def _export_part(given: str | None, parts: int) -> int | None:
