@@ -13,8 +13,13 @@ SQLITE_INSTALL = [
     """
     CREATE TRIGGER audit_event_refuse_outside_chain BEFORE INSERT ON audit_auditevent
     WHEN NEW.sequence < 1
-    BEGIN SELECT RAISE(ABORT, 'audit events are numbered from 1: an event outside the chain refused'); END
-    """,  # noqa: E501 (one SQL message)
+    BEGIN
+        SELECT RAISE(
+            ABORT,
+            'audit events are numbered from 1: an event outside the chain refused'
+        );
+    END
+    """,
 ]
 SQLITE_REMOVE = ["DROP TRIGGER IF EXISTS audit_event_refuse_outside_chain"]
 
