@@ -284,3 +284,24 @@ def test_the_schema_names_sections_pages_and_refusals(physician):
         schema["paths"]["/api/v1/patients/{patient_id}/notes/"]["post"],
     ):
         assert {"403", "404", "429", "503"} <= set(operation["responses"])
+
+
+def test_an_api_write_takes_the_csrf_token_from_a_page_as_the_readme_says(
+    physician, marker_patient
+):
+    add_to_care_team(physician, marker_patient)
+    client = verified_client(physician)
+    client.handler.enforce_csrf_checks = True
+    url = f"/api/v1/patients/{marker_patient.pk}/notes/"
+    note = {"kind": "progress", "title": "Round", "body": "Settled."}
+
+    without = client.post(url, note, content_type="application/json")
+    page = client.get(f"/patients/{marker_patient.pk}/notes/").content.decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)[1]
+    written = client.post(
+        url, note, content_type="application/json", HTTP_X_CSRFTOKEN=token
+    )
+
+    assert without.status_code == 403 and "CSRF" in without.json()["detail"]
+    assert written.status_code == 201
+    assert ClinicalNote.objects.count() == 1
