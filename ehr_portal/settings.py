@@ -241,6 +241,16 @@ for _alias, _database in DATABASES.items():
         # its "temporarily unavailable" answer.
         _options["timeout"] = 5 if _alias == "audit" else 20
         _options["transaction_mode"] = "IMMEDIATE"
+    elif _database["ENGINE"].endswith("postgresql"):
+        # Parameters travel apart from the SQL, so psycopg prepares a query it
+        # has sent five times and PostgreSQL stops parsing and planning the
+        # same dozen statements on every chart open: 40% of the database's CPU
+        # per open (bench/audit_bench.py). Django turns preparing off unless
+        # asked; a pooler in transaction mode must then keep prepared
+        # statements (PgBouncer's max_prepared_statements).
+        _options = _database.setdefault("OPTIONS", {})
+        _options["server_side_binding"] = True
+        _options["prepare_threshold"] = 5
 DATABASE_ROUTERS = ["audit.routers.AuditRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
