@@ -160,40 +160,121 @@ def chain_head(cursor) -> tuple[int, str]:
     return (row[0], row[1]) if row else (0, GENESIS_HASH)
 
 
+# Spelled out once rather than built by the ORM on every chart open, where
+# building it cost more than the hashing. The values follow the canonical
+# form's order, then the hash itself (_insert_values).
+INSERT_EVENT = """
+    INSERT INTO audit_auditevent (
+        sequence, occurred_at, actor_id, actor_username, actor_role, action,
+        outcome, patient_ref, record_type, fields, ip_address,
+        device_fingerprint, purpose, reason, request_id, chain_hash
+    )
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s)
+    RETURNING id
+"""
+
+
 def append(events: list) -> None:
     """Number, seal and insert ``events`` (unsaved AuditEvents) in one transaction.
 
     The lock and the read of the chain head are separate statements on
     purpose: in READ COMMITTED each statement sees what was committed before
     it began, so the head read after the lock is granted includes the event
-    the previous holder just committed. On PostgreSQL they travel together
-    (pipeline mode) with the transaction's BEGIN: the server still runs them
-    one after the other, and the writers queued on the lock wait one round
-    trip less for each other.
+    the previous holder just committed.
     """
+    if not events:
+        return
+    connection = connections[AUDIT_DATABASE]
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        _append_in_two_round_trips(connection, events)
+        return
+
+    # SQLite, or PostgreSQL inside a transaction the caller opened (the
+    # tests' transactions): Django's atomic block holds the statements.
     from audit.models import AuditEvent
 
-    connection = connections[AUDIT_DATABASE]
-    key = chain_key()
     with transaction.atomic(using=AUDIT_DATABASE), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            with connection.connection.pipeline():
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_ID])
-                sequence, previous_hash = chain_head(cursor)
-        else:
-            sequence, previous_hash = chain_head(cursor)
-
-        # Stamped under the lock, so time never runs backwards along the chain.
-        now = timezone.now()
-        for event in events:
-            sequence += 1
-            event.sequence = sequence
-            event.occurred_at = now
-            event.ip_address = normalised_ip(event.ip_address)
-            event.chain_hash = seal(previous_hash, event_canonical_form(event), key)
-            previous_hash = event.chain_hash
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_ID])
+        sequence, previous_hash = chain_head(cursor)
+        _number_and_seal(events, sequence, previous_hash)
 
         if len(events) == 1:
             events[0].save(using=AUDIT_DATABASE)
         else:
             AuditEvent.objects.bulk_create(events)
+
+
+def _append_in_two_round_trips(connection, events: list) -> None:
+    """PostgreSQL outside any transaction: the same steps, in two round trips.
+
+    BEGIN, the lock and the head read travel together (pipeline mode; the
+    server still runs them one after the other), then the INSERT with the
+    COMMIT. Writers queue on the lock, so every round trip saved while it is
+    held is saved for each writer waiting behind it.
+    """
+    connection.ensure_connection()
+    session = connection.connection
+    try:
+        with connection.cursor() as cursor:
+            with session.pipeline():
+                cursor.execute("BEGIN")
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_ID])
+                sequence, previous_hash = chain_head(cursor)
+
+            _number_and_seal(events, sequence, previous_hash)
+
+            # psycopg's own cursor: Django's wrapper passes no ``returning``.
+            inserts = cursor.cursor
+            with session.pipeline(), connection.cursor() as commit:
+                inserts.executemany(
+                    INSERT_EVENT, [_insert_values(event) for event in events],
+                    returning=True,
+                )  # fmt: skip
+                commit.execute("COMMIT")
+            ids = [inserts.fetchone()[0]]
+            while inserts.nextset():
+                ids.append(inserts.fetchone()[0])
+    except BaseException:
+        _abandon(connection)
+        raise
+
+    for event, pk in zip(events, ids, strict=True):
+        event.pk = pk
+        event._state.adding = False
+        event._state.db = AUDIT_DATABASE
+
+
+def _abandon(connection) -> None:
+    """Roll back a failed append, or drop the connection if even that fails.
+
+    Nothing may stay half-done on a connection that the next request reuses:
+    an open transaction would hold the chain lock against every other writer.
+    """
+    try:
+        connection.connection.rollback()
+    except Exception:
+        connection.close()
+
+
+def _insert_values(event) -> tuple:
+    return (
+        event.sequence, event.occurred_at, event.actor_id, event.actor_username,
+        event.actor_role, event.action, event.outcome, event.patient_ref,
+        event.record_type, _json_text(list(event.fields)), event.ip_address,
+        event.device_fingerprint, event.purpose, event.reason, event.request_id,
+        event.chain_hash,
+    )  # fmt: skip
+
+
+def _number_and_seal(events: list, sequence: int, previous_hash: str) -> None:
+    key = chain_key()
+    # Stamped under the lock, so time never runs backwards along the chain.
+    now = timezone.now()
+    for event in events:
+        sequence += 1
+        event.sequence = sequence
+        event.occurred_at = now
+        event.ip_address = normalised_ip(event.ip_address)
+        event.chain_hash = seal(previous_hash, event_canonical_form(event), key)
+        previous_hash = event.chain_hash
