@@ -286,6 +286,7 @@ LOGIN_REDIRECT_URL = "home"
 
 # Sessions: JSON only, gone when the browser closes, and idle sign-out after
 # 15 minutes (45 CFR 164.312(a)(2)(iii), automatic logoff).
+SESSION_ENGINE = "accounts.sessions"
 SESSION_SERIALIZER = "django.contrib.sessions.serializers.JSONSerializer"
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True

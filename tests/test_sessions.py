@@ -480,3 +480,34 @@ def test_the_api_says_why_a_session_ended(nurse, marker_patient):
         "to go on."
     )
     assert events(AuditAction.IDLE_LOGOUT).get().actor_id == nurse.pk
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_each_page_saves_the_idle_clock_in_the_stored_session(nurse):
+    with freeze_time(START) as clock:
+        client = verified_client(nurse)
+        session_key = client.cookies["sessionid"].value
+        clock.tick(10 * MINUTE)
+        assert client.get("/patients/").status_code == 200
+        clock.tick(10 * MINUTE)
+
+        # Twenty minutes after sign-in, but ten after the last page.
+        assert client.get("/patients/").status_code == 200
+    assert Session.objects.filter(session_key=session_key).exists()
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_a_session_removed_during_a_request_is_not_written_back(nurse):
+    from django.contrib.sessions.backends.base import UpdateError
+
+    from accounts.sessions import SessionStore
+
+    client = verified_client(nurse)
+    session_key = client.cookies["sessionid"].value
+    store = SessionStore(session_key)
+    store["_seen"] = True
+    Session.objects.filter(session_key=session_key).delete()
+
+    with pytest.raises(UpdateError):
+        store.save()
+    assert not Session.objects.filter(session_key=session_key).exists()
