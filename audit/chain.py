@@ -18,12 +18,15 @@ import functools
 import hmac
 import ipaddress
 import json
+import logging
 
 from django.conf import settings
 from django.db import connections, transaction
 from django.utils import timezone
 
 from audit.routers import AUDIT_DATABASE
+
+logger = logging.getLogger(__name__)
 
 GENESIS_HASH = "0" * 64
 
@@ -54,6 +57,21 @@ _json_text = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encod
 
 def chain_key() -> bytes:
     return settings.AUDIT_CHAIN_KEY.encode()
+
+
+class ChainKeyMismatch(Exception):
+    """This process's chain key is not the one the trail is sealed with."""
+
+
+_FINGERPRINT_TEXT = b"EHR Portal audit chain key fingerprint, version 1"
+RECORDED_KEYS = "SELECT fingerprint FROM audit_chainkeyfingerprint"
+RECORD_KEY = (
+    "INSERT INTO audit_chainkeyfingerprint (fingerprint, recorded_at) VALUES (%s, %s)"
+)
+
+
+def key_fingerprint(key: bytes) -> str:
+    return hmac.digest(key, _FINGERPRINT_TEXT, "sha256").hex()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -193,12 +211,17 @@ def append(events: list) -> None:
     # tests' transactions): Django's atomic block holds the statements.
     from audit.models import AuditEvent
 
+    key = chain_key()
     with transaction.atomic(using=AUDIT_DATABASE), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_ID])
         sequence, previous_hash = chain_head(cursor)
-        _number_and_seal(events, sequence, previous_hash)
+        cursor.execute(RECORDED_KEYS)
+        unrecorded = _unrecorded_key(cursor.fetchall(), sequence, previous_hash, key)
+        _number_and_seal(events, sequence, previous_hash, key)
 
+        if unrecorded:
+            cursor.execute(RECORD_KEY, [unrecorded, timezone.now()])
         if len(events) == 1:
             events[0].save(using=AUDIT_DATABASE)
         else:
@@ -215,18 +238,24 @@ def _append_in_two_round_trips(connection, events: list) -> None:
     """
     connection.ensure_connection()
     session = connection.connection
+    key = chain_key()
     try:
-        with connection.cursor() as cursor:
+        with connection.cursor() as cursor, connection.cursor() as keys:
             with session.pipeline():
                 cursor.execute("BEGIN")
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_ID])
                 sequence, previous_hash = chain_head(cursor)
+                keys.execute(RECORDED_KEYS)
+            recorded = keys.fetchall()
 
-            _number_and_seal(events, sequence, previous_hash)
+            unrecorded = _unrecorded_key(recorded, sequence, previous_hash, key)
+            _number_and_seal(events, sequence, previous_hash, key)
 
             # psycopg's own cursor: Django's wrapper passes no ``returning``.
             inserts = cursor.cursor
             with session.pipeline(), connection.cursor() as commit:
+                if unrecorded:
+                    keys.execute(RECORD_KEY, [unrecorded, timezone.now()])
                 inserts.executemany(
                     INSERT_EVENT, [_insert_values(event) for event in events],
                     returning=True,
@@ -267,8 +296,49 @@ def _insert_values(event) -> tuple:
     )  # fmt: skip
 
 
-def _number_and_seal(events: list, sequence: int, previous_hash: str) -> None:
-    key = chain_key()
+def _unrecorded_key(recorded: list, sequence: int, previous_hash: str, key: bytes):
+    """The fingerprint of ``key`` if the trail has yet to record one, else None.
+
+    Raises ChainKeyMismatch when the trail's recorded key is another. A trail
+    begun before fingerprints were recorded has events but no fingerprint:
+    its newest event must then verify under ``key`` before the key is
+    recorded.
+    """
+    fingerprint = key_fingerprint(key)
+    known = {row[0] for row in recorded}
+    if fingerprint in known:
+        return None
+    if known:
+        logger.error(
+            "This process's audit chain key is not the one the trail is sealed "
+            "with: nothing written. Check PORTAL_AUDIT_CHAIN_KEY (or its _FILE)."
+        )
+        raise ChainKeyMismatch("the audit chain key differs from the trail's")
+    if sequence == 0 or _head_is_sealed_with(key, sequence, previous_hash):
+        return fingerprint
+
+    logger.error(
+        "The newest audit event does not verify under this process's chain key "
+        "(a wrong PORTAL_AUDIT_CHAIN_KEY, or an altered event: run verify_audit); "
+        "nothing written."
+    )
+    raise ChainKeyMismatch("the newest event does not verify under this chain key")
+
+
+def _head_is_sealed_with(key: bytes, sequence: int, head_hash: str) -> bool:
+    from audit.models import AuditEvent
+
+    events = AuditEvent.objects.using(AUDIT_DATABASE)
+    head = events.get(sequence=sequence)
+    before = (
+        events.get(sequence=sequence - 1).chain_hash if sequence > 1 else GENESIS_HASH
+    )
+    return hmac.compare_digest(seal(before, event_canonical_form(head), key), head_hash)
+
+
+def _number_and_seal(
+    events: list, sequence: int, previous_hash: str, key: bytes
+) -> None:
     # Stamped under the lock, so time never runs backwards along the chain.
     now = timezone.now()
     for event in events:

@@ -95,7 +95,42 @@ class AuditEventQuerySet(models.QuerySet):
         raise WriteOnceError("audit events cannot be updated")
 
 
-class AuditEvent(models.Model):
+class WriteOnceModel(models.Model):
+    """A row of the audit database: inserted once, never changed or removed."""
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise WriteOnceError("audit events cannot be updated")
+        kwargs["force_insert"] = True
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise WriteOnceError("audit events cannot be deleted")
+
+
+class ChainKeyFingerprint(WriteOnceModel):
+    """Which chain key the trail is sealed with, without the key itself.
+
+    Recorded by the first writer. A process started with another key (a
+    mistyped PORTAL_AUDIT_CHAIN_KEY, a file from another deployment) then
+    writes nothing, where it would otherwise seal events no verification with
+    the right key can accept. The fingerprint is an HMAC of a fixed text
+    under the key, so it tells nothing about the key.
+    """
+
+    fingerprint = models.CharField(max_length=64, unique=True)
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"Chain key {self.fingerprint[:12]}"
+
+
+class AuditEvent(WriteOnceModel):
     # Given out by audit.chain inside the insert transaction: gap-free, in
     # commit order. chain_hash is the HMAC over this event and the one before.
     sequence = models.BigIntegerField(unique=True)
@@ -117,8 +152,6 @@ class AuditEvent(models.Model):
     purpose = models.CharField(max_length=255, blank=True, default="")
     reason = models.CharField(max_length=255, blank=True, default="")
     request_id = models.CharField(max_length=32, blank=True, default="")
-
-    objects = AuditEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-occurred_at", "-id"]
@@ -144,15 +177,6 @@ class AuditEvent(models.Model):
 
     def __str__(self):
         return f"Audit event {self.pk}"
-
-    def save(self, *args, **kwargs):
-        if not self._state.adding:
-            raise WriteOnceError("audit events cannot be updated")
-        kwargs["force_insert"] = True
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise WriteOnceError("audit events cannot be deleted")
 
     @property
     def action_label(self) -> str:

@@ -12,6 +12,7 @@ from psycopg import sql
 ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 DATABASE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 AUDIT_TABLE = "audit_auditevent"
+CHAIN_KEY_TABLE = "audit_chainkeyfingerprint"
 
 
 def writer_role_statements(role: str, database: str) -> list[sql.Composed]:
@@ -29,6 +30,9 @@ def writer_role_statements(role: str, database: str) -> list[sql.Composed]:
         "database": sql.Identifier(database),
         "table": sql.Identifier(AUDIT_TABLE),
         "sequence": sql.Identifier(f"{AUDIT_TABLE}_id_seq"),
+        # The first writer records which chain key seals the trail.
+        "keys": sql.Identifier(CHAIN_KEY_TABLE),
+        "keys_sequence": sql.Identifier(f"{CHAIN_KEY_TABLE}_id_seq"),
     }
     statements = (
         "DO $$ BEGIN CREATE ROLE {role} LOGIN;\n"
@@ -38,5 +42,8 @@ def writer_role_statements(role: str, database: str) -> list[sql.Composed]:
         "REVOKE ALL ON {table} FROM {role}",
         "GRANT SELECT, INSERT ON {table} TO {role}",
         "GRANT USAGE ON SEQUENCE {sequence} TO {role}",
+        "REVOKE ALL ON {keys} FROM {role}",
+        "GRANT SELECT, INSERT ON {keys} TO {role}",
+        "GRANT USAGE ON SEQUENCE {keys_sequence} TO {role}",
     )
     return [sql.SQL(statement).format(**names) for statement in statements]

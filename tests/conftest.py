@@ -76,6 +76,12 @@ def _fresh_counters():
 
 
 WRITE_ONCE = importlib.import_module("audit.migrations.0002_write_once_triggers")
+CHAIN_KEY_WRITE_ONCE = importlib.import_module(
+    "audit.migrations.0007_chain_key_fingerprint"
+)
+# Installed in this order and removed in the reverse one: on PostgreSQL the
+# chain key table's trigger calls the function that 0002 creates.
+WRITE_ONCE_TRIGGERS = (WRITE_ONCE, CHAIN_KEY_WRITE_ONCE)
 
 
 def run_statements(alias: str, statements) -> None:
@@ -95,12 +101,14 @@ def _flush_lifting_audit_triggers(handle):
         alias = options.get("database")
         if alias != "audit":
             return handle(self, **options)
-        install, remove = WRITE_ONCE.STATEMENTS[connections[alias].vendor]
-        run_statements(alias, remove)
+        vendor = connections[alias].vendor
+        for migration in reversed(WRITE_ONCE_TRIGGERS):
+            run_statements(alias, migration.STATEMENTS[vendor][1])
         try:
             return handle(self, **options)
         finally:
-            run_statements(alias, install)
+            for migration in WRITE_ONCE_TRIGGERS:
+                run_statements(alias, migration.STATEMENTS[vendor][0])
 
     return flush_handle
 
@@ -117,8 +125,11 @@ NUMBERED_IN_CHAIN = importlib.import_module(
 def audit_triggers_lifted():
     """What a database superuser can do: drop the audit table's triggers for a while."""
     vendor = connections["audit"].vendor
-    triggers = [WRITE_ONCE.STATEMENTS[vendor], NUMBERED_IN_CHAIN.STATEMENTS[vendor]]
-    for _install, remove in triggers:
+    triggers = [
+        migration.STATEMENTS[vendor]
+        for migration in (*WRITE_ONCE_TRIGGERS, NUMBERED_IN_CHAIN)
+    ]
+    for _install, remove in reversed(triggers):
         run_statements("audit", remove)
     try:
         yield connections["audit"]

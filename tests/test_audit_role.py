@@ -49,6 +49,9 @@ def test_the_writer_role_can_write_and_read_events(as_writer_role):
         "TRUNCATE audit_auditevent",
         "ALTER TABLE audit_auditevent DISABLE TRIGGER USER",
         "DROP TABLE audit_auditevent",
+        "UPDATE audit_chainkeyfingerprint SET fingerprint = 'another key'",
+        "DELETE FROM audit_chainkeyfingerprint",
+        "TRUNCATE audit_chainkeyfingerprint",
     ],
 )
 def test_the_writer_role_cannot_change_the_trail(as_writer_role, statement):
