@@ -81,7 +81,7 @@ class WriteOnceError(Exception):
     """Raised on any attempt to change or remove an audit event."""
 
 
-class AuditEventQuerySet(models.QuerySet):
+class WriteOnceQuerySet(models.QuerySet):
     def update(self, **kwargs):
         raise WriteOnceError("audit events cannot be updated")
 
@@ -98,7 +98,7 @@ class AuditEventQuerySet(models.QuerySet):
 class WriteOnceModel(models.Model):
     """A row of the audit database: inserted once, never changed or removed."""
 
-    objects = AuditEventQuerySet.as_manager()
+    objects = WriteOnceQuerySet.as_manager()
 
     class Meta:
         abstract = True
