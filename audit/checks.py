@@ -1,8 +1,9 @@
 """The ``hipaa`` system checks owned by audit: what the trail's database needs."""
 
 from django.core import checks
-from django.db import connections
+from django.db import DatabaseError, connections
 
+from audit import chain
 from audit.routers import AUDIT_DATABASE
 
 
@@ -32,5 +33,37 @@ def check_audit_database_maintenance(app_configs=None, databases=None, **kwargs)
             hint="set autovacuum = on in postgresql.conf and reload, or schedule "
             "VACUUM ANALYZE audit_auditevent (README, Audit trail, Maintenance)",
             id="hipaa.W301",
+        )
+    ]
+
+
+@checks.register("hipaa", checks.Tags.database)
+def check_chain_key_is_the_trails(app_configs=None, databases=None, **kwargs):
+    """An error when this process's chain key is not the one the trail records.
+
+    Such a process can write no audit event, so it would show no chart; the
+    check says why before the first clinician finds out (``check --database
+    audit``, and every ``migrate``).
+    """
+    if not databases or AUDIT_DATABASE not in databases:
+        return []
+
+    try:
+        with connections[AUDIT_DATABASE].cursor() as cursor:
+            cursor.execute(chain.RECORDED_KEYS)
+            recorded = {row[0] for row in cursor.fetchall()}
+    except DatabaseError:
+        # Not migrated yet (this runs before migrate's first step): nothing
+        # recorded to compare with.
+        return []
+    if not recorded or chain.key_fingerprint(chain.chain_key()) in recorded:
+        return []
+    return [
+        checks.Error(
+            "this process's audit chain key is not the one the audit trail is "
+            "sealed with: every audit write would be refused",
+            hint="give it the deployment's PORTAL_AUDIT_CHAIN_KEY (or _FILE) "
+            "(README, Audit keys)",
+            id="hipaa.E302",
         )
     ]

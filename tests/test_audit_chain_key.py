@@ -7,6 +7,8 @@ records the key's fingerprint; any later writer must hold the same key.
 """
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 from django.db import DatabaseError, connections, transaction
 
 from audit.chain import chain_key, key_fingerprint
@@ -137,3 +139,13 @@ def test_outside_a_transaction_another_key_is_refused_and_the_trail_still_takes_
         "on care team",
         "written with the right key",
     ]
+
+
+def test_the_system_check_names_a_chain_key_the_trail_was_not_sealed_with(settings):
+    call_command("check", "--database", "audit", "--tag", "hipaa")
+    _view()
+    call_command("check", "--database", "audit", "--tag", "hipaa")
+
+    settings.AUDIT_CHAIN_KEY = ANOTHER_KEY
+    with pytest.raises(SystemCheckError, match="hipaa.E302"):
+        call_command("check", "--database", "audit", "--tag", "hipaa")
