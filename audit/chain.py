@@ -88,8 +88,10 @@ def normalised_ip(address: str | None) -> str | None:
         return str(parsed)
     if parsed.ipv4_mapped:
         return str(parsed.ipv4_mapped)
+    # PostgreSQL writes the low 32 bits in dotted form only when the zeros
+    # end exactly there (::1.2.3.4); ::2 or ::0.0.1.0 stay in hexadecimal.
     words = [(int(parsed) >> shift) & 0xFFFF for shift in range(112, -16, -16)]
-    if not any(words[:6]) and (words[6] or words[7] > 1):
+    if not any(words[:6]) and words[6]:
         return "::" + str(ipaddress.IPv4Address(int(parsed) & 0xFFFFFFFF))
     return str(parsed)
 

@@ -75,7 +75,18 @@ def test_a_range_of_the_chain_verifies(capsys):
 
 
 @pytest.mark.parametrize(
-    "address", ["203.0.113.9", "::ffff:198.51.100.7", "2001:db8::1", "::192.0.2.1"]
+    "address",
+    [
+        "203.0.113.9",
+        "::ffff:198.51.100.7",
+        "2001:db8::1",
+        "::192.0.2.1",
+        "::2",
+        "::0.0.1.0",
+        "::1",
+        "::",
+        "::1:0:0",
+    ],
 )
 def test_awkward_values_verify_on_every_engine(address, capsys):
     context = request_context.RequestContext(
