@@ -1,6 +1,8 @@
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
 
+from accounts.services import record_failed_password_sign_in
+
 BACKUP_CODE_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz234567-")
 
 
@@ -19,6 +21,17 @@ class SignInForm(AuthenticationForm):
 
     def clean_username(self):
         return (self.cleaned_data.get("username") or "").strip().casefold()
+
+    def clean(self):
+        # Django sets the field's max_length without its validator, and would
+        # try a name longer than any account's; django-axes then fails to
+        # store it (a server error on PostgreSQL). Refused as a wrong name,
+        # and audited like one.
+        username = self.cleaned_data.get("username") or ""
+        if len(username) > self.fields["username"].max_length:
+            record_failed_password_sign_in(username)
+            raise self.get_invalid_login_error()
+        return super().clean()
 
 
 class OneTimeCodeForm(forms.Form):

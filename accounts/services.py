@@ -43,6 +43,26 @@ REFUSAL_ACTIONS = {
 }
 
 
+UNKNOWN_USERNAME = "(unknown username)"
+
+
+def record_failed_password_sign_in(username: str) -> None:
+    """LOGIN_FAILED for a wrong username or password.
+
+    Only a username that names an account is kept: people type passwords
+    into the username box, and the audit trail must not collect them.
+    """
+    if not get_user_model().objects.filter(username=username).exists():
+        username = UNKNOWN_USERNAME
+    record_event(
+        actor=None,
+        action=AuditAction.LOGIN_FAILED,
+        outcome=AuditOutcome.FAILURE,
+        username=username,
+        purpose="password",
+    )
+
+
 def fold_username(request, credentials) -> str:
     """The one spelling of a username that lockout counts and sign-in uses.
 

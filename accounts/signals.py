@@ -1,7 +1,6 @@
 """Sign-in and sign-out leave audit events, whichever view caused them."""
 
 from axes.signals import user_locked_out
-from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import (
     user_logged_in,
     user_logged_out,
@@ -13,12 +12,11 @@ from accounts.services import (
     OTP_FAILURE_SENDER,
     SESSION_END_ATTRIBUTE,
     fold_username,
+    record_failed_password_sign_in,
     start_session_clock,
 )
 from audit.models import AuditAction, AuditOutcome
 from audit.services import record_event
-
-UNKNOWN_USERNAME = "(unknown username)"
 
 
 def _refused_while_locked(request) -> bool:
@@ -48,18 +46,7 @@ def record_failed_sign_in(sender, credentials, request=None, **kwargs):
     if sender == OTP_FAILURE_SENDER or _refused_while_locked(request):
         return
 
-    # Only a username that names an account is kept: people type passwords
-    # into the username box, and the audit trail must not collect them.
-    username = fold_username(request, credentials)
-    if not get_user_model().objects.filter(username=username).exists():
-        username = UNKNOWN_USERNAME
-    record_event(
-        actor=None,
-        action=AuditAction.LOGIN_FAILED,
-        outcome=AuditOutcome.FAILURE,
-        username=username,
-        purpose="password",
-    )
+    record_failed_password_sign_in(fold_username(request, credentials))
 
 
 @receiver(user_logged_out)

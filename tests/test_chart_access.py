@@ -409,7 +409,7 @@ def test_audit_filters_that_cannot_apply_show_an_error_and_no_events(
 
 
 def test_a_failed_sign_in_keeps_only_real_usernames(physician):
-    from accounts.signals import UNKNOWN_USERNAME
+    from accounts.services import UNKNOWN_USERNAME
 
     Client().post("/accounts/login/", {"username": "Dr.House", "password": "wrong!"})
     Client().post(

@@ -147,3 +147,16 @@ def test_a_wrong_password_says_only_the_password_is_case_sensitive(client, nurse
 
     assert "The password is case-sensitive; the username is not." in page
     assert "both fields may be case-sensitive" not in page
+
+
+@pytest.mark.parametrize("length", [150, 151, 256, 5000])
+def test_a_name_longer_than_any_account_is_a_wrong_name_not_an_error(
+    client, nurse, length
+):
+    response = wrong_password(client, "u" * length)
+
+    assert response.status_code == 200
+    assert "Please enter a correct username and password" in response.content.decode()
+    failed = AuditEvent.objects.get(action=AuditAction.LOGIN_FAILED)
+    assert failed.actor_username == "(unknown username)"
+    assert "_auth_user_id" not in client.session
