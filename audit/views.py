@@ -6,6 +6,7 @@ import math
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
+from django.db.models import Max
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -62,6 +63,7 @@ def audit_events(request):
             "address_filters_ignored": address_filters,
             "export_limit": EXPORT_LIMIT,
             "export_parts": _export_parts(page.paginator.count),
+            "trail_head": AuditEvent.objects.aggregate(head=Max("sequence"))["head"],
         },
     )
 
@@ -78,7 +80,13 @@ def audit_export(request):
         page.status_code = 400
         return page
 
+    # The parts of one export are cut from the trail as the screen showed it:
+    # the events written since (the export's own among them) would otherwise
+    # push each part's window along, and two parts would share events.
     events = event_filter.qs
+    up_to = _sequence(request.POST.get("up_to"))
+    if up_to is not None:
+        events = events.filter(sequence__lte=up_to)
     total = events.count()
     parts = _export_parts(total)
     part = _export_part(request.POST.get("part"), parts)
@@ -104,7 +112,9 @@ def audit_export(request):
         fields=_filters_used(request.POST),
         purpose="compliance review",
         reason=f"{exported} of {total} event(s) exported as FHIR AuditEvent"
-        f" (part {part} of {parts})",
+        f" (part {part} of {parts}"
+        + ("" if up_to is None else f", events up to {up_to}")
+        + ")",
     )
 
     response = HttpResponse(json.dumps(bundle), content_type="application/fhir+json")
@@ -131,9 +141,18 @@ def _export_part(given: str | None, parts: int) -> int | None:
     return part if 1 <= part <= parts else None
 
 
+def _sequence(given: str | None) -> int | None:
+    """An event number from the form, or None for none or one that is not."""
+    try:
+        number = int(given or "")
+    except ValueError:
+        return None
+    return number if number >= 1 else None
+
+
 def _filters_used(data) -> list[str]:
     return sorted(
         key
         for key, value in (data or {}).items()
-        if value and key != "csrfmiddlewaretoken"
+        if value and key not in ("csrfmiddlewaretoken", "up_to")
     )

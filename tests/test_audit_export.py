@@ -158,3 +158,45 @@ def test_a_trail_longer_than_one_export_is_exported_in_parts(
         "2 of 5 event(s) exported as FHIR AuditEvent (part 1 of 3)",
         "1 of 5 event(s) exported as FHIR AuditEvent (part 3 of 3)",
     ]
+
+
+def test_parts_of_one_export_stay_apart_while_the_trail_grows(
+    compliance_officer, monkeypatch
+):
+    import re
+
+    from audit import views
+    from audit.models import AuditOutcome
+    from audit.services import record_event
+
+    def write(count):
+        for number in range(count):
+            record_event(
+                actor="system:test", action=AuditAction.VIEWED,
+                outcome=AuditOutcome.SUCCESS, reason=f"event {number}",
+            )  # fmt: skip
+
+    monkeypatch.setattr(views, "EXPORT_LIMIT", 3)
+    write(5)
+    client = verified_client(compliance_officer)
+    screen = client.post("/compliance/audit/", {"action": "VIEWED"}).content.decode()
+    up_to = re.search(r'name="up_to" value="(\d+)"', screen).group(1)
+
+    first = client.post(
+        "/compliance/audit/export/", {"action": "VIEWED", "up_to": up_to, "part": "1"}
+    )
+    write(2)  # clinicians keep working between the two downloads
+    second = client.post(
+        "/compliance/audit/export/", {"action": "VIEWED", "up_to": up_to, "part": "2"}
+    )
+
+    ids = [
+        [entry["resource"]["id"] for entry in json.loads(part.content)["entry"]]
+        for part in (first, second)
+    ]
+    shown = AuditEvent.objects.filter(action="VIEWED", sequence__lte=int(up_to))
+    assert not set(ids[0]) & set(ids[1])
+    assert sorted(ids[0] + ids[1]) == sorted(f"audit-{e.sequence}" for e in shown)
+    assert [json.loads(part.content)["total"] for part in (first, second)] == [5, 5]
+    export = AuditEvent.objects.filter(action=AuditAction.AUDIT_EXPORT).latest("id")
+    assert export.reason.endswith(f"(part 2 of 2, events up to {up_to})")
