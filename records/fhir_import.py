@@ -76,7 +76,9 @@ class BundleRejected(Exception):
 
     def __str__(self):
         # For the operator: the entry's resource id helps find it in the file.
-        return f"{self.path}: {self._where(with_id=True)}: {self.detail}"
+        # Ids and file names come from outside: a control character in one
+        # could rewrite the operator's terminal, or forge a line of output.
+        return _printable(f"{self.path}: {self._where(with_id=True)}: {self.detail}")
 
     @property
     def problem(self) -> str:
@@ -95,6 +97,14 @@ class BundleRejected(Exception):
         if isinstance(self.entry, int):
             return f"entry {self.entry}"
         return "bundle"
+
+
+def _printable(text: str) -> str:
+    """``text`` with each control character written as its escape (\\t, \\x1b)."""
+    return "".join(
+        character if character.isprintable() else repr(character)[1:-1]
+        for character in text
+    )
 
 
 class EntryInvalid(ValueError):

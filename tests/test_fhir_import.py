@@ -1020,3 +1020,29 @@ def test_a_bundle_without_one_of_fhirs_bundle_types_is_refused(
         capsys.readouterr().err
     )
     assert _stored_nothing()
+
+
+def test_control_characters_from_a_bundle_are_printed_as_escapes(
+    tmp_path, real_bundle, capsys
+):
+    bad = json.loads(
+        json.dumps(
+            next(
+                e
+                for e in real_bundle["entry"]
+                if e["resource"]["resourceType"] == "Condition"
+            )
+        )
+    )
+    # A newline and a terminal escape in the id: they must not start a line
+    # of their own or reach the terminal as control codes.
+    bad["resource"]["id"] = "c\n1 imported OK\x1b[2J"
+    bad["resource"]["subject"] = {"reference": "urn:uuid:not-this-patient"}
+    real_bundle["entry"].append(bad)
+
+    _import_fails(_write(tmp_path, real_bundle))
+
+    error = capsys.readouterr().err
+    assert "(Condition/c\\n1 imported OK\\x1b[2J)" in error
+    assert "\x1b" not in error
+    assert not any(line.startswith("1 imported OK") for line in error.splitlines())
