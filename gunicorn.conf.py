@@ -8,6 +8,12 @@ TLS belong to the deployment and stay on the command line.
 
 import gc
 
+# Gunicorn 25.1 and later open a control socket (worker counts, reloads) at
+# one path per user account: a second gunicorn on the machine takes it over
+# and removes it on exit. The portal is managed by its process supervisor,
+# so it opens none.
+control_socket_disable = True
+
 
 def post_worker_init(worker):
     # A worker holds tens of thousands of long-lived objects once Django and
