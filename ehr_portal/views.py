@@ -1,5 +1,6 @@
 """Landing page and error pages that carry a request id and nothing else."""
 
+from django.contrib.sessions.exceptions import SessionInterrupted
 from django.shortcuts import redirect, render
 
 from accounts.middleware import typed_text_given_back
@@ -46,7 +47,22 @@ def server_error(request):
     return _error_page(request, "500.html", 500)
 
 
+SESSION_INTERRUPTED = (
+    "Your session ended while this request was being answered (signed out in "
+    "another tab or window, or by an administrator). Sign in again."
+)
+
+
 def bad_request(request, exception=None):
+    if isinstance(exception, SessionInterrupted):
+        # Django's word for it: the session row went away before this
+        # response could save it. Not the user's mistake; say what happened.
+        return stopped_response(
+            request,
+            status=400,
+            template="session_interrupted.html",
+            detail=SESSION_INTERRUPTED,
+        )
     return _error_page(request, "400.html", 400)
 
 

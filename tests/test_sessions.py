@@ -511,3 +511,35 @@ def test_a_session_removed_during_a_request_is_not_written_back(nurse):
     with pytest.raises(UpdateError):
         store.save()
     assert not Session.objects.filter(session_key=session_key).exists()
+
+
+@pytest.mark.parametrize("api", [False, True])
+def test_a_sign_out_elsewhere_during_a_request_is_said_not_called_a_bad_request(
+    nurse, marker_patient, monkeypatch, api
+):
+    from records import services
+    from tests.conftest import add_to_care_team
+
+    add_to_care_team(nurse, marker_patient)
+    client = verified_client(nurse)
+    session_key = client.cookies["sessionid"].value
+    opened = services.open_chart
+
+    def sign_out_in_another_tab(*args, **kwargs):
+        chart = opened(*args, **kwargs)
+        Session.objects.filter(session_key=session_key).delete()
+        return chart
+
+    monkeypatch.setattr(services, "open_chart", sign_out_in_another_tab)
+    monkeypatch.setattr("records.views.open_chart", sign_out_in_another_tab)
+    prefix = "/api/v1" if api else ""
+
+    response = client.get(f"{prefix}/patients/{marker_patient.pk}/")
+
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert marker_patient.family_name not in body
+    if api:
+        assert response.json()["detail"].startswith("Your session ended while")
+    else:
+        assert "Your session ended" in body and "Sign in again" in body
