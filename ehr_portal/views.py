@@ -1,6 +1,9 @@
 """Landing page and error pages that carry a request id and nothing else."""
 
+import sys
+
 from django.contrib.sessions.exceptions import SessionInterrupted
+from django.db import InterfaceError, OperationalError
 from django.shortcuts import redirect, render
 
 from accounts.middleware import typed_text_given_back
@@ -43,7 +46,24 @@ def page_not_found(request, exception=None):
     return _error_page(request, "404.html", 404)
 
 
+DATABASE_UNAVAILABLE = (
+    "Records are temporarily unavailable: the database could not be reached. "
+    "Try again in a moment."
+)
+
+
 def server_error(request):
+    # Django calls this while handling the exception, so it can be read here.
+    # A lost or refused database connection (a restart, a failover) is not a
+    # fault in the portal: the next request reconnects.
+    exception = sys.exc_info()[1]
+    if isinstance(exception, OperationalError | InterfaceError):
+        return stopped_response(
+            request,
+            status=503,
+            template="database_unavailable.html",
+            detail=DATABASE_UNAVAILABLE,
+        )
     return _error_page(request, "500.html", 500)
 
 

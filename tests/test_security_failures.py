@@ -250,3 +250,33 @@ def test_a_chart_whose_identity_is_damaged_opens_through_no_door(
     assert AuditEvent.objects.filter(
         action=AuditAction.INTEGRITY_FAILURE, patient_ref=str(tampered_chart.pk)
     ).exists()
+
+
+@pytest.mark.parametrize("api", [False, True])
+def test_a_lost_database_connection_is_a_moment_unavailable_not_a_server_error(
+    physician, marker_patient, monkeypatch, api
+):
+    from django.db import OperationalError
+
+    from records import views
+
+    add_to_care_team(physician, marker_patient)
+    client = verified_client(physician)
+    client.raise_request_exception = False
+
+    def connection_lost(*args, **kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(views, "chart_summary", connection_lost)
+    monkeypatch.setattr("records.api.services.open_chart", connection_lost)
+    prefix = "/api/v1" if api else ""
+
+    response = client.get(f"{prefix}/patients/{marker_patient.pk}/")
+
+    assert response.status_code == 503
+    body = response.content.decode()
+    assert marker_patient.family_name not in body
+    if api:
+        assert response.json()["detail"].startswith("Records are temporarily")
+    else:
+        assert "records database could not be reached" in body
