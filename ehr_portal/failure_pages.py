@@ -4,6 +4,7 @@ Either way it names the request id, for support to find the log line and the
 audit event, and shows no patient data.
 """
 
+from django.conf import settings
 from django.http import JsonResponse
 from django.shortcuts import render
 from rest_framework.exceptions import NotAuthenticated
@@ -12,6 +13,10 @@ from rest_framework.views import exception_handler
 from ehr_portal import request_context
 
 API_PREFIX = "/api/"
+SESSION_GONE = (
+    "Your session has ended (signed out, or ended after a time). Sign in again to "
+    "go on."
+)
 
 
 def stopped_response(request, *, status: int, template: str, detail: str):
@@ -27,11 +32,17 @@ def api_exception_handler(exc, context):
     Only answers with a ``detail``: a form's field errors keep their shape.
     """
     response = exception_handler(exc, context)
-    reason = getattr(context.get("request"), "session_end_reason", None)
-    if reason and isinstance(exc, NotAuthenticated):
-        # The session ended with this request (idle, or its 12 hours): say
-        # so, rather than that no credentials came with it.
-        response.data["detail"] = reason
+    request = context.get("request")
+    reason = getattr(request, "session_end_reason", None)
+    if isinstance(exc, NotAuthenticated):
+        if reason:
+            # The session ended with this request (idle, or its 12 hours):
+            # say so, rather than that no credentials came with it.
+            response.data["detail"] = reason
+        elif request is not None and settings.SESSION_COOKIE_NAME in request.COOKIES:
+            # A session cookie came, for a session that is gone: signed out
+            # in another tab, ended by an administrator, or long expired.
+            response.data["detail"] = SESSION_GONE
     data = response.data if response is not None else None
     if isinstance(data, dict) and "detail" in data:
         data["request_id"] = request_context.current_request_id()

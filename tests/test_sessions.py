@@ -4,6 +4,7 @@ import datetime
 
 import pytest
 from django.contrib.sessions.models import Session
+from django.test import Client
 from django.utils import timezone
 from freezegun import freeze_time
 
@@ -543,3 +544,22 @@ def test_a_sign_out_elsewhere_during_a_request_is_said_not_called_a_bad_request(
         assert response.json()["detail"].startswith("Your session ended while")
     else:
         assert "Your session ended" in body and "Sign in again" in body
+
+
+def test_the_api_says_a_session_signed_out_elsewhere_has_ended(nurse, marker_patient):
+    from tests.conftest import add_to_care_team
+
+    add_to_care_team(nurse, marker_patient)
+    client = verified_client(nurse)
+    other_tab = verified_client(nurse)
+    other_tab.cookies = client.cookies
+    other_tab.post("/accounts/logout/")
+
+    response = client.get(f"/api/v1/patients/{marker_patient.pk}/")
+    without_cookie = Client().get(f"/api/v1/patients/{marker_patient.pk}/")
+
+    assert response.status_code == 403
+    assert response.json()["detail"].startswith("Your session has ended")
+    assert without_cookie.json()["detail"] == (
+        "Authentication credentials were not provided."
+    )
