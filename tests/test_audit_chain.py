@@ -327,3 +327,18 @@ def test_events_archived_up_to_a_checkpoint_leave_the_rest_verifiable(capsys):
     assert "intact: 3 event(s) (4..6)" in capsys.readouterr().out
     with pytest.raises(CommandError, match="events 1 to 3 are missing"):
         verify()
+
+
+def test_checkpoints_outside_a_range_checked_are_not_counted_as_unmatched(capsys):
+    write_events(6)
+    call_command("audit_checkpoint", "--at", "2")
+    call_command("audit_checkpoint", "--at", "5")
+    capsys.readouterr()
+
+    verify("--from", "3", "--to", "4")
+    in_between = capsys.readouterr().out
+    verify("--from", "4")
+    from_four = capsys.readouterr().out
+
+    assert "0 of 0 checkpoint(s) matched (2 outside the range checked)" in in_between
+    assert "1 of 1 checkpoint(s) matched (1 outside the range checked)" in from_four
