@@ -12,6 +12,7 @@ from axes.helpers import get_cool_off
 from axes.models import AccessAttempt
 from django.contrib.auth import get_user_model, logout, update_session_auth_hash
 from django.contrib.auth.signals import user_login_failed
+from django.contrib.sessions.models import Session
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -99,7 +100,17 @@ def start_session_clock(request) -> None:
 
 
 def end_session(request, action: AuditAction | None) -> None:
-    """Sign the user out, recording ``action`` (None: the caller recorded why)."""
+    """Sign the user out, recording ``action`` (None: the caller recorded why).
+
+    Several requests of one session can find it ended at once (a page and
+    its API calls, all past the idle limit; a double-clicked sign-out): only
+    the request that removes the session's row records why it ended.
+    """
+    session_key = request.session.session_key
+    if action is not None and session_key:
+        removed, _ = Session.objects.filter(session_key=session_key).delete()
+        if not removed:
+            action = None
     setattr(request, SESSION_END_ATTRIBUTE, action)
     logout(request)
 

@@ -563,3 +563,27 @@ def test_the_api_says_a_session_signed_out_elsewhere_has_ended(nurse, marker_pat
     assert without_cookie.json()["detail"] == (
         "Authentication credentials were not provided."
     )
+
+
+def test_a_session_ended_by_several_requests_at_once_is_recorded_once(
+    nurse, monkeypatch
+):
+    from accounts import middleware
+
+    with freeze_time(START) as clock:
+        client = verified_client(nurse)
+        session_key = client.cookies["sessionid"].value
+        clock.tick(16 * MINUTE)
+        ended = middleware.end_session
+
+        def another_request_ended_it_first(request, action):
+            # Another request that loaded the same idle session has removed
+            # it (and recorded why) while this one was on its way.
+            Session.objects.filter(session_key=session_key).delete()
+            return ended(request, action)
+
+        monkeypatch.setattr(middleware, "end_session", another_request_ended_it_first)
+        response = client.get("/patients/")
+
+    assert is_sign_in_page(response)
+    assert not events(AuditAction.IDLE_LOGOUT).exists()
