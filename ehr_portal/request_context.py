@@ -6,8 +6,11 @@ the log filter) can read it without the request being passed everywhere.
 
 import contextvars
 import hashlib
+import ipaddress
 import secrets
 from dataclasses import dataclass
+
+from django.conf import settings
 
 
 @dataclass(frozen=True)
@@ -32,14 +35,36 @@ def device_fingerprint(user_agent: str, accept_language: str) -> str:
     return digest.hexdigest()[:32]
 
 
+def client_address(request) -> str | None:
+    """The address the request came from, for the audit trail and the lockout.
+
+    The socket's, unless PORTAL_TRUSTED_PROXY_COUNT reverse proxies stand in
+    front: each of them appends to X-Forwarded-For the address it was reached
+    from, so the client is the entry that many places from the right. What a
+    client wrote to the left of it is its own claim and is never read, so a
+    forged header cannot move the trail to another address. A header too
+    short or not an address (a proxy set up otherwise) leaves the socket's.
+    """
+    meta = request.META
+    socket_address = meta.get("REMOTE_ADDR") or None
+    proxies = settings.PORTAL_TRUSTED_PROXY_COUNT
+    if proxies < 1:
+        return socket_address
+
+    hops = [hop.strip() for hop in meta.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+    if len(hops) < proxies:
+        return socket_address
+    try:
+        return str(ipaddress.ip_address(hops[-proxies]))
+    except ValueError:
+        return socket_address
+
+
 def from_request(request) -> RequestContext:
-    # The socket address only: X-Forwarded-For is client-supplied unless a
-    # trusted proxy overwrites it, and a forged header must not move the
-    # audit trail or a lockout counter to another address.
     meta = request.META
     return RequestContext(
         request_id=new_request_id(),
-        ip_address=meta.get("REMOTE_ADDR") or None,
+        ip_address=client_address(request),
         device_fingerprint=device_fingerprint(
             meta.get("HTTP_USER_AGENT", ""), meta.get("HTTP_ACCEPT_LANGUAGE", "")
         ),

@@ -363,12 +363,10 @@ AXES_RESET_ON_SUCCESS = False
 # locked page can say when the lock ends and a malicious lock lasts no longer.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_LOCKOUT_CALLABLE = "accounts.views.locked_out"
-AXES_IPWARE_PROXY_COUNT = env.read_int("PORTAL_TRUSTED_PROXY_COUNT", 0)
-AXES_IPWARE_META_PRECEDENCE_ORDER = (
-    ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
-    if AXES_IPWARE_PROXY_COUNT
-    else ["REMOTE_ADDR"]
-)
+# Reverse proxies in front of the portal: the audit trail and django-axes
+# read the client's address the same way (ehr_portal.request_context).
+PORTAL_TRUSTED_PROXY_COUNT = env.read_int("PORTAL_TRUSTED_PROXY_COUNT", 0)
+AXES_CLIENT_IP_CALLABLE = "ehr_portal.request_context.client_address"
 AXES_VERBOSE = False
 # axes' own admin would let a staff member delete lock records unaudited;
 # unlocking goes through the audited user-admin action instead.

@@ -537,3 +537,46 @@ def test_a_note_needing_a_correction_keeps_its_text_when_the_chart_is_closed(
     assert response.status_code == (503 if outage else 403)
     assert "Pressure areas intact." in response.content.decode()
     _assert_no_phi(response, marker_patient)
+
+
+@pytest.mark.parametrize(
+    "proxies, forwarded, recorded",
+    [
+        (0, "203.0.113.9", "10.1.2.3"),
+        (1, "203.0.113.9", "203.0.113.9"),
+        # The client wrote the first entry itself; the proxy appended the second.
+        (1, "198.51.100.66, 203.0.113.9", "203.0.113.9"),
+        (2, "198.51.100.66, 203.0.113.9, 10.0.0.7", "203.0.113.9"),
+        (2, "203.0.113.9", "10.1.2.3"),
+        (1, "not an address", "10.1.2.3"),
+        (1, "", "10.1.2.3"),
+    ],
+)
+def test_the_audit_trail_records_the_client_behind_trusted_proxies(
+    settings, physician, marker_patient, proxies, forwarded, recorded
+):
+    settings.PORTAL_TRUSTED_PROXY_COUNT = proxies
+    add_to_care_team(physician, marker_patient)
+
+    verified_client(physician).get(
+        f"/patients/{marker_patient.pk}/", REMOTE_ADDR="10.1.2.3",
+        HTTP_X_FORWARDED_FOR=forwarded,
+    )  # fmt: skip
+
+    assert AuditEvent.objects.get(action=AuditAction.VIEWED).ip_address == recorded
+
+
+def test_the_lockout_record_takes_the_same_address_as_the_audit_trail(
+    settings, client, nurse
+):
+    from axes.models import AccessAttempt
+
+    settings.PORTAL_TRUSTED_PROXY_COUNT = 1
+    client.post(
+        "/accounts/login/", {"username": "nurse.jones", "password": "wrong one 123"},
+        REMOTE_ADDR="10.1.2.3", HTTP_X_FORWARDED_FOR="203.0.113.9",
+    )  # fmt: skip
+
+    assert AccessAttempt.objects.get().ip_address == "203.0.113.9"
+    failed = AuditEvent.objects.get(action=AuditAction.LOGIN_FAILED)
+    assert failed.ip_address == "203.0.113.9"
