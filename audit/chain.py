@@ -65,8 +65,10 @@ class ChainKeyMismatch(Exception):
 
 _FINGERPRINT_TEXT = b"EHR Portal audit chain key fingerprint, version 1"
 RECORDED_KEYS = "SELECT fingerprint FROM audit_chainkeyfingerprint"
+# Slot 1 is the only one there is (audit/0008): a second key cannot be added.
 RECORD_KEY = (
-    "INSERT INTO audit_chainkeyfingerprint (fingerprint, recorded_at) VALUES (%s, %s)"
+    "INSERT INTO audit_chainkeyfingerprint (slot, fingerprint, recorded_at) "
+    "VALUES (1, %s, %s)"
 )
 
 
@@ -316,7 +318,7 @@ def _unrecorded_key(recorded: list, sequence: int, previous_hash: str, key: byte
             "with: nothing written. Check PORTAL_AUDIT_CHAIN_KEY (or its _FILE)."
         )
         raise ChainKeyMismatch("the audit chain key differs from the trail's")
-    if sequence == 0 or _head_is_sealed_with(key, sequence, previous_hash):
+    if sequence == 0 or head_is_sealed_with(key, sequence, previous_hash):
         return fingerprint
 
     logger.error(
@@ -327,7 +329,7 @@ def _unrecorded_key(recorded: list, sequence: int, previous_hash: str, key: byte
     raise ChainKeyMismatch("the newest event does not verify under this chain key")
 
 
-def _head_is_sealed_with(key: bytes, sequence: int, head_hash: str) -> bool:
+def head_is_sealed_with(key: bytes, sequence: int, head_hash: str) -> bool:
     from audit.models import AuditEvent
 
     events = AuditEvent.objects.using(AUDIT_DATABASE)

@@ -123,8 +123,19 @@ class ChainKeyFingerprint(WriteOnceModel):
     under the key, so it tells nothing about the key.
     """
 
+    # One row at most: every row takes slot 1, which is unique. Without it,
+    # the writer role (which may INSERT) could record a second key beside the
+    # first and have a process holding that key accepted.
+    slot = models.PositiveSmallIntegerField(default=1, unique=True)
     fingerprint = models.CharField(max_length=64, unique=True)
     recorded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(slot=1), name="audit_one_chain_key"
+            ),
+        ]
 
     def __str__(self):
         return f"Chain key {self.fingerprint[:12]}"

@@ -84,6 +84,8 @@ def test_a_trail_without_a_fingerprint_takes_the_key_its_newest_event_verifies_u
     right_key = settings.AUDIT_CHAIN_KEY
 
     settings.AUDIT_CHAIN_KEY = ANOTHER_KEY
+    with pytest.raises(SystemCheckError, match="hipaa.E302"):
+        call_command("check", "--database", "audit", "--tag", "hipaa")
     with pytest.raises(AuditUnavailable):
         _view("written with the wrong key")
     assert not ChainKeyFingerprint.objects.exists()
@@ -149,3 +151,25 @@ def test_the_system_check_names_a_chain_key_the_trail_was_not_sealed_with(settin
     settings.AUDIT_CHAIN_KEY = ANOTHER_KEY
     with pytest.raises(SystemCheckError, match="hipaa.E302"):
         call_command("check", "--database", "audit", "--tag", "hipaa")
+
+
+@pytest.mark.parametrize("slot", [1, 2])
+def test_a_second_key_cannot_be_recorded_beside_the_first(slot):
+    # What the writer role could try: it may INSERT into the table.
+    _view()
+    another = key_fingerprint(ANOTHER_KEY.encode())
+
+    with (
+        pytest.raises(DatabaseError),
+        transaction.atomic(using="audit"),
+        connections["audit"].cursor() as cursor,
+    ):
+        cursor.execute(
+            "INSERT INTO audit_chainkeyfingerprint (slot, fingerprint, recorded_at) "
+            "VALUES (%s, %s, CURRENT_TIMESTAMP)",
+            [slot, another],
+        )
+
+    assert list(ChainKeyFingerprint.objects.values_list("fingerprint", flat=True)) == [
+        key_fingerprint(chain_key())
+    ]
