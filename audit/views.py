@@ -28,9 +28,14 @@ PAGE_SIZE = 50
 def audit_events(request):
     # Filters travel in the POST body: a patient's MRN must not land in a URL.
     data = request.POST if request.method == "POST" else None
-    event_filter = AuditEventFilter(data, queryset=AuditEvent.objects.all())
+    # The screen shows the trail up to its newest event as the page is made,
+    # not the screen's own query event or any written while it is read: the
+    # count it gives is then the total an export up to that event holds.
+    trail_head = AuditEvent.objects.aggregate(head=Max("sequence"))["head"] or 0
+    shown = AuditEvent.objects.filter(sequence__lte=trail_head)
+    event_filter = AuditEventFilter(data, queryset=shown)
     if not event_filter.is_bound:
-        events = AuditEvent.objects.all()
+        events = shown
     elif event_filter.is_valid():
         events = event_filter.qs
     else:
@@ -63,7 +68,7 @@ def audit_events(request):
             "address_filters_ignored": address_filters,
             "export_limit": EXPORT_LIMIT,
             "export_parts": _export_parts(page.paginator.count),
-            "trail_head": AuditEvent.objects.aggregate(head=Max("sequence"))["head"],
+            "trail_head": trail_head,
         },
     )
 
@@ -119,8 +124,12 @@ def audit_export(request):
 
     response = HttpResponse(json.dumps(bundle), content_type="application/fhir+json")
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+    # The name carries the export's last event: typed into "Up to event" on
+    # a fresh screen, it gives the remaining parts of the same export.
+    last = f"-to-{up_to}" if up_to is not None else ""
     response["Content-Disposition"] = (
-        f'attachment; filename="audit-events-{stamp}-part-{part}-of-{parts}.fhir.json"'
+        f'attachment; filename="audit-events-{stamp}{last}-part-{part}-of-{parts}'
+        '.fhir.json"'
     )
     return response
 

@@ -180,7 +180,7 @@ def test_parts_of_one_export_stay_apart_while_the_trail_grows(
     write(5)
     client = verified_client(compliance_officer)
     screen = client.post("/compliance/audit/", {"action": "VIEWED"}).content.decode()
-    up_to = re.search(r'name="up_to" value="(\d+)"', screen).group(1)
+    up_to = re.search(r'name="up_to"[^>]* value="(\d+)"', screen).group(1)
 
     first = client.post(
         "/compliance/audit/export/", {"action": "VIEWED", "up_to": up_to, "part": "1"}
@@ -200,3 +200,24 @@ def test_parts_of_one_export_stay_apart_while_the_trail_grows(
     assert [json.loads(part.content)["total"] for part in (first, second)] == [5, 5]
     export = AuditEvent.objects.filter(action=AuditAction.AUDIT_EXPORT).latest("id")
     assert export.reason.endswith(f"(part 2 of 2, events up to {up_to})")
+    assert f"-to-{up_to}-part-2-of-2" in second["Content-Disposition"]
+
+
+def test_the_screen_counts_what_its_export_holds(compliance_officer):
+    from audit.models import AuditOutcome
+    from audit.services import record_event
+
+    for number in range(3):
+        record_event(
+            actor="system:test", action=AuditAction.VIEWED,
+            outcome=AuditOutcome.SUCCESS, reason=f"event {number}",
+        )  # fmt: skip
+    client = verified_client(compliance_officer)
+
+    screen = client.post("/compliance/audit/", {})
+    counted = screen.context["page"].paginator.count
+    up_to = screen.context["trail_head"]
+    export = client.post("/compliance/audit/export/", {"up_to": str(up_to)})
+
+    # The screen's own AUDIT_QUERY event came after the trail it shows.
+    assert json.loads(export.content)["total"] == counted
