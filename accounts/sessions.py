@@ -10,7 +10,7 @@ import logging
 
 from django.contrib.sessions.backends import db
 from django.contrib.sessions.backends.base import UpdateError
-from django.db import DatabaseError, connections, router
+from django.db import connections, router
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +27,14 @@ class SessionStore(db.SessionStore):
             # caller's transaction.
             return super().save(must_create)
 
-        try:
-            stored.save(force_update=True, using=using)
-        except DatabaseError as error:
+        updated = (
+            self.model.objects.using(using)
+            .filter(session_key=stored.session_key)
+            .update(session_data=stored.session_data, expire_date=stored.expire_date)
+        )
+        if not updated:
             # Gone since the request began (signed out in another tab, or
             # ended by an administrator): Django answers SessionInterrupted.
+            # A lost connection is not this: its error goes on as raised.
             logger.info("Session not saved: it no longer exists")
-            raise UpdateError from error
+            raise UpdateError

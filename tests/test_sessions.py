@@ -587,3 +587,28 @@ def test_a_session_ended_by_several_requests_at_once_is_recorded_once(
 
     assert is_sign_in_page(response)
     assert not events(AuditAction.IDLE_LOGOUT).exists()
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_a_lost_connection_while_saving_the_session_is_not_called_a_sign_out(
+    nurse, monkeypatch
+):
+    from django.db import OperationalError
+    from django.db.models import QuerySet
+
+    client = verified_client(nurse)
+    client.raise_request_exception = False
+    session_key = client.cookies["sessionid"].value
+
+    def connection_lost(self, **kwargs):
+        if self.model is Session:
+            raise OperationalError("server closed the connection unexpectedly")
+        return saved(self, **kwargs)
+
+    saved = QuerySet.update
+    monkeypatch.setattr(QuerySet, "update", connection_lost)
+    response = client.get("/patients/")
+
+    assert response.status_code == 503
+    assert "Your session ended" not in response.content.decode()
+    assert Session.objects.filter(session_key=session_key).exists()
