@@ -9,7 +9,7 @@ from django.shortcuts import redirect, render
 from accounts.middleware import typed_text_given_back
 from accounts.roles import Role
 from ehr_portal import request_context
-from ehr_portal.failure_pages import stopped_response
+from ehr_portal.failure_pages import API_PREFIX, stopped_response
 
 
 def home(request):
@@ -71,17 +71,28 @@ SESSION_INTERRUPTED = (
     "Your session ended while this request was being answered (signed out in "
     "another tab or window, or by an administrator). Sign in again."
 )
+MAY_HAVE_BEEN_SAVED = (
+    " What you sent may have been saved before it ended: check before sending it again."
+)
 
 
 def bad_request(request, exception=None):
     if isinstance(exception, SessionInterrupted):
         # Django's word for it: the session row went away before this
         # response could save it. Not the user's mistake; say what happened.
-        return stopped_response(
+        # The view has run by then: a note it saved stays saved.
+        sent_changes = request.method not in ("GET", "HEAD", "OPTIONS")
+        detail = SESSION_INTERRUPTED + (MAY_HAVE_BEEN_SAVED if sent_changes else "")
+        if request.path.startswith(API_PREFIX):
+            return stopped_response(request, status=400, template="", detail=detail)
+        return render(
             request,
+            "session_interrupted.html",
+            {
+                "request_id": request_context.current_request_id(),
+                "sent_changes": sent_changes,
+            },
             status=400,
-            template="session_interrupted.html",
-            detail=SESSION_INTERRUPTED,
         )
     return _error_page(request, "400.html", 400)
 

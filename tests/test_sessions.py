@@ -612,3 +612,33 @@ def test_a_lost_connection_while_saving_the_session_is_not_called_a_sign_out(
     assert response.status_code == 503
     assert "Your session ended" not in response.content.decode()
     assert Session.objects.filter(session_key=session_key).exists()
+
+
+def test_a_note_saved_as_the_session_ends_elsewhere_is_said_possibly_saved(
+    nurse, marker_patient, monkeypatch
+):
+    from records import views
+    from records.models import ClinicalNote
+    from tests.conftest import add_to_care_team
+
+    add_to_care_team(nurse, marker_patient)
+    client = verified_client(nurse)
+    session_key = client.cookies["sessionid"].value
+    saved = views.add_note
+
+    def saved_then_signed_out_elsewhere(**kwargs):
+        note = saved(**kwargs)
+        Session.objects.filter(session_key=session_key).delete()
+        return note
+
+    monkeypatch.setattr(views, "add_note", saved_then_signed_out_elsewhere)
+    response = client.post(
+        f"/patients/{marker_patient.pk}/notes/new/",
+        {"kind": "nursing", "title": "Obs", "body": "Resting comfortably"},
+    )
+
+    body = " ".join(response.content.decode().split())
+    assert response.status_code == 400
+    assert "What you sent may have been saved" in body
+    assert "Sign out" not in body  # the page of an ended session shows no menu
+    assert ClinicalNote.objects.count() == 1
