@@ -23,11 +23,15 @@ class SignInForm(AuthenticationForm):
         return (self.cleaned_data.get("username") or "").strip().casefold()
 
     def clean(self):
-        # Django sets the field's max_length without its validator, and would
-        # try a name longer than any account's; django-axes then fails to
-        # store it (a server error on PostgreSQL). Refused as a wrong name,
-        # and audited like one.
+        # A name no account can have is refused as a wrong name, and audited
+        # like one: one longer than any account's (Django sets the field's
+        # max_length without its validator, and django-axes then fails to
+        # store it, a server error on PostgreSQL), or one the field itself
+        # refused (a NUL character), which Django would pass over in silence.
         username = self.cleaned_data.get("username") or ""
+        if "username" in self.errors:
+            record_failed_password_sign_in(None)
+            raise self.get_invalid_login_error()
         if len(username) > self.fields["username"].max_length:
             record_failed_password_sign_in(username)
             raise self.get_invalid_login_error()

@@ -47,13 +47,13 @@ REFUSAL_ACTIONS = {
 UNKNOWN_USERNAME = "(unknown username)"
 
 
-def record_failed_password_sign_in(username: str) -> None:
-    """LOGIN_FAILED for a wrong username or password.
+def record_failed_password_sign_in(username: str | None) -> None:
+    """LOGIN_FAILED for a wrong username or password (None: not a username).
 
     Only a username that names an account is kept: people type passwords
     into the username box, and the audit trail must not collect them.
     """
-    if not get_user_model().objects.filter(username=username).exists():
+    if not username or not get_user_model().objects.filter(username=username).exists():
         username = UNKNOWN_USERNAME
     record_event(
         actor=None,
