@@ -85,7 +85,9 @@ def normalised_ip(address: str | None) -> str | None:
     """
     if not address:
         return None
-    parsed = ipaddress.ip_address(address)
+    # A zone (fe80::1%eth0) names an interface of the server, not the client,
+    # and PostgreSQL's inet cannot hold one.
+    parsed = ipaddress.ip_address(address.split("%", 1)[0])
     if parsed.version == 4:
         return str(parsed)
     if parsed.ipv4_mapped:

@@ -86,6 +86,7 @@ def test_a_range_of_the_chain_verifies(capsys):
         "::1",
         "::",
         "::1:0:0",
+        "fe80::1%eth0",
     ],
 )
 def test_awkward_values_verify_on_every_engine(address, capsys):
