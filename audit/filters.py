@@ -1,3 +1,5 @@
+import datetime
+
 import django_filters
 from django import forms
 from django.conf import settings
@@ -39,16 +41,16 @@ class AuditEventFilter(django_filters.FilterSet):
         method="filter_patient", label="Patient MRN"
     )
     action = django_filters.ChoiceFilter(choices=AuditAction.choices)
+    # Days in UTC, as the screen shows every time: the clinical pages' zone
+    # (PORTAL_TIME_ZONE) would move part of each day into the next one.
     occurred_from = django_filters.DateFilter(
-        field_name="occurred_at",
-        lookup_expr="date__gte",
-        label="From",
+        method="filter_from",
+        label="From (UTC)",
         widget=forms.DateInput(attrs={"type": "date"}),
     )
     occurred_to = django_filters.DateFilter(
-        field_name="occurred_at",
-        lookup_expr="date__lte",
-        label="To",
+        method="filter_to",
+        label="To (UTC)",
         widget=forms.DateInput(attrs={"type": "date"}),
     )
 
@@ -57,8 +59,20 @@ class AuditEventFilter(django_filters.FilterSet):
         form = AuditFilterForm
         fields = ["username", "patient_mrn", "action", "occurred_from", "occurred_to"]
 
+    def filter_from(self, queryset, name, value):
+        return queryset.filter(occurred_at__gte=_utc_midnight(value))
+
+    def filter_to(self, queryset, name, value):
+        return queryset.filter(
+            occurred_at__lt=_utc_midnight(value + datetime.timedelta(days=1))
+        )
+
     def filter_patient(self, queryset, name, value):
         patient_ref = _patient_lookup()(value)
         if patient_ref is None:
             return queryset.none()
         return queryset.filter(patient_ref=patient_ref)
+
+
+def _utc_midnight(day: datetime.date) -> datetime.datetime:
+    return datetime.datetime.combine(day, datetime.time.min, tzinfo=datetime.UTC)

@@ -221,3 +221,34 @@ def test_the_screen_counts_what_its_export_holds(compliance_officer):
 
     # The screen's own AUDIT_QUERY event came after the trail it shows.
     assert json.loads(export.content)["total"] == counted
+
+
+def test_date_filters_take_whole_days_in_utc_as_the_screen_shows_them(
+    settings, compliance_officer
+):
+    from freezegun import freeze_time
+
+    from audit.models import AuditOutcome
+    from audit.services import record_event
+
+    # Brisbane is UTC+10: 15:00 UTC on the 1st is already the 2nd there.
+    settings.PORTAL_TIME_ZONE = "Australia/Brisbane"
+    for moment in ("2026-03-01 00:00:00", "2026-03-01 15:00:00", "2026-03-02 00:00:00"):
+        with freeze_time(moment):
+            record_event(
+                actor="system:test", action=AuditAction.VIEWED,
+                outcome=AuditOutcome.SUCCESS, reason=moment,
+            )  # fmt: skip
+    client = verified_client(compliance_officer)
+
+    response = client.post(
+        "/compliance/audit/",
+        {
+            "action": "VIEWED",
+            "occurred_from": "2026-03-01",
+            "occurred_to": "2026-03-01",
+        },
+    )
+
+    shown = sorted(event.reason for event in response.context["page"])
+    assert shown == ["2026-03-01 00:00:00", "2026-03-01 15:00:00"]
