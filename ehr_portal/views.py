@@ -4,7 +4,9 @@ import sys
 
 from django.contrib.sessions.exceptions import SessionInterrupted
 from django.db import InterfaceError, OperationalError
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 
 from accounts.middleware import typed_text_given_back
 from accounts.roles import Role
@@ -50,6 +52,12 @@ DATABASE_UNAVAILABLE = (
     "Records are temporarily unavailable: the database could not be reached. "
     "Try again in a moment."
 )
+# The view may have saved before the failure came (a note, then the session
+# save): a retry must not be told nothing was kept, or it writes twice.
+MAY_HAVE_BEEN_SAVED = (
+    " If you were saving something (a note, a change), it may have been saved "
+    "before this happened: check before sending it again."
+)
 
 
 def server_error(request):
@@ -58,21 +66,35 @@ def server_error(request):
     # fault in the portal: the next request reconnects.
     exception = sys.exc_info()[1]
     if isinstance(exception, OperationalError | InterfaceError):
-        return stopped_response(
-            request,
-            status=503,
-            template="database_unavailable.html",
-            detail=DATABASE_UNAVAILABLE,
-        )
+        return _without_the_database(request)
     return _error_page(request, "500.html", 500)
+
+
+def _without_the_database(request):
+    """The 503 answer, made without a query: the connection is the problem.
+
+    Rendered without the request, so that no context processor (the user's
+    roles, for the menu) asks the database again.
+    """
+    sent_changes = _sent_changes(request)
+    detail = DATABASE_UNAVAILABLE + (MAY_HAVE_BEEN_SAVED if sent_changes else "")
+    request_id = request_context.current_request_id()
+    if request.path.startswith(API_PREFIX):
+        return JsonResponse({"detail": detail, "request_id": request_id}, status=503)
+    page = render_to_string(
+        "database_unavailable.html",
+        {"request_id": request_id, "sent_changes": sent_changes},
+    )
+    return HttpResponse(page, status=503)
+
+
+def _sent_changes(request) -> bool:
+    return request.method not in ("GET", "HEAD", "OPTIONS")
 
 
 SESSION_INTERRUPTED = (
     "Your session ended while this request was being answered (signed out in "
     "another tab or window, or by an administrator). Sign in again."
-)
-MAY_HAVE_BEEN_SAVED = (
-    " What you sent may have been saved before it ended: check before sending it again."
 )
 
 
@@ -81,7 +103,7 @@ def bad_request(request, exception=None):
         # Django's word for it: the session row went away before this
         # response could save it. Not the user's mistake; say what happened.
         # The view has run by then: a note it saved stays saved.
-        sent_changes = request.method not in ("GET", "HEAD", "OPTIONS")
+        sent_changes = _sent_changes(request)
         detail = SESSION_INTERRUPTED + (MAY_HAVE_BEEN_SAVED if sent_changes else "")
         if request.path.startswith(API_PREFIX):
             return stopped_response(request, status=400, template="", detail=detail)

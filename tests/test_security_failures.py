@@ -280,3 +280,54 @@ def test_a_lost_database_connection_is_a_moment_unavailable_not_a_server_error(
         assert response.json()["detail"].startswith("Records are temporarily")
     else:
         assert "records database could not be reached" in body
+
+
+def test_the_unavailable_page_asks_nothing_more_of_a_lost_database(
+    physician, marker_patient, monkeypatch
+):
+    from django.db import OperationalError
+
+    from accounts.models import User
+    from records import views
+
+    add_to_care_team(physician, marker_patient)
+    client = verified_client(physician)
+    client.raise_request_exception = False
+
+    def connection_lost(*args, **kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    # Lost before the user's roles were read: the page's menu would read them.
+    monkeypatch.setattr(views, "open_chart", connection_lost)
+    monkeypatch.setattr(User, "_roles_and_record_grants", property(connection_lost))
+
+    response = client.get(f"/patients/{marker_patient.pk}/")
+
+    assert response.status_code == 503
+    assert "records database could not be reached" in response.content.decode()
+
+
+def test_a_note_whose_request_then_lost_the_database_may_have_been_saved(
+    physician, marker_patient, monkeypatch
+):
+    from django.db import OperationalError
+
+    from records.models import ClinicalNote
+
+    add_to_care_team(physician, marker_patient)
+    client = verified_client(physician)
+    client.raise_request_exception = False
+
+    def session_save_lost(self, must_create=False):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr("accounts.sessions.SessionStore.save", session_save_lost)
+    response = client.post(
+        f"/patients/{marker_patient.pk}/notes/new/",
+        {"kind": "progress", "title": "Review", "body": "Stable overnight"},
+    )
+
+    body = " ".join(response.content.decode().split())
+    assert response.status_code == 503
+    assert "it may have been saved" in body
+    assert ClinicalNote.objects.count() == 1

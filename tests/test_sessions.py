@@ -639,6 +639,6 @@ def test_a_note_saved_as_the_session_ends_elsewhere_is_said_possibly_saved(
 
     body = " ".join(response.content.decode().split())
     assert response.status_code == 400
-    assert "What you sent may have been saved" in body
+    assert "it may have been saved" in body
     assert "Sign out" not in body  # the page of an ended session shows no menu
     assert ClinicalNote.objects.count() == 1
