@@ -63,6 +63,9 @@ class AuditEventFilter(django_filters.FilterSet):
         return queryset.filter(occurred_at__gte=_utc_midnight(value))
 
     def filter_to(self, queryset, name, value):
+        if value == datetime.date.max:
+            # The last day there is: no midnight after it, and nothing to leave out.
+            return queryset
         return queryset.filter(
             occurred_at__lt=_utc_midnight(value + datetime.timedelta(days=1))
         )

@@ -89,7 +89,12 @@ def audit_export(request):
     # the events written since (the export's own among them) would otherwise
     # push each part's window along, and two parts would share events.
     events = event_filter.qs
-    up_to = _sequence(request.POST.get("up_to"))
+    up_to, refusal = _export_end(request.POST.get("up_to"))
+    if refusal:
+        messages.error(request, refusal)
+        page = audit_events(request)
+        page.status_code = 400
+        return page
     if up_to is not None:
         events = events.filter(sequence__lte=up_to)
     total = events.count()
@@ -150,13 +155,24 @@ def _export_part(given: str | None, parts: int) -> int | None:
     return part if 1 <= part <= parts else None
 
 
-def _sequence(given: str | None) -> int | None:
-    """An event number from the form, or None for none or one that is not."""
-    try:
-        number = int(given or "")
-    except ValueError:
-        return None
-    return number if number >= 1 else None
+def _export_end(given: str | None) -> tuple[int | None, str]:
+    """The last event of the export asked for, or why it cannot be.
+
+    None with no refusal when the form gives none (an export of one part).
+    A number that is not an event already written is refused rather than
+    ignored: the parts of one export must all end at the same event.
+    """
+    if given in (None, ""):
+        return None, ""
+    newest = AuditEvent.objects.aggregate(head=Max("sequence"))["head"] or 0
+    refusal = (
+        f"'Up to event' must be the number of an event already in the trail, "
+        f"from 1 to {newest}: keep the number of the export's first part."
+    )
+    if not given.isdigit() or len(given) > 19:
+        return None, refusal
+    number = int(given)
+    return (number, "") if 1 <= number <= newest else (None, refusal)
 
 
 def _filters_used(data) -> list[str]:

@@ -252,3 +252,27 @@ def test_date_filters_take_whole_days_in_utc_as_the_screen_shows_them(
 
     shown = sorted(event.reason for event in response.context["page"])
     assert shown == ["2026-03-01 00:00:00", "2026-03-01 15:00:00"]
+
+
+@pytest.mark.parametrize("up_to", ["abc", "0", "-5", "1e3", "99999999999999999999"])
+def test_an_export_end_that_is_no_event_is_refused_not_ignored(
+    compliance_officer, up_to
+):
+    client = verified_client(compliance_officer)
+
+    response = client.post("/compliance/audit/export/", {"up_to": up_to})
+
+    assert response.status_code == 400
+    assert "must be the number of an event already in the trail" in " ".join(
+        response.content.decode().split()
+    )
+    assert not AuditEvent.objects.filter(action=AuditAction.AUDIT_EXPORT).exists()
+
+
+def test_the_last_day_there_is_can_be_a_filters_end(compliance_officer):
+    client = verified_client(compliance_officer)
+
+    screen = client.post("/compliance/audit/", {"occurred_to": "9999-12-31"})
+    export = client.post("/compliance/audit/export/", {"occurred_to": "9999-12-31"})
+
+    assert screen.status_code == 200 and export.status_code == 200
