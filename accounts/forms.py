@@ -32,6 +32,11 @@ class SignInForm(AuthenticationForm):
         if "username" in self.errors:
             record_failed_password_sign_in(None)
             raise self.get_invalid_login_error()
+        if "password" in self.errors:
+            # Empty, or holding a NUL: no account's password, and Django
+            # would again answer with no message at all.
+            record_failed_password_sign_in(username)
+            raise self.get_invalid_login_error()
         if len(username) > self.fields["username"].max_length:
             record_failed_password_sign_in(username)
             raise self.get_invalid_login_error()

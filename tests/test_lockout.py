@@ -160,3 +160,17 @@ def test_a_name_no_account_can_have_is_a_wrong_name_not_an_error(client, nurse, 
     failed = AuditEvent.objects.get(action=AuditAction.LOGIN_FAILED)
     assert failed.actor_username == "(unknown username)"
     assert "_auth_user_id" not in client.session
+
+
+@pytest.mark.parametrize("password", ["", "x\x00y"])
+def test_a_password_no_account_can_have_gets_the_message_and_its_event(
+    client, nurse, password
+):
+    response = client.post(
+        "/accounts/login/", {"username": "nurse.jones", "password": password}
+    )
+
+    assert "Please enter a correct username and password" in response.content.decode()
+    failed = AuditEvent.objects.get(action=AuditAction.LOGIN_FAILED)
+    assert failed.actor_username == "nurse.jones"
+    assert "_auth_user_id" not in client.session
