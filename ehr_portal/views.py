@@ -105,15 +105,15 @@ def bad_request(request, exception=None):
         # The view has run by then: a note it saved stays saved.
         sent_changes = _sent_changes(request)
         detail = SESSION_INTERRUPTED + (MAY_HAVE_BEEN_SAVED if sent_changes else "")
+        request_id = request_context.current_request_id()
         if request.path.startswith(API_PREFIX):
-            return stopped_response(request, status=400, template="", detail=detail)
+            return JsonResponse(
+                {"detail": detail, "request_id": request_id}, status=400
+            )
         return render(
             request,
             "session_interrupted.html",
-            {
-                "request_id": request_context.current_request_id(),
-                "sent_changes": sent_changes,
-            },
+            {"request_id": request_id, "sent_changes": sent_changes},
             status=400,
         )
     return _error_page(request, "400.html", 400)
