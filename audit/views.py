@@ -31,7 +31,7 @@ def audit_events(request):
     # The screen shows the trail up to its newest event as the page is made,
     # not the screen's own query event or any written while it is read: the
     # count it gives is then the total an export up to that event holds.
-    trail_head = AuditEvent.objects.aggregate(head=Max("sequence"))["head"] or 0
+    trail_head = _trail_head()
     shown = AuditEvent.objects.filter(sequence__lte=trail_head)
     event_filter = AuditEventFilter(data, queryset=shown)
     if not event_filter.is_bound:
@@ -81,9 +81,7 @@ def audit_export(request):
     event_filter = AuditEventFilter(request.POST, queryset=AuditEvent.objects.all())
     if not event_filter.is_valid():
         # The trail's own page, with the filter's errors beside its fields.
-        page = audit_events(request)
-        page.status_code = 400
-        return page
+        return _export_refused(request)
 
     # The parts of one export are cut from the trail as the screen showed it:
     # the events written since (the export's own among them) would otherwise
@@ -91,25 +89,18 @@ def audit_export(request):
     events = event_filter.qs
     up_to, refusal = _export_end(request.POST.get("up_to"))
     if refusal:
-        messages.error(request, refusal)
-        page = audit_events(request)
-        page.status_code = 400
-        return page
+        return _export_refused(request, refusal)
     if up_to is not None:
         events = events.filter(sequence__lte=up_to)
     total = events.count()
     parts = _export_parts(total)
     part = _export_part(request.POST.get("part"), parts)
     if part is None:
-        # The trail's own page, which says how many parts this filter has.
-        messages.error(
+        return _export_refused(
             request,
             f"There is no part {request.POST.get('part')!s:.20} of this export: "
             f"it has {parts} part(s) of at most {EXPORT_LIMIT:,} events.",
         )
-        page = audit_events(request)
-        page.status_code = 400
-        return page
 
     start = (part - 1) * EXPORT_LIMIT
     bundle = audit_bundle(events[start : start + EXPORT_LIMIT], total=total)
@@ -139,6 +130,20 @@ def audit_export(request):
     return response
 
 
+def _export_refused(request, reason: str = ""):
+    """The trail's own page with a 400: the filter's errors, or ``reason``."""
+    if reason:
+        messages.error(request, reason)
+    page = audit_events(request)
+    page.status_code = 400
+    return page
+
+
+def _trail_head() -> int:
+    """The newest event's number; 0 for an empty trail."""
+    return AuditEvent.objects.aggregate(head=Max("sequence"))["head"] or 0
+
+
 def _export_parts(total: int) -> int:
     """How many files of at most EXPORT_LIMIT events an export of ``total`` takes."""
     return max(1, math.ceil(total / EXPORT_LIMIT))
@@ -164,7 +169,7 @@ def _export_end(given: str | None) -> tuple[int | None, str]:
     """
     if given in (None, ""):
         return None, ""
-    newest = AuditEvent.objects.aggregate(head=Max("sequence"))["head"] or 0
+    newest = _trail_head()
     refusal = (
         f"'Up to event' must be the number of an event already in the trail, "
         f"from 1 to {newest}: keep the number of the export's first part."
