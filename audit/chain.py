@@ -72,7 +72,9 @@ RECORD_KEY = (
 )
 
 
+@functools.lru_cache(maxsize=8)
 def key_fingerprint(key: bytes) -> str:
+    # Asked on every append, of the same key.
     return hmac.digest(key, _FINGERPRINT_TEXT, "sha256").hex()
 
 
@@ -259,14 +261,14 @@ def _append_in_two_round_trips(connection, events: list) -> None:
 
             # psycopg's own cursor: Django's wrapper passes no ``returning``.
             inserts = cursor.cursor
-            with session.pipeline(), connection.cursor() as commit:
+            with session.pipeline():
                 if unrecorded:
                     keys.execute(RECORD_KEY, [unrecorded, timezone.now()])
                 inserts.executemany(
                     INSERT_EVENT, [_insert_values(event) for event in events],
                     returning=True,
                 )  # fmt: skip
-                commit.execute("COMMIT")
+                keys.execute("COMMIT")
             ids = [inserts.fetchone()[0]]
             while inserts.nextset():
                 ids.append(inserts.fetchone()[0])
@@ -305,30 +307,36 @@ def _insert_values(event) -> tuple:
 def _unrecorded_key(recorded: list, sequence: int, previous_hash: str, key: bytes):
     """The fingerprint of ``key`` if the trail has yet to record one, else None.
 
-    Raises ChainKeyMismatch when the trail's recorded key is another. A trail
-    begun before fingerprints were recorded has events but no fingerprint:
-    its newest event must then verify under ``key`` before the key is
-    recorded.
+    Raises ChainKeyMismatch when the trail does not take ``key``
+    (trail_takes_key).
     """
-    fingerprint = key_fingerprint(key)
     known = {row[0] for row in recorded}
-    if fingerprint in known:
-        return None
+    if trail_takes_key(key, known, sequence, previous_hash):
+        return None if known else key_fingerprint(key)
+
     if known:
         logger.error(
             "This process's audit chain key is not the one the trail is sealed "
             "with: nothing written. Check PORTAL_AUDIT_CHAIN_KEY (or its _FILE)."
         )
-        raise ChainKeyMismatch("the audit chain key differs from the trail's")
-    if sequence == 0 or head_is_sealed_with(key, sequence, previous_hash):
-        return fingerprint
+    else:
+        logger.error(
+            "The newest audit event does not verify under this process's chain "
+            "key (a wrong PORTAL_AUDIT_CHAIN_KEY, or an altered event: run "
+            "verify_audit); nothing written."
+        )
+    raise ChainKeyMismatch("the audit chain key differs from the trail's")
 
-    logger.error(
-        "The newest audit event does not verify under this process's chain key "
-        "(a wrong PORTAL_AUDIT_CHAIN_KEY, or an altered event: run verify_audit); "
-        "nothing written."
-    )
-    raise ChainKeyMismatch("the newest event does not verify under this chain key")
+
+def trail_takes_key(key: bytes, recorded: set, sequence: int, head_hash: str) -> bool:
+    """Whether events sealed with ``key`` belong on this trail.
+
+    Its recorded key decides. A trail begun before keys were recorded has
+    events but none: its newest event must then verify under ``key``.
+    """
+    if recorded:
+        return key_fingerprint(key) in recorded
+    return sequence == 0 or head_is_sealed_with(key, sequence, head_hash)
 
 
 def head_is_sealed_with(key: bytes, sequence: int, head_hash: str) -> bool:

@@ -48,19 +48,13 @@ def check_chain_key_is_the_trails(app_configs=None, databases=None, **kwargs):
     if not databases or AUDIT_DATABASE not in databases:
         return []
 
-    key = chain.chain_key()
     try:
         with connections[AUDIT_DATABASE].cursor() as cursor:
             cursor.execute(chain.RECORDED_KEYS)
             recorded = {row[0] for row in cursor.fetchall()}
             head = chain.chain_head(cursor)
-        # A trail begun before keys were recorded: its newest event decides,
-        # as it does for the first writer.
-        sealed_with_key = (
-            chain.key_fingerprint(key) in recorded
-            if recorded
-            else head[0] == 0 or chain.head_is_sealed_with(key, *head)
-        )
+        # The same decision the writers take before each append.
+        sealed_with_key = chain.trail_takes_key(chain.chain_key(), recorded, *head)
     except DatabaseError:
         # Not migrated yet (this runs before migrate's first step): nothing
         # recorded to compare with.
