@@ -5,8 +5,9 @@ audit event, and shows no patient data.
 """
 
 from django.conf import settings
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.template.loader import render_to_string
 from rest_framework.exceptions import NotAuthenticated
 from rest_framework.views import exception_handler
 
@@ -19,11 +20,28 @@ SESSION_GONE = (
 )
 
 
-def stopped_response(request, *, status: int, template: str, detail: str):
+def stopped_response(
+    request,
+    *,
+    status: int,
+    template: str,
+    detail: str,
+    context: dict | None = None,
+    ask_database: bool = True,
+):
+    """The API's JSON refusal, or ``template`` with the request id and ``context``.
+
+    With ``ask_database=False`` the page is rendered without the request, so
+    no context processor runs: the menu's reads the user's roles from the
+    database, which may be what failed.
+    """
     request_id = request_context.current_request_id()
     if request.path.startswith(API_PREFIX):
         return JsonResponse({"detail": detail, "request_id": request_id}, status=status)
-    return render(request, template, {"request_id": request_id}, status=status)
+    values = {"request_id": request_id, **(context or {})}
+    if not ask_database:
+        return HttpResponse(render_to_string(template, values), status=status)
+    return render(request, template, values, status=status)
 
 
 def api_exception_handler(exc, context):

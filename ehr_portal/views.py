@@ -4,14 +4,12 @@ import sys
 
 from django.contrib.sessions.exceptions import SessionInterrupted
 from django.db import InterfaceError, OperationalError
-from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.template.loader import render_to_string
 
 from accounts.middleware import typed_text_given_back
 from accounts.roles import Role
 from ehr_portal import request_context
-from ehr_portal.failure_pages import API_PREFIX, stopped_response
+from ehr_portal.failure_pages import stopped_response
 
 
 def home(request):
@@ -71,21 +69,16 @@ def server_error(request):
 
 
 def _without_the_database(request):
-    """The 503 answer, made without a query: the connection is the problem.
-
-    Rendered without the request, so that no context processor (the user's
-    roles, for the menu) asks the database again.
-    """
+    """The 503 answer, made without a query: the connection is the problem."""
     sent_changes = _sent_changes(request)
-    detail = DATABASE_UNAVAILABLE + (MAY_HAVE_BEEN_SAVED if sent_changes else "")
-    request_id = request_context.current_request_id()
-    if request.path.startswith(API_PREFIX):
-        return JsonResponse({"detail": detail, "request_id": request_id}, status=503)
-    page = render_to_string(
-        "database_unavailable.html",
-        {"request_id": request_id, "sent_changes": sent_changes},
+    return stopped_response(
+        request,
+        status=503,
+        template="database_unavailable.html",
+        detail=DATABASE_UNAVAILABLE + (MAY_HAVE_BEEN_SAVED if sent_changes else ""),
+        context={"sent_changes": sent_changes},
+        ask_database=False,
     )
-    return HttpResponse(page, status=503)
 
 
 def _sent_changes(request) -> bool:
@@ -104,17 +97,12 @@ def bad_request(request, exception=None):
         # response could save it. Not the user's mistake; say what happened.
         # The view has run by then: a note it saved stays saved.
         sent_changes = _sent_changes(request)
-        detail = SESSION_INTERRUPTED + (MAY_HAVE_BEEN_SAVED if sent_changes else "")
-        request_id = request_context.current_request_id()
-        if request.path.startswith(API_PREFIX):
-            return JsonResponse(
-                {"detail": detail, "request_id": request_id}, status=400
-            )
-        return render(
+        return stopped_response(
             request,
-            "session_interrupted.html",
-            {"request_id": request_id, "sent_changes": sent_changes},
             status=400,
+            template="session_interrupted.html",
+            detail=SESSION_INTERRUPTED + (MAY_HAVE_BEEN_SAVED if sent_changes else ""),
+            context={"sent_changes": sent_changes},
         )
     return _error_page(request, "400.html", 400)
 
