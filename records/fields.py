@@ -251,18 +251,19 @@ class SealedModelIterable(ModelIterable):
             return rows
         if not self.chunked_fetch:
             rows = list(rows)
-            _load_together(rows)
+            load_together(rows)
             return iter(rows)
         return self._in_batches(rows)
 
     @staticmethod
     def _in_batches(rows):
         while batch := list(islice(rows, BATCH_ROWS)):
-            _load_together(batch)
+            load_together(batch)
             yield from batch
 
 
-def _load_together(rows) -> None:
+def load_together(rows) -> None:
+    """Link rows of one query so that each sealed column opens for all at once."""
     for start in range(0, len(rows), BATCH_ROWS):
         batch = rows[start : start + BATCH_ROWS]
         together = _LoadedTogether(batch)

@@ -32,6 +32,7 @@ from records.access import (
     decide,
     patients_in_care_of,
 )
+from records.chart_queries import CompiledChartQuery
 from records.models import (
     AllergyIntolerance,
     ClinicalNote,
@@ -440,32 +441,64 @@ def _record_listing(user, action: AuditAction, shown, *, fields, reason: str) ->
     )  # fmt: skip
 
 
-def chart_summary(chart: Chart) -> dict:
-    """A lean first page: what a clinician checks first, never whole histories."""
-    patient, visible = chart.patient, chart.visible_categories
+def _visible_records(model, patient_id, categories):
+    return model.objects.filter(patient_id=patient_id, sensitivity__in=categories)
 
-    def visible_records(model):
-        return model.objects.filter(patient=patient, sensitivity__in=visible)
 
-    return {
-        "conditions": list(
-            visible_records(Condition)
+# The summary's queries have the same shape on every open: compiled once
+# (records.chart_queries), they cost the portal a fraction of building them.
+_SUMMARY_QUERIES = {
+    "conditions": CompiledChartQuery(
+        Condition,
+        lambda patient_id, categories: (
+            _visible_records(Condition, patient_id, categories)
             .filter(abated_at__isnull=True)
             .exclude(status="resolved")
             .order_by("-occurred_at")[:10]
         ),
-        "allergies": list(
-            visible_records(AllergyIntolerance).order_by("-occurred_at")[:10]
-        ),
-        "medications": list(
-            visible_records(MedicationRequest)
+    ),
+    "allergies": CompiledChartQuery(
+        AllergyIntolerance,
+        lambda patient_id, categories: _visible_records(
+            AllergyIntolerance, patient_id, categories
+        ).order_by("-occurred_at")[:10],
+    ),
+    "medications": CompiledChartQuery(
+        MedicationRequest,
+        lambda patient_id, categories: (
+            _visible_records(MedicationRequest, patient_id, categories)
             .filter(status="active")
             .order_by("-occurred_at")[:10]
         ),
-        "vitals": latest_vitals(patient, visible),
-        "encounters": list(visible_records(Encounter).order_by("-occurred_at")[:5]),
-        "withheld_count": withheld_in_chart(chart),
+    ),
+    "encounters": CompiledChartQuery(
+        Encounter,
+        lambda patient_id, categories: _visible_records(
+            Encounter, patient_id, categories
+        ).order_by("-occurred_at")[:5],
+    ),
+}
+
+_RECENT_VITAL_SIGNS = CompiledChartQuery(
+    Observation,
+    lambda patient_id, categories: (
+        _visible_records(Observation, patient_id, categories)
+        .filter(category=ObservationCategory.VITAL_SIGNS)
+        .order_by("-occurred_at")[:40]
+    ),
+)
+
+
+def chart_summary(chart: Chart) -> dict:
+    """A lean first page: what a clinician checks first, never whole histories."""
+    patient, visible = chart.patient, chart.visible_categories
+    summary = {
+        section: query.run(patient.pk, visible)
+        for section, query in _SUMMARY_QUERIES.items()
     }
+    summary["vitals"] = latest_vitals(patient, visible)
+    summary["withheld_count"] = withheld_in_chart(chart)
+    return summary
 
 
 def withheld_in_chart(chart: Chart) -> int:
@@ -486,15 +519,10 @@ SUMMARY_FIELDS = (
 )  # fmt: skip
 
 
-def latest_vitals(patient: Patient, visible, limit: int = 40) -> list[Observation]:
-    """The most recent value of each vital sign, from the latest readings."""
-    recent = Observation.objects.filter(
-        patient=patient,
-        category=ObservationCategory.VITAL_SIGNS,
-        sensitivity__in=visible,
-    ).order_by("-occurred_at")[:limit]
+def latest_vitals(patient: Patient, visible) -> list[Observation]:
+    """The most recent value of each vital sign, from the latest 40 readings."""
     latest: dict[str, Observation] = {}
-    for observation in recent:
+    for observation in _RECENT_VITAL_SIGNS.run(patient.pk, visible):
         latest.setdefault(observation.code, observation)
     return list(latest.values())[:8]
 
