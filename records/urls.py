@@ -1,28 +1,33 @@
-from django.urls import path
+from django.urls import path, register_converter
 
 from records import views
+from records.converters import RecordIdConverter
+
+register_converter(RecordIdConverter, "record_id")
 
 app_name = "records"
 
 urlpatterns = [
     path("", views.patient_list, name="patient_list"),
-    path("<uuid:patient_id>/", views.chart_summary_page, name="chart"),
+    path("<record_id:patient_id>/", views.chart_summary_page, name="chart"),
     path(
-        "<uuid:patient_id>/emergency-access/",
+        "<record_id:patient_id>/emergency-access/",
         views.break_glass_request,
         name="break_glass_request",
     ),
-    path("<uuid:patient_id>/notes/new/", views.note_create, name="note_create"),
+    path("<record_id:patient_id>/notes/new/", views.note_create, name="note_create"),
     # Asked for by the page itself when the idle warning shows: passive for
     # the idle clock (settings.SESSION_SECURITY_PASSIVE_URL_NAMES).
-    path("<uuid:patient_id>/notes/draft/", views.note_draft_keep, name="note_draft"),
     path(
-        "<uuid:patient_id>/notes/draft/discard/",
+        "<record_id:patient_id>/notes/draft/", views.note_draft_keep, name="note_draft"
+    ),
+    path(
+        "<record_id:patient_id>/notes/draft/discard/",
         views.note_draft_discard,
         name="note_draft_discard",
     ),
     path(
-        "<uuid:patient_id>/<slug:section>/",
+        "<record_id:patient_id>/<slug:section>/",
         views.chart_section_page,
         name="chart_section",
     ),
@@ -31,7 +36,7 @@ urlpatterns = [
 compliance_urlpatterns = [
     path("break-glass/", views.break_glass_queue, name="break_glass_queue"),
     path(
-        "break-glass/<uuid:access_id>/review/",
+        "break-glass/<record_id:access_id>/review/",
         views.break_glass_review,
         name="break_glass_review",
     ),

@@ -205,6 +205,30 @@ def test_unknown_patient_id_is_not_found_and_audited(physician):
     assert denial.reason == "unknown patient"
 
 
+@pytest.mark.parametrize(
+    "spelling", [str.upper, lambda text: text.replace("-", "")], ids=["caps", "bare"]
+)
+def test_a_pasted_patient_id_in_another_spelling_opens_the_chart(
+    physician, marker_patient, spelling
+):
+    add_to_care_team(physician, marker_patient)
+
+    response = verified_client(physician).get(
+        f"/patients/{spelling(str(marker_patient.pk))}/conditions/"
+    )
+
+    assert response.status_code == 200
+    opened = AuditEvent.objects.get(action=AuditAction.VIEWED)
+    assert opened.patient_ref == str(marker_patient.pk)
+    assert f'href="/patients/{marker_patient.pk}/"' in response.content.decode()
+
+
+def test_a_patient_id_that_is_no_uuid_is_not_found(physician):
+    response = verified_client(physician).get("/patients/0000000g-0000-4000-8000/")
+
+    assert response.status_code == 404
+
+
 def test_failed_audit_write_shows_no_chart(physician, marker_patient, monkeypatch):
     add_to_care_team(physician, marker_patient)
     client = verified_client(physician)
