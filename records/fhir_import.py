@@ -311,7 +311,13 @@ def _read_json(path: Path):
         raise BundleRejected(path, "is not a JSON text file (not UTF-8 text)")
 
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_object_without_repeats)
+    except _RepeatedName as repeated:
+        raise BundleRejected(
+            path,
+            f"is not valid FHIR JSON (the name {_printable(repeated.name)!r} "
+            "appears twice in one object)",
+        ) from None
     except json.JSONDecodeError as error:
         reason = error.msg[:1].lower() + error.msg[1:]
         # Some of json's messages end in "at" already ("... starting at").
@@ -324,6 +330,25 @@ def _read_json(path: Path):
     except ValueError:
         # Python refuses to read an integer of thousands of digits.
         raise BundleRejected(path, "is not valid JSON (a number too long)") from None
+
+
+class _RepeatedName(ValueError):
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+def _object_without_repeats(pairs: list[tuple[str, object]]) -> dict:
+    # Python's json keeps the last of two values with one name, so which
+    # one was stored would depend on the parser; FHIR's JSON allows one.
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen = set()
+        for name, _value in pairs:
+            if name in seen:
+                raise _RepeatedName(name)
+            seen.add(name)
+    return document
 
 
 def _field_holding_nul(resource: dict) -> str | None:

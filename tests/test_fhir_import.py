@@ -903,6 +903,25 @@ def test_broken_json_is_named_in_plain_words(tmp_path, capsys, text, reason):
     assert f"broken.json: bundle: is not valid JSON ({reason})" in error
 
 
+def test_a_name_given_twice_in_one_object_is_refused(tmp_path, capsys):
+    # Which of the two values a parser keeps is up to the parser: the
+    # bundle is ambiguous, and FHIR's JSON allows each name once.
+    text = (
+        '{"resourceType": "Bundle", "type": "collection", "entry": [{"resource":'
+        ' {"resourceType": "Patient", "id": "p1", "gender": "male",'
+        ' "gender": "female"}}]}'
+    )
+
+    _import_fails(_write(tmp_path, text))
+
+    error = capsys.readouterr().err
+    assert (
+        "broken.json: bundle: is not valid FHIR JSON (the name 'gender' appears "
+        "twice in one object)"
+    ) in error
+    assert Patient.objects.count() == 0
+
+
 def test_a_json_file_that_is_no_fhir_resource_is_named_plainly(
     tmp_path, capsys, caplog
 ):
