@@ -4,7 +4,6 @@ A view that forgets a decorator still cannot be reached with a password
 alone, because the check runs here for every path but the few listed.
 """
 
-import datetime
 import logging
 from urllib.parse import quote, urlsplit
 
@@ -19,13 +18,13 @@ from session_security.middleware import SessionSecurityMiddleware
 from accounts.decorators import refuse
 from accounts.services import (
     SESSION_END_ATTRIBUTE,
-    SIGNED_IN_AT_SESSION_KEY,
     end_session,
     last_activity,
     record_activity,
+    session_end_due,
 )
 from audit.models import AuditAction
-from ehr_portal.failure_pages import API_PREFIX
+from ehr_portal.failure_pages import API_PREFIX, SESSION_GONE
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +95,15 @@ def typed_text_given_back(request):
     return give_back(request, *match.args, **match.kwargs)
 
 
+def _session_gone_unexplained(request) -> bool:
+    # The browser names a session that no longer exists (ended by the sweep
+    # of abandoned sessions, by an administrator, or long expired), and this
+    # request did not end it itself, which says why on its own.
+    return settings.SESSION_COOKIE_NAME in request.COOKIES and not hasattr(
+        request, SESSION_END_ATTRIBUTE
+    )
+
+
 class VerifiedSessionMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
@@ -113,6 +121,8 @@ class VerifiedSessionMiddleware:
             given_back = typed_text_given_back(request)
             if given_back is not None:
                 return given_back
+            if _session_gone_unexplained(request):
+                messages.info(request, SESSION_GONE)
             return redirect(
                 f"{reverse('accounts:login')}?next={quote(_return_to(request))}"
             )
@@ -150,19 +160,20 @@ class SessionTimeoutMiddleware(SessionSecurityMiddleware):
             return
 
         now = timezone.now()
-        if self._past_lifetime(request.session, now):
-            end_session(request, AuditAction.SESSION_EXPIRED)
-            self._tell_why(request, SESSION_LIMIT_REACHED)
+        ending = session_end_due(request.session, now)
+        if ending is not None:
+            end_session(request, ending)
+            self._tell_why(
+                request,
+                SESSION_LIMIT_REACHED
+                if ending == AuditAction.SESSION_EXPIRED
+                else SIGNED_OUT_IDLE,
+            )
             return
 
-        idle_limit = datetime.timedelta(seconds=settings.SESSION_SECURITY_EXPIRE_AFTER)
-        last = last_activity(request.session)
-        if last is not None and now - last >= idle_limit:
-            end_session(request, AuditAction.IDLE_LOGOUT)
-            self._tell_why(request, SIGNED_OUT_IDLE)
-            return
-
-        if last is None or not self.is_passive_request(request):
+        if last_activity(request.session) is None or not self.is_passive_request(
+            request
+        ):
             record_activity(request.session, now)
 
     def process_response(self, request, response):
@@ -182,15 +193,6 @@ class SessionTimeoutMiddleware(SessionSecurityMiddleware):
             request.session_end_reason = text
         else:
             messages.info(request, text)
-
-    def _past_lifetime(self, session, now) -> bool:
-        signed_in_at = session.get(SIGNED_IN_AT_SESSION_KEY)
-        if signed_in_at is None:
-            # A signed-in session without a start time predates this rule,
-            # or was tampered with: fail closed.
-            return True
-        age = now.timestamp() - float(signed_in_at)
-        return age >= settings.SESSION_ABSOLUTE_LIFETIME_SECONDS
 
     def is_passive_request(self, request) -> bool:
         # Background requests (the idle ping, alert counters) are not the

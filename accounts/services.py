@@ -10,6 +10,8 @@ import django_otp
 from axes.handlers.proxy import AxesProxyHandler
 from axes.helpers import get_cool_off
 from axes.models import AccessAttempt
+from django.conf import settings
+from django.contrib import auth
 from django.contrib.auth import get_user_model, logout, update_session_auth_hash
 from django.contrib.auth.signals import user_login_failed
 from django.contrib.sessions.models import Session
@@ -25,6 +27,7 @@ from accounts.models import (
     TOTPAuthenticator,
     backup_code_digest,
 )
+from accounts.sessions import SessionStore
 from audit.models import AuditAction, AuditOutcome
 from audit.services import record_event
 
@@ -113,6 +116,87 @@ def end_session(request, action: AuditAction | None) -> None:
             action = None
     setattr(request, SESSION_END_ATTRIBUTE, action)
     logout(request)
+
+
+def session_end_due(session, now: datetime.datetime) -> AuditAction | None:
+    """Why a signed-in session must end at ``now``, or None while it may go on.
+
+    SESSION_EXPIRED past its absolute lifetime, IDLE_LOGOUT after the idle
+    limit without a request from its user (45 CFR 164.312(a)(2)(iii)).
+    ``session`` is a request's session or a stored session's decoded data.
+    """
+    signed_in_at = session.get(SIGNED_IN_AT_SESSION_KEY)
+    if signed_in_at is None:
+        # A signed-in session without a start time predates this rule, or
+        # was tampered with: fail closed.
+        return AuditAction.SESSION_EXPIRED
+    if (
+        now.timestamp() - float(signed_in_at)
+        >= settings.SESSION_ABSOLUTE_LIFETIME_SECONDS
+    ):
+        return AuditAction.SESSION_EXPIRED
+
+    last = last_activity(session)
+    idle_limit = datetime.timedelta(seconds=settings.SESSION_SECURITY_EXPIRE_AFTER)
+    if last is not None and now - last >= idle_limit:
+        return AuditAction.IDLE_LOGOUT
+    return None
+
+
+ABANDONED_SESSION_REASON = "no request since the limit: ended by the session sweep"
+
+
+def end_abandoned_sessions(now: datetime.datetime | None = None) -> int:
+    """End and record the signed-in sessions whose browser never came back.
+
+    The idle sign-out happens on a session's next request; a browser closed
+    or lost makes none, and its session's end would never be recorded.
+    Celery beat runs this every minute. Each session is removed and its end
+    recorded in one transaction: if the audit write fails the session stays
+    for the next run, so an end is never lost (at worst recorded twice).
+    Returns how many sessions it ended.
+    """
+    now = now or timezone.now()
+    idle_limit = datetime.timedelta(seconds=settings.SESSION_SECURITY_EXPIRE_AFTER)
+    # A session is saved on every request that counts as activity, which
+    # sets its expiry SESSION_COOKIE_AGE ahead: one whose expiry is nearer
+    # than that minus the idle limit has had no such request since.
+    quiet_since = (
+        now - idle_limit + datetime.timedelta(seconds=settings.SESSION_COOKIE_AGE)
+    )
+    store = SessionStore()
+    ended = 0
+    for stored in Session.objects.filter(expire_date__lte=quiet_since).iterator():
+        data = store.decode(stored.session_data)
+        user_id = data.get(auth.SESSION_KEY)
+        action = session_end_due(data, now) if user_id is not None else None
+        if action is None:
+            continue
+        with transaction.atomic():
+            removed, _ = Session.objects.filter(
+                session_key=stored.session_key, session_data=stored.session_data
+            ).delete()
+            if not removed:
+                # Ended or used by a request since it was read.
+                continue
+            record_event(
+                actor=_session_owner(user_id), action=action,
+                outcome=AuditOutcome.SUCCESS, reason=ABANDONED_SESSION_REASON,
+            )  # fmt: skip
+        ended += 1
+
+    if ended:
+        logger.info("Ended %d abandoned session(s)", ended)
+    # Django's own expiry for what is left (anonymous sessions among them).
+    SessionStore.clear_expired()
+    return ended
+
+
+def _session_owner(user_id):
+    user = get_user_model().objects.filter(pk=user_id).first()
+    # The account may have been deleted since: the event still says whose
+    # session it was.
+    return user if user is not None else f"system:deleted-user-{user_id}"
 
 
 def _device_for_token(user, token: str):

@@ -456,6 +456,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "records.purge_lapsed_note_drafts",
         "schedule": 24 * 3600,
     },
+    # Records the end of sessions whose browser never came back, within a
+    # minute of their idle limit.
+    "end-abandoned-sessions": {
+        "task": "accounts.end_abandoned_sessions",
+        "schedule": 60,
+    },
 }
 
 # The API: session sign-in with both factors, deny by default, JSON only (no

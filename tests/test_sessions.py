@@ -3,11 +3,19 @@
 import datetime
 
 import pytest
+from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.test import Client
 from django.utils import timezone
 from freezegun import freeze_time
 
+from accounts.services import (
+    ABANDONED_SESSION_REASON,
+    SIGNED_IN_AT_SESSION_KEY,
+    end_abandoned_sessions,
+)
+from accounts.sessions import SessionStore
+from accounts.tasks import end_abandoned_sessions_task
 from audit.models import AuditAction, AuditEvent
 from tests.conftest import current_code, verified_client
 from tests.test_mfa import START, sign_in_with_password, submit_code
@@ -642,3 +650,108 @@ def test_a_note_saved_as_the_session_ends_elsewhere_is_said_possibly_saved(
     assert "it may have been saved" in body
     assert "Sign out" not in body  # the page of an ended session shows no menu
     assert ClinicalNote.objects.count() == 1
+
+
+def test_a_session_whose_browser_never_came_back_is_ended_and_recorded(nurse):
+    with freeze_time(START) as clock:
+        client = verified_client(nurse)
+        session_key = client.cookies["sessionid"].value
+        clock.tick(14 * MINUTE)
+        still_open = end_abandoned_sessions()
+        clock.tick(MINUTE)
+        ended = end_abandoned_sessions()
+        back_after_all = client.get("/patients/", follow=True)
+
+    assert (still_open, ended) == (0, 1)
+    assert "Your session has ended" in back_after_all.content.decode()
+    recorded = events(AuditAction.IDLE_LOGOUT).get()
+    assert recorded.actor_id == nurse.pk
+    assert recorded.reason == ABANDONED_SESSION_REASON
+    assert not Session.objects.filter(session_key=session_key).exists()
+    assert back_after_all.redirect_chain[0][0].startswith("/accounts/login/")
+    assert events(AuditAction.IDLE_LOGOUT).count() == 1
+
+
+def test_the_sweep_leaves_a_session_in_use_alone(nurse):
+    with freeze_time(START) as clock:
+        client = verified_client(nurse)
+        clock.tick(10 * MINUTE)
+        assert client.get("/patients/").status_code == 200
+        clock.tick(10 * MINUTE)
+        ended = end_abandoned_sessions()
+
+        assert client.get("/patients/").status_code == 200
+
+    assert ended == 0
+    assert not events(AuditAction.IDLE_LOGOUT).exists()
+
+
+def test_an_abandoned_session_past_its_lifetime_is_recorded_as_expired(nurse):
+    with freeze_time(START) as clock:
+        client = verified_client(nurse)
+        session = client.session
+        signed_in = timezone.now() - datetime.timedelta(hours=13)
+        session[SIGNED_IN_AT_SESSION_KEY] = signed_in.timestamp()
+        session.save()
+        clock.tick(15 * MINUTE)
+        end_abandoned_sessions()
+
+    assert events(AuditAction.SESSION_EXPIRED).get().actor_id == nurse.pk
+    assert not events(AuditAction.IDLE_LOGOUT).exists()
+
+
+def test_a_sweep_that_cannot_record_leaves_the_session_for_the_next(nurse, monkeypatch):
+    from audit import services as audit_services
+
+    def unreachable(*args, **kwargs):
+        raise audit_services.AuditUnavailable("audit database unreachable")
+
+    with freeze_time(START) as clock:
+        client = verified_client(nurse)
+        session_key = client.cookies["sessionid"].value
+        clock.tick(16 * MINUTE)
+        monkeypatch.setattr(audit_services, "_append", unreachable)
+        with pytest.raises(audit_services.AuditUnavailable):
+            end_abandoned_sessions()
+        kept = Session.objects.filter(session_key=session_key).exists()
+        monkeypatch.undo()
+        ended = end_abandoned_sessions()
+
+    assert kept
+    assert ended == 1
+    assert events(AuditAction.IDLE_LOGOUT).count() == 1
+
+
+def test_sessions_without_a_user_are_never_recorded_and_expire(nurse):
+    with freeze_time(START) as clock:
+        anonymous = SessionStore()
+        anonymous["seen"] = True
+        anonymous.create()
+        clock.tick(20 * MINUTE)
+        end_abandoned_sessions()
+        kept_until_expiry = Session.objects.filter(
+            session_key=anonymous.session_key
+        ).exists()
+        clock.tick(datetime.timedelta(seconds=settings.SESSION_COOKIE_AGE))
+        end_abandoned_sessions()
+
+    assert kept_until_expiry
+    assert not Session.objects.filter(session_key=anonymous.session_key).exists()
+    assert not AuditEvent.objects.filter(
+        action__in=[AuditAction.IDLE_LOGOUT, AuditAction.SESSION_EXPIRED]
+    ).exists()
+
+
+def test_celery_beat_runs_the_sweep_every_minute(nurse):
+    scheduled = [
+        entry
+        for entry in settings.CELERY_BEAT_SCHEDULE.values()
+        if entry["task"] == "accounts.end_abandoned_sessions"
+    ]
+    with freeze_time(START) as clock:
+        verified_client(nurse)
+        clock.tick(15 * MINUTE)
+        ended = end_abandoned_sessions_task.delay().get()
+
+    assert [entry["schedule"] for entry in scheduled] == [60]
+    assert ended == 1
