@@ -95,11 +95,13 @@ def bad_request(request, exception=None):
     if isinstance(exception, SessionInterrupted):
         # Django's word for it: the session row went away before this
         # response could save it. Not the user's mistake; say what happened.
-        # The view has run by then: a note it saved stays saved.
+        # The view has run by then: a note it saved stays saved. 403, as for
+        # any request of a session that is gone: API clients sign in again
+        # on it, where a 400 would say their request was malformed.
         sent_changes = _sent_changes(request)
         return stopped_response(
             request,
-            status=400,
+            status=403,
             template="session_interrupted.html",
             detail=SESSION_INTERRUPTED + (MAY_HAVE_BEEN_SAVED if sent_changes else ""),
             context={"sent_changes": sent_changes},
