@@ -207,20 +207,39 @@ def review(*, reviewer, access_id, outcome: str, note: str) -> BreakGlassAccess:
     with transaction.atomic():
         access = (
             BreakGlassAccess.objects.select_for_update()
-            .filter(pk=access_id, reviewed_at__isnull=True)
+            .select_related("reviewed_by")
+            .filter(pk=access_id)
             .first()
         )
-        if access is None:
-            raise BreakGlassRefused("already reviewed or unknown")
-        access.reviewed_by = reviewer
-        access.reviewed_at = timezone.now()
-        access.review_outcome = outcome
-        access.review_note = note.strip()
-        access.save()
-        record_event(
-            actor=reviewer, action=AuditAction.BREAK_GLASS_REVIEWED,
-            outcome=AuditOutcome.SUCCESS, patient_ref=access.patient_id,
-            record_type="BreakGlassAccess", purpose=Purpose.COMPLIANCE_REVIEW,
-            reason=BreakGlassReview(outcome).label,
-        )  # fmt: skip
-    return access
+        if access is not None and access.reviewed_at is None:
+            access.reviewed_by = reviewer
+            access.reviewed_at = timezone.now()
+            access.review_outcome = outcome
+            access.review_note = note.strip()
+            access.save()
+            record_event(
+                actor=reviewer, action=AuditAction.BREAK_GLASS_REVIEWED,
+                outcome=AuditOutcome.SUCCESS, patient_ref=access.patient_id,
+                record_type="BreakGlassAccess", purpose=Purpose.COMPLIANCE_REVIEW,
+                reason=BreakGlassReview(outcome).label,
+            )  # fmt: skip
+            return access
+
+    # A finding is recorded once; an attempt to change it (or to review an
+    # access that does not exist) is refused, and the refusal is evidence too.
+    if access is None:
+        refusal, patient_ref = "there is no such break-the-glass access", ""
+    else:
+        earlier = BreakGlassReview(access.review_outcome).label.lower()
+        refusal = (
+            f"this access was already reviewed by {access.reviewed_by.get_username()} "
+            f"({earlier}); a finding is recorded once"
+        )
+        patient_ref = access.patient_id
+    record_event(
+        actor=reviewer, action=AuditAction.BREAK_GLASS_REVIEWED,
+        outcome=AuditOutcome.DENIED, patient_ref=patient_ref,
+        record_type="BreakGlassAccess", purpose=Purpose.COMPLIANCE_REVIEW,
+        reason="already reviewed" if access else "unknown break-the-glass access",
+    )  # fmt: skip
+    raise BreakGlassRefused(refusal)

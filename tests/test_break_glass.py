@@ -9,7 +9,7 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from audit.models import AuditAction, AuditEvent
+from audit.models import AuditAction, AuditEvent, AuditOutcome
 from records.models import BreakGlassAccess
 from tests.conftest import current_code, verified_client
 
@@ -171,11 +171,42 @@ def test_compliance_reviews_the_access(nurse, compliance_officer, marker_patient
         AuditEvent.objects.filter(action=AuditAction.BREAK_GLASS_REVIEWED).count() == 1
     )
     second = reviewer.post(
-        f"/compliance/break-glass/{access.pk}/review/", {"outcome": "inappropriate"}
+        f"/compliance/break-glass/{access.pk}/review/",
+        {"outcome": "inappropriate"},
+        follow=True,
     )
-    assert second.status_code == 302
     access.refresh_from_db()
     assert access.review_outcome == "appropriate", "a review is recorded once"
+    assert (
+        "Not recorded: this access was already reviewed by "
+        f"{compliance_officer.get_username()} (appropriate)"
+    ) in second.content.decode()
+    refused = AuditEvent.objects.get(
+        action=AuditAction.BREAK_GLASS_REVIEWED, outcome=AuditOutcome.DENIED
+    )
+    assert refused.patient_ref == str(marker_patient.pk)
+    assert refused.reason == "already reviewed"
+
+
+def test_a_review_of_an_access_that_does_not_exist_is_refused_and_recorded(
+    compliance_officer,
+):
+    import uuid
+
+    reviewer = verified_client(compliance_officer)
+
+    response = reviewer.post(
+        f"/compliance/break-glass/{uuid.uuid4()}/review/",
+        {"outcome": "appropriate"},
+        follow=True,
+    )
+
+    assert "Not recorded: there is no such break-the-glass access" in (
+        response.content.decode()
+    )
+    refused = AuditEvent.objects.get(action=AuditAction.BREAK_GLASS_REVIEWED)
+    assert refused.outcome == AuditOutcome.DENIED
+    assert refused.actor_id == compliance_officer.pk
 
 
 def test_a_review_note_too_long_comes_back_with_its_own_error(
