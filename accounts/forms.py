@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
+from django.core.exceptions import ValidationError
 
 from accounts.services import record_failed_password_sign_in
 
@@ -19,6 +20,19 @@ class SignInForm(AuthenticationForm):
         ),
     }
 
+    def _refuse(self, username: str | None):
+        record_failed_password_sign_in(username)
+        # A field left empty is said so; anything else is a wrong name or
+        # password, with no hint which.
+        blank = [
+            name
+            for name in ("username", "password")
+            if not (self.data.get(name) or "").strip()
+        ]
+        if blank:
+            raise ValidationError(f"Enter your {' and '.join(blank)}.", code="blank")
+        raise self.get_invalid_login_error()
+
     def clean_username(self):
         return (self.cleaned_data.get("username") or "").strip().casefold()
 
@@ -30,16 +44,13 @@ class SignInForm(AuthenticationForm):
         # refused (a NUL character), which Django would pass over in silence.
         username = self.cleaned_data.get("username") or ""
         if "username" in self.errors:
-            record_failed_password_sign_in(None)
-            raise self.get_invalid_login_error()
+            self._refuse(None)
         if "password" in self.errors:
             # Empty, or holding a NUL: no account's password, and Django
             # would again answer with no message at all.
-            record_failed_password_sign_in(username)
-            raise self.get_invalid_login_error()
+            self._refuse(username)
         if len(username) > self.fields["username"].max_length:
-            record_failed_password_sign_in(username)
-            raise self.get_invalid_login_error()
+            self._refuse(username)
         return super().clean()
 
 

@@ -162,15 +162,27 @@ def test_a_name_no_account_can_have_is_a_wrong_name_not_an_error(client, nurse, 
     assert "_auth_user_id" not in client.session
 
 
-@pytest.mark.parametrize("password", ["", "x\x00y"])
+@pytest.mark.parametrize(
+    "password, message",
+    [("", "Enter your password."), ("x\x00y", "Please enter a correct username")],
+)
 def test_a_password_no_account_can_have_gets_the_message_and_its_event(
-    client, nurse, password
+    client, nurse, password, message
 ):
     response = client.post(
         "/accounts/login/", {"username": "nurse.jones", "password": password}
     )
 
-    assert "Please enter a correct username and password" in response.content.decode()
+    assert message in response.content.decode()
     failed = AuditEvent.objects.get(action=AuditAction.LOGIN_FAILED)
     assert failed.actor_username == "nurse.jones"
     assert "_auth_user_id" not in client.session
+
+
+def test_a_form_sent_empty_asks_for_both_fields(client, nurse):
+    response = client.post("/accounts/login/", {"username": " ", "password": ""})
+
+    page = response.content.decode()
+    assert "Enter your username and password." in page
+    assert "correct username" not in page
+    assert AuditEvent.objects.get(action=AuditAction.LOGIN_FAILED)
