@@ -604,3 +604,20 @@ def test_the_lockout_record_takes_the_same_address_as_the_audit_trail(
     assert AccessAttempt.objects.get().ip_address == "203.0.113.9"
     failed = AuditEvent.objects.get(action=AuditAction.LOGIN_FAILED)
     assert failed.ip_address == "203.0.113.9"
+
+
+def test_every_chart_tab_leads_to_its_section(physician, marker_patient):
+    from django.urls import reverse
+
+    from records.services import CHART_SECTIONS
+
+    add_to_care_team(physician, marker_patient)
+
+    page = verified_client(physician).get(f"/patients/{marker_patient.pk}/")
+
+    tabs = re.search(r'<nav class="tabs".*?</nav>', page.content.decode(), re.S)
+    links = re.findall(r'href="([^"]+)"', tabs.group(0))
+    assert links == [reverse("records:chart", args=[marker_patient.pk])] + [
+        reverse("records:chart_section", args=[marker_patient.pk, slug])
+        for slug in CHART_SECTIONS
+    ]
