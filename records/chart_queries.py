@@ -65,7 +65,7 @@ class CompiledChartQuery:
         self.build = build
         self._compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def run(self, patient_id, categories: Collection[str]) -> list:
+    def run(self, patient_id, categories: Collection[str] = ()) -> list:
         categories = list(categories)
         compiled, connection = self._for(len(categories))
         if compiled is _NOTHING:

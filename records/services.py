@@ -501,16 +501,27 @@ def chart_summary(chart: Chart) -> dict:
     return summary
 
 
+_PATIENT_TALLIES = CompiledChartQuery(
+    SensitiveRecordTally,
+    lambda patient_id, _categories: SensitiveRecordTally.objects.filter(
+        patient_id=patient_id
+    ),
+)
+
+
 def withheld_in_chart(chart: Chart) -> int:
     """How many records across the chart the reader may not see.
 
-    Read from the patient's sensitive-record tallies: one short query, where
-    counting every clinical table cost more than the rest of the summary.
+    Read from the patient's sensitive-record tallies (one row per category
+    the chart holds): one short query, where counting every clinical table
+    cost more than the rest of the summary.
     """
-    tallies = SensitiveRecordTally.objects.filter(patient=chart.patient).exclude(
-        sensitivity__in=chart.visible_categories
+    visible = chart.visible_categories
+    return sum(
+        tally.records
+        for tally in _PATIENT_TALLIES.run(chart.patient.pk, ())
+        if tally.sensitivity not in visible
     )
-    return sum(tallies.values_list("records", flat=True))
 
 
 SUMMARY_FIELDS = (

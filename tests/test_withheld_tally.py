@@ -77,6 +77,26 @@ def test_a_note_written_and_removed_moves_the_withheld_count(
     assert (before, after_note, after_removal) == (0, 1, 0)
 
 
+def test_a_reader_with_the_grant_is_not_told_the_record_is_withheld(
+    physician, nurse, marker_patient
+):
+    add_to_care_team(physician, marker_patient)
+    add_to_care_team(nurse, marker_patient)
+    physician.user_permissions.add(
+        Permission.objects.get(codename="view_psychotherapy")
+    )
+    therapist = verified_client(type(physician).objects.get(pk=physician.pk))
+    therapist.post(
+        f"/patients/{marker_patient.pk}/notes/new/",
+        {"kind": "psychotherapy", "title": "Session 1", "body": "Coping plan."},
+    )
+
+    for_the_therapist = _withheld_on_the_summary(therapist, marker_patient)
+    for_the_nurse = _withheld_on_the_summary(verified_client(nurse), marker_patient)
+
+    assert (for_the_therapist, for_the_nurse) == (0, 1)
+
+
 @pytest.mark.django_db(transaction=True, databases="__all__")
 def test_two_sensitive_notes_written_at_once_are_both_counted(
     physician, marker_patient
