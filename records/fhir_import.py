@@ -39,7 +39,11 @@ from records.models import (
     PatientSource,
     Procedure,
 )
-from records.sensitivity import Sensitivity, sensitivities_of_bundle
+from records.sensitivity import (
+    Sensitivity,
+    references_in,
+    sensitivities_of_bundle,
+)
 from records.services import find_patient_by_identifier, register_patient
 
 logger = logging.getLogger(__name__)
@@ -578,13 +582,62 @@ def _check_entries(path: Path, entries: list[Entry]) -> CheckedBundle:
             skipped[entry.resource_type] += 1
 
     categories = sensitivities_of_bundle(
-        [(_names_of(entry), entry.resource) for entry in entries]
+        [(_names_of(entry), entry.resource) for entry in entries],
+        stored=_stored_categories_named(entries, patient),
     )
     sensitivities = {
         entry.index: category
         for entry, category in zip(entries, categories, strict=True)
     }
     return CheckedBundle(patient, clinical, skipped, sensitivities, values)
+
+
+def _stored_categories_named(
+    entries: list[Entry], patient: Entry | None
+) -> dict[str, str]:
+    """The category of each record a reference names outside this bundle.
+
+    A bundle may add to a chart imported before: a procedure whose reason is
+    a diagnosis in an earlier bundle is as sensitive as that diagnosis, as it
+    would be with both in one bundle. Keyed by the reference as written
+    (``urn:uuid:<id>``, ``Condition/<id>``, or a URL ending in ``Type/id``).
+    """
+    stored_patient = (
+        find_patient_by_identifier(FHIR_ID_SYSTEM, patient.resource_id)
+        if patient is not None
+        else None
+    )
+    if stored_patient is None:
+        return {}
+    inside = set().union(*(_names_of(entry) for entry in entries))
+    outside = {
+        name
+        for entry in entries
+        if entry.resource_type in CLINICAL_MODELS
+        for name in references_in(entry.resource)
+    } - inside
+
+    # The stored records' keys each outside name could be, by record type.
+    named_by: dict[str, str] = {}
+    for name in outside:
+        if name.startswith("urn:uuid:"):
+            types, resource_id = CLINICAL_MODELS, name.removeprefix("urn:uuid:")
+        else:
+            *_, resource_type, resource_id = ["", *name.split("/")]
+            types = [resource_type] if resource_type in CLINICAL_MODELS else []
+        for resource_type in types:
+            named_by[_source_key(resource_type, resource_id)] = name
+    if not named_by:
+        return {}
+
+    found = {}
+    for model in CLINICAL_MODELS.values():
+        stored = model.objects.filter(
+            patient=stored_patient, source_key__in=list(named_by)
+        ).values_list("source_key", "sensitivity")
+        for key, sensitivity in stored:
+            found[named_by[key]] = sensitivity
+    return found
 
 
 def _check_unique(path: Path, entry: Entry, first_of: dict[str, int]) -> None:
@@ -787,7 +840,9 @@ def _store_records(
 ) -> tuple[int, int]:
     """Store the records not stored yet: (records created, records reclassified)."""
     model = CLINICAL_MODELS[resource_type]
-    keys = {_source_key(entry): entry for entry in entries}
+    keys = {
+        _source_key(entry.resource_type, entry.resource_id): entry for entry in entries
+    }
     existing = dict(
         model.objects.filter(patient=patient, source_key__in=list(keys)).values_list(
             "source_key", "sensitivity"
@@ -856,10 +911,8 @@ def _check_not_in_future(values: dict) -> None:
             raise EntryInvalid(f"date {name.replace('_', ' ')} is in the future")
 
 
-def _source_key(entry: Entry) -> str:
-    return crypto.dedupe_tag(
-        "fhir-source", f"{entry.resource_type}/{entry.resource_id}"
-    )
+def _source_key(resource_type: str, resource_id: str) -> str:
+    return crypto.dedupe_tag("fhir-source", f"{resource_type}/{resource_id}")
 
 
 def _official_name(resource: dict) -> dict:

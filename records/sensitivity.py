@@ -72,21 +72,34 @@ REASON_REFERENCES = frozenset({
 })  # fmt: skip
 
 
-def sensitivities_of_bundle(resources: list[tuple[set[str], dict]]) -> list[str]:
+def sensitivities_of_bundle(
+    resources: list[tuple[set[str], dict]], stored: dict[str, str] | None = None
+) -> list[str]:
     """The category of each resource of a bundle, following its references.
 
     ``resources`` pairs each resource with the names others use to point at
     it (its fullUrl, ``Type/id``). A resource takes the categories of the
     resources it names as its reason, basis or whole, and of theirs in turn.
+    ``stored`` gives the category of records outside the bundle, imported
+    before, by the names the bundle's references use for them.
     """
-    found = [_categories_in(resource) for _names, resource in resources]
+    stored = stored or {}
+    found = [
+        _categories_in(resource)
+        | {
+            Sensitivity(stored[name])
+            for name in references_in(resource)
+            if stored.get(name, Sensitivity.ROUTINE.value) != Sensitivity.ROUTINE
+        }
+        for _names, resource in resources
+    ]
     position_of = {
         name: position
         for position, (names, _resource) in enumerate(resources)
         for name in names
     }
     targets = [
-        {position_of[name] for name in _references_in(resource) if name in position_of}
+        {position_of[name] for name in references_in(resource) if name in position_of}
         for _names, resource in resources
     ]
 
@@ -117,7 +130,8 @@ def _strictest(categories: set[Sensitivity]) -> str:
     return Sensitivity.ROUTINE.value
 
 
-def _references_in(resource: dict) -> set[str]:
+def references_in(resource: dict) -> set[str]:
+    """What ``resource`` names as its reason, basis or whole."""
     names: set[str] = set()
     stack = [value for key, value in resource.items() if key in REASON_REFERENCES]
     while stack:

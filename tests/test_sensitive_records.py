@@ -477,3 +477,40 @@ def test_who_viewed_says_when_it_shows_only_the_newest_accesses(
     assert (
         'name="patient_mrn"' in cut_body and 'action="/compliance/audit/"' in cut_body
     )
+
+
+@pytest.mark.parametrize("written_as", ["urn:uuid:{}", "Condition/{}"])
+def test_care_for_a_diagnosis_imported_in_an_earlier_bundle_is_withheld_with_it(
+    tmp_path, written_as
+):
+    import json
+
+    bundle = json.loads((SYNTHEA_DIR / SUD_BUNDLE).read_text())
+    entries = bundle["entry"]
+    patient_entry = next(
+        e for e in entries if e["resource"]["resourceType"] == "Patient"
+    )
+    given_for_a_reason = [
+        e for e in entries
+        if e["resource"]["resourceType"] == "Procedure"
+        and "reasonReference" in e["resource"]
+    ]  # fmt: skip
+    for entry in given_for_a_reason:
+        for reason in entry["resource"]["reasonReference"]:
+            condition_id = reason["reference"].removeprefix("urn:uuid:")
+            reason["reference"] = written_as.format(condition_id)
+    earlier = {**bundle, "entry": [e for e in entries if e not in given_for_a_reason]}
+    later = {**bundle, "entry": [patient_entry, *given_for_a_reason]}
+    (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+    (tmp_path / "later.json").write_text(json.dumps(later))
+
+    call_command("import_fhir", str(tmp_path / "earlier.json"))
+    call_command("import_fhir", str(tmp_path / "later.json"))
+
+    psychosocial = [
+        procedure
+        for procedure in Procedure.objects.all()
+        if procedure.description.startswith("Psychosocial care")
+    ]
+    assert psychosocial
+    assert {procedure.sensitivity for procedure in psychosocial} == {"substance_use"}
