@@ -454,28 +454,28 @@ _SUMMARY_QUERIES = {
             _visible_records(Condition, patient_id, categories)
             .filter(abated_at__isnull=True)
             .exclude(status="resolved")
-            .order_by("-occurred_at")[:10]
+            .order_by("-occurred_at", "pk")[:10]
         ),
     ),
     "allergies": CompiledChartQuery(
         AllergyIntolerance,
         lambda patient_id, categories: _visible_records(
             AllergyIntolerance, patient_id, categories
-        ).order_by("-occurred_at")[:10],
+        ).order_by("-occurred_at", "pk")[:10],
     ),
     "medications": CompiledChartQuery(
         MedicationRequest,
         lambda patient_id, categories: (
             _visible_records(MedicationRequest, patient_id, categories)
             .filter(status="active")
-            .order_by("-occurred_at")[:10]
+            .order_by("-occurred_at", "pk")[:10]
         ),
     ),
     "encounters": CompiledChartQuery(
         Encounter,
         lambda patient_id, categories: _visible_records(
             Encounter, patient_id, categories
-        ).order_by("-occurred_at")[:5],
+        ).order_by("-occurred_at", "pk")[:5],
     ),
 }
 
@@ -484,7 +484,7 @@ _RECENT_VITAL_SIGNS = CompiledChartQuery(
     lambda patient_id, categories: (
         _visible_records(Observation, patient_id, categories)
         .filter(category=ObservationCategory.VITAL_SIGNS)
-        .order_by("-occurred_at")[:40]
+        .order_by("-occurred_at", "pk")[:40]
     ),
 )
 

@@ -173,3 +173,20 @@ def test_a_query_over_another_model_is_refused():
 
     with pytest.raises(ImproperlyConfigured, match="reads Encounter"):
         query.run(patient.pk, [Sensitivity.ROUTINE])
+
+
+def test_records_of_one_moment_come_in_the_same_order_on_every_open():
+    from records.services import _SUMMARY_QUERIES
+
+    patient = _patient("Samemoment")
+    moment = timezone.now() - datetime.timedelta(days=2)
+    for number in range(12):
+        Condition.objects.create(
+            patient=patient, source_key=f"tie-{number}", occurred_at=moment,
+            code="44054006", description=f"Tied {number}", status="active",
+        )  # fmt: skip
+
+    shown = _SUMMARY_QUERIES["conditions"].run(patient.pk, [Sensitivity.ROUTINE])
+
+    by_key = sorted(Condition.objects.filter(patient=patient), key=lambda c: c.pk)
+    assert [record.pk for record in shown] == [record.pk for record in by_key[:10]]
