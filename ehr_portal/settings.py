@@ -489,6 +489,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Record ids in paths take any case, hyphens or none (records.converters),
+    # and are UUIDs all the same.
+    "PATH_CONVERTER_OVERRIDES": {"record_id": {"type": "string", "format": "uuid"}},
 }
 
 # The compliance screens name patients by MRN; the audit app asks records for

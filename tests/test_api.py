@@ -275,6 +275,7 @@ def test_the_schema_names_sections_pages_and_refusals(physician):
 
     assert parameters["page"]["in"] == "query"
     assert parameters["page"]["schema"]["type"] == "integer"
+    assert parameters["patient_id"]["schema"] == {"type": "string", "format": "uuid"}
     assert set(parameters["section"]["schema"]["enum"]) == set(CHART_SECTIONS) - {
         "notes"
     }
@@ -305,3 +306,14 @@ def test_an_api_write_takes_the_csrf_token_from_a_page_as_the_readme_says(
     assert without.status_code == 403 and "CSRF" in without.json()["detail"]
     assert written.status_code == 201
     assert ClinicalNote.objects.count() == 1
+
+
+def test_a_patient_id_in_capitals_reads_the_same_patient(physician, marker_patient):
+    add_to_care_team(physician, marker_patient)
+
+    response = verified_client(physician).get(
+        f"/api/v1/patients/{str(marker_patient.pk).upper()}/"
+    )
+
+    assert response.status_code == 200
+    assert response.json()["id"] == str(marker_patient.pk)
