@@ -8,7 +8,9 @@ class RecordsConfig(AppConfig):
     verbose_name = "Clinical records"
 
     def ready(self):
-        from records import checks, crypto  # noqa: F401 (registers the checks)
+        # checks registers the checks; converters the record_id path
+        # converter, before any URLconf (the pages' and the API's) is read.
+        from records import checks, converters, crypto  # noqa: F401
 
         # The one command that makes the keys cannot require them first.
         if sys.argv[1:2] == ["create_master_key"]:

@@ -1,6 +1,8 @@
-"""URL converters for the portal's pages."""
+"""URL converters for the portal's pages and API, registered on import."""
 
 import uuid
+
+from django.urls import register_converter
 
 
 class RecordIdConverter:
@@ -21,3 +23,6 @@ class RecordIdConverter:
 
     def to_url(self, value) -> str:
         return str(uuid.UUID(str(value)))
+
+
+register_converter(RecordIdConverter, "record_id")

@@ -280,7 +280,30 @@ def _read_entries(path: Path) -> list[Entry]:
         if not isinstance(resource, dict):
             raise BundleRejected(path, "has no resource object", index)
         entries.append(Entry(index, str(raw.get("fullUrl") or ""), resource))
+    _validate_bundle_shell(path, document, raw_entries)
     return entries
+
+
+def _validate_bundle_shell(path: Path, document: dict, raw_entries: list) -> None:
+    """The Bundle's own fields and each entry's, checked as its resources are.
+
+    Without its entries' resources, which are checked one by one later: an
+    unknown field beside them (a typing error, or data smuggled in a file)
+    is refused, as it is inside a resource.
+    """
+    shell = {
+        **document,
+        "entry": [
+            {key: value for key, value in raw.items() if key != "resource"}
+            for raw in raw_entries
+        ],
+    }
+    if not raw_entries:
+        shell.pop("entry")
+    try:
+        get_fhir_model_class("Bundle").model_validate(shell)
+    except ValidationError as error:
+        raise BundleRejected(path, _plain_violation(error)) from None
 
 
 # FHIR R4's required value set for Bundle.type.

@@ -1,9 +1,6 @@
-from django.urls import path, register_converter
+from django.urls import path
 
 from records import views
-from records.converters import RecordIdConverter
-
-register_converter(RecordIdConverter, "record_id")
 
 app_name = "records"
 

@@ -1065,3 +1065,23 @@ def test_control_characters_from_a_bundle_are_printed_as_escapes(
     assert "(Condition/c\\n1 imported OK\\x1b[2J)" in error
     assert "\x1b" not in error
     assert not any(line.startswith("1 imported OK") for line in error.splitlines())
+
+
+@pytest.mark.parametrize(
+    "where, field",
+    [("bundle", "notes"), ("entry", "entry.0.comment")],
+)
+def test_a_field_fhir_has_not_beside_the_resources_is_refused(
+    tmp_path, real_bundle, capsys, where, field
+):
+    bundle = real_bundle
+    if where == "bundle":
+        bundle["notes"] = "x" * 1000
+    else:
+        bundle["entry"][0]["comment"] = "kept aside"
+
+    _import_fails(_write(tmp_path, bundle))
+
+    error = capsys.readouterr().err
+    assert f"bundle: field {field}: not valid FHIR (no such field)" in error
+    assert Patient.objects.count() == 0
