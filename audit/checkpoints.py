@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from django.conf import settings
@@ -107,6 +108,18 @@ def _create_once(directory: Path, target: Path, text: str) -> None:
         os.fsync(folder)
     finally:
         os.close(folder)
+
+
+def newest_checkpoint_age(directory: Path | None = None) -> float | None:
+    """Seconds since the newest checkpoint file was written; None if there is none."""
+    directory = directory or checkpoint_dir()
+    if not directory.is_dir():
+        return None
+    # Names carry the sequence zero-padded: the last in order is the newest.
+    newest = max(directory.glob(f"{PREFIX}*.json"), default=None)
+    if newest is None:
+        return None
+    return max(0.0, time.time() - newest.stat().st_mtime)
 
 
 def read_checkpoints(directory: Path | None = None) -> list[Checkpoint]:

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import transaction
 
 from audit import chain
-from audit.checkpoints import write_checkpoint
+from audit.checkpoints import newest_checkpoint_age, write_checkpoint
 from audit.models import AuditAction, AuditEvent, AuditOutcome
 from audit.routers import AUDIT_DATABASE
 from ehr_portal import request_context
@@ -201,22 +201,37 @@ def _append(events: list[AuditEvent], action) -> None:
 # Without a broker (tasks in-process) no Celery beat writes checkpoints, and
 # without checkpoints events cut from the end of the trail go unnoticed: the
 # process that writes the trail then writes them, as often as beat would.
+# With a broker, beat writes them; should it stop (not started, or the broker
+# down) nothing else would say so. A process that has been writing the trail
+# for two intervals and finds no checkpoint that recent writes one itself,
+# and says beat is late, as a break-the-glass alert falls back when no
+# worker answers.
 _next_checkpoint: float | None = None
+# When this process's current run of writes began, and its latest write: a
+# pause longer than an interval starts a new run (beat may rightly have had
+# nothing new to record during it).
+_writing_since: float | None = None
+_last_write: float | None = None
 
 
 def _checkpoint_if_due() -> None:
-    global _next_checkpoint
-    if not settings.CELERY_TASK_ALWAYS_EAGER:
-        return
-
+    global _next_checkpoint, _writing_since, _last_write
+    interval = settings.AUDIT_CHECKPOINT_SECONDS
     now = time.monotonic()
+    if _last_write is None or now - _last_write > interval:
+        _writing_since = now
+    _last_write = now
+
     if _next_checkpoint is None:
-        _next_checkpoint = now + settings.AUDIT_CHECKPOINT_SECONDS
+        _next_checkpoint = now + interval
     if now < _next_checkpoint:
         return
-    _next_checkpoint = now + settings.AUDIT_CHECKPOINT_SECONDS
+    _next_checkpoint = now + interval
     # After the commit: a checkpoint must name an event that is really there.
-    transaction.on_commit(_write_checkpoint, using=AUDIT_DATABASE)
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        transaction.on_commit(_write_checkpoint, using=AUDIT_DATABASE)
+    elif now - _writing_since >= 2 * interval:
+        transaction.on_commit(_write_checkpoint_if_beat_is_late, using=AUDIT_DATABASE)
 
 
 def _write_checkpoint() -> None:
@@ -224,6 +239,23 @@ def _write_checkpoint() -> None:
         write_checkpoint()
     except Exception as error:
         logger.error("Audit checkpoint not written: %s", error_kind(error))
+
+
+def _write_checkpoint_if_beat_is_late() -> None:
+    late_after = 2 * settings.AUDIT_CHECKPOINT_SECONDS
+    try:
+        age = newest_checkpoint_age()
+    except OSError as error:
+        logger.error("Audit checkpoints cannot be read: %s", error_kind(error))
+        return
+    if age is not None and age <= late_after:
+        return
+    logger.error(
+        "No audit checkpoint for over %d s while events are written: Celery beat "
+        "is not running or cannot reach the broker; this process writes one",
+        late_after,
+    )
+    _write_checkpoint()
 
 
 def _events_for_patient(patient_ref: str, actions: Iterable[AuditAction]):

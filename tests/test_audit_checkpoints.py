@@ -108,6 +108,74 @@ def test_with_tasks_in_process_the_portal_writes_checkpoints_itself(
     assert [c.sequence for c in read_checkpoints()][-1] == 3
 
 
+class _Clock:
+    """time.monotonic for the audit writer, moved on by hand."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def beat_expected(settings, tmp_path, monkeypatch, caplog):
+    """A broker is configured, so Celery beat should write the checkpoints."""
+    from audit import services
+
+    settings.AUDIT_CHECKPOINT_DIR = tmp_path
+    settings.AUDIT_CHECKPOINT_SECONDS = 300
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    clock = _Clock()
+    monkeypatch.setattr(services.time, "monotonic", clock)
+    for name in ("_next_checkpoint", "_writing_since", "_last_write"):
+        monkeypatch.setattr(services, name, None)
+    caplog.set_level("ERROR", logger="audit.services")
+    return clock
+
+
+def _write_every(clock, seconds: float, until: float) -> None:
+    start = clock.now
+    while clock.now - start <= until:
+        write_events(1)
+        clock.now += seconds
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_when_beat_writes_no_checkpoint_the_portal_writes_one_and_says_so(
+    beat_expected, caplog
+):
+    _write_every(beat_expected, 60, until=599)
+    before_two_intervals = read_checkpoints()
+    _write_every(beat_expected, 60, until=120)
+
+    assert before_two_intervals == []
+    assert len(read_checkpoints()) == 1
+    assert "Celery beat is not running or cannot reach the broker" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_while_beat_keeps_up_the_portal_writes_none(beat_expected, caplog):
+    for _ in range(4):
+        _write_every(beat_expected, 60, until=299)
+        write_checkpoint()  # what beat does every interval
+
+    written = read_checkpoints()
+
+    assert len(written) == 4
+    assert "Celery beat" not in caplog.text
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_after_a_quiet_spell_beat_is_given_its_interval_again(beat_expected, caplog):
+    _write_every(beat_expected, 60, until=120)
+    beat_expected.now += 3600  # nothing written for an hour: nothing for beat
+    _write_every(beat_expected, 60, until=400)
+
+    assert read_checkpoints() == []
+    assert "Celery beat" not in caplog.text
+
+
 @pytest.mark.django_db(databases="__all__")
 def test_verify_audit_warns_that_without_checkpoints_a_cut_tail_goes_unseen(
     settings, tmp_path, capsys
