@@ -206,10 +206,7 @@ def review(*, reviewer, access_id, outcome: str, note: str) -> BreakGlassAccess:
 
     with transaction.atomic():
         access = (
-            BreakGlassAccess.objects.select_for_update()
-            .select_related("reviewed_by")
-            .filter(pk=access_id)
-            .first()
+            BreakGlassAccess.objects.select_for_update().filter(pk=access_id).first()
         )
         if access is not None and access.reviewed_at is None:
             access.reviewed_by = reviewer
