@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -433,6 +434,44 @@ def _validate_resource(path: Path, entry: Entry) -> None:
             path, f"field {field}: not valid FHIR (expected {expected})", entry
         )
     _check_required_codes(path, entry)
+    miswritten = _miswritten_code(entry.resource)
+    if miswritten is not None:
+        location, terminology = miswritten
+        raise BundleRejected(path, f"field {location}: not a {terminology} code", entry)
+
+
+# How each terminology the sensitive-code lists use writes its codes, in
+# ASCII digits. A code spelled otherwise (full-width digits, a leading zero)
+# is no code of its system, and would slip past those lists unmatched.
+# LOINC's check digit is one digit; Synthea's own codes (99999-10) have two.
+CODE_SPELLINGS = {
+    "http://snomed.info/sct": ("SNOMED CT", re.compile(r"[1-9][0-9]{5,17}")),
+    "http://loinc.org": ("LOINC", re.compile(r"(?:L[AP])?[0-9]{1,8}-[0-9]{1,2}")),
+    "http://www.nlm.nih.gov/research/umls/rxnorm": (
+        "RxNorm",
+        re.compile(r"[1-9][0-9]{0,9}"),
+    ),
+}
+
+
+def _miswritten_code(resource: dict) -> tuple[str, str] | None:
+    """(field, terminology) of a coding whose code its system cannot have."""
+    stack: list[tuple[tuple, object]] = [((), resource)]
+    while stack:
+        location, item = stack.pop()
+        if isinstance(item, dict):
+            spelling = CODE_SPELLINGS.get(item.get("system"))
+            code = item.get("code")
+            if spelling is not None and code is not None:
+                terminology, pattern = spelling
+                if not isinstance(code, str) or not pattern.fullmatch(code):
+                    return ".".join(map(str, (*location, "code"))), terminology
+            stack.extend(((*location, key), value) for key, value in item.items())
+        elif isinstance(item, list):
+            stack.extend(
+                ((*location, index), value) for index, value in enumerate(item)
+            )
+    return None
 
 
 def _value_of_another_json_type(raw, validated, location=()) -> tuple[str, str] | None:

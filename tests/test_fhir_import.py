@@ -1085,3 +1085,25 @@ def test_a_field_fhir_has_not_beside_the_resources_is_refused(
     error = capsys.readouterr().err
     assert f"bundle: field {field}: not valid FHIR (no such field)" in error
     assert Patient.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "code", ["８６４０６００８", "086406008", "86406008 ", "864"], ids=repr
+)
+def test_a_code_its_terminology_cannot_have_is_refused(
+    tmp_path, real_bundle, capsys, code
+):
+    # Each would slip past the sensitive-code lists: HIV stored as routine.
+    condition = next(
+        entry["resource"]
+        for entry in real_bundle["entry"]
+        if entry["resource"]["resourceType"] == "Condition"
+    )
+    condition["code"]["coding"][0]["code"] = code
+
+    _import_fails(_write(tmp_path, real_bundle))
+
+    error = capsys.readouterr().err
+    assert "code.coding.0.code: not " in error
+    assert repr(code) not in error and f": {code.strip()}" not in error
+    assert Patient.objects.count() == 0
