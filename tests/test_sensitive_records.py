@@ -350,6 +350,14 @@ def test_a_record_imported_under_older_rules_is_reclassified_at_re_import(
     assert reclassified.count() == len(procedures)
 
 
+# A routine code of each terminology, spelled as that terminology writes it.
+ROUTINE_CODES = {
+    "http://snomed.info/sct": "38341003",  # Hypertension
+    "http://loinc.org": "8302-2",  # Body height
+    "http://www.nlm.nih.gov/research/umls/rxnorm": "314076",  # lisinopril 10 MG
+}
+
+
 def _without_sensitive_codes(document):
     """The bundle with every listed sensitive code swapped for a routine one."""
     from records.sensitivity import SENSITIVE_CODES
@@ -359,7 +367,7 @@ def _without_sensitive_codes(document):
         item = stack.pop()
         if isinstance(item, dict):
             if isinstance(item.get("code"), str) and item["code"] in SENSITIVE_CODES:
-                item["code"] = "38341003"  # Hypertension
+                item["code"] = ROUTINE_CODES.get(item.get("system"), "38341003")
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
