@@ -441,12 +441,16 @@ def _validate_resource(path: Path, entry: Entry) -> None:
 
 
 # How each terminology the sensitive-code lists use writes its codes, in
-# ASCII digits. A code spelled otherwise (full-width digits, a leading zero)
-# is no code of its system, and would slip past those lists unmatched.
-# LOINC's check digit is one digit; Synthea's own codes (99999-10) have two.
+# ASCII digits without leading zeros. A code spelled otherwise is no code of
+# its system: refused here, and matched to the lists by its digits anyway
+# (records.sensitivity.comparable_code), under any system or none. LOINC's
+# check digit is one digit; Synthea's own codes (99999-10) have two.
 CODE_SPELLINGS = {
     "http://snomed.info/sct": ("SNOMED CT", re.compile(r"[1-9][0-9]{5,17}")),
-    "http://loinc.org": ("LOINC", re.compile(r"(?:L[AP])?[0-9]{1,8}-[0-9]{1,2}")),
+    "http://loinc.org": (
+        "LOINC",
+        re.compile(r"(?:L[AP])?[1-9][0-9]{0,7}-(?:[0-9]|[1-9][0-9])"),
+    ),
     "http://www.nlm.nih.gov/research/umls/rxnorm": (
         "RxNorm",
         re.compile(r"[1-9][0-9]{0,9}"),

@@ -5,6 +5,8 @@ look up. A record matching none is routine. Psychotherapy is a kind of note,
 not a code, so it is set where the note is written.
 """
 
+import unicodedata
+
 from records.models import Sensitivity
 
 # SNOMED CT, RxNorm and LOINC codes seen in Synthea output or in common use.
@@ -138,11 +140,26 @@ def references_in(resource: dict) -> set[str]:
         item = stack.pop()
         if isinstance(item, dict):
             if isinstance(item.get("reference"), str):
-                names.add(item["reference"])
+                # A version-specific reference names the record all the same.
+                names.add(item["reference"].partition("/_history/")[0])
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
     return names
+
+
+def comparable_code(code: str) -> str:
+    """A code as the lists spell it, whatever its spelling in the file.
+
+    The lists match a code under any system, so a spelling of a listed code
+    (full-width digits, leading zeros in either part of "055277-08", spaces)
+    must match too: a record is withheld by mistake at worst, never shown.
+    """
+    text = unicodedata.normalize("NFKC", code).strip()
+    return "-".join(
+        (part.lstrip("0") or "0") if part.isdecimal() else part
+        for part in text.split("-")
+    )
 
 
 def _codes_in(node) -> set[str]:
@@ -153,7 +170,7 @@ def _codes_in(node) -> set[str]:
         if isinstance(item, dict):
             for coding in item.get("coding") or ():
                 if isinstance(coding, dict) and coding.get("code"):
-                    codes.add(str(coding["code"]))
+                    codes.add(comparable_code(str(coding["code"])))
             stack.extend(value for key, value in item.items() if key != "coding")
         elif isinstance(item, list):
             stack.extend(item)

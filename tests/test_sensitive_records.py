@@ -2,7 +2,7 @@
 
 import pytest
 from django.contrib.auth.models import Group, Permission
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from records.fhir_import import FHIR_ID_SYSTEM
 from records.models import (
@@ -522,3 +522,68 @@ def test_care_for_a_diagnosis_imported_in_an_earlier_bundle_is_withheld_with_it(
     ]
     assert psychosocial
     assert {procedure.sensitivity for procedure in psychosocial} == {"substance_use"}
+
+
+def _one_record_bundle(tmp_path, resource_type: str, coding: dict, **extra):
+    """The SUD patient with one record of ``resource_type`` coded ``coding``."""
+    import json
+
+    bundle = json.loads((SYNTHEA_DIR / SUD_BUNDLE).read_text())
+    patient = next(
+        e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    record = next(
+        e for e in bundle["entry"] if e["resource"]["resourceType"] == resource_type
+    )
+    record["resource"]["code"] = {"coding": [coding], "text": "As written"}
+    record["resource"].update(extra)
+    path = tmp_path / f"one-{resource_type}.json"
+    path.write_text(json.dumps({**bundle, "entry": [patient, record]}))
+    return path
+
+
+@pytest.mark.parametrize(
+    "coding",
+    [
+        {"code": "８６４０６００８"},
+        {"system": "http://snomed.info/sct/", "code": "086406008"},
+        {"system": "urn:oid:2.16.840.1.113883.6.96", "code": "０86406008"},
+    ],
+    ids=["no-system", "snomed-with-slash", "snomed-oid"],
+)
+def test_a_listed_code_in_another_spelling_is_withheld(tmp_path, coding):
+    call_command("import_fhir", str(_one_record_bundle(tmp_path, "Condition", coding)))
+
+    assert {c.sensitivity for c in Condition.objects.all()} == {"hiv"}
+
+
+@pytest.mark.parametrize("code", ["055277-8", "55277-08"])
+def test_a_loinc_code_with_a_leading_zero_is_refused(tmp_path, capsys, code):
+    coding = {"system": "http://loinc.org", "code": code}
+    path = _one_record_bundle(tmp_path, "Observation", coding)
+
+    with pytest.raises(CommandError):
+        call_command("import_fhir", str(path))
+
+    assert "code.coding.0.code: not a LOINC code" in capsys.readouterr().err
+    assert not Observation.objects.exists()
+
+
+def test_a_version_specific_reason_reference_is_followed(tmp_path):
+    import json
+
+    bundle = json.loads((SYNTHEA_DIR / SUD_BUNDLE).read_text())
+    for entry in bundle["entry"]:
+        for reason in entry["resource"].get("reasonReference", []):
+            condition_id = reason["reference"].removeprefix("urn:uuid:")
+            reason["reference"] = f"Condition/{condition_id}/_history/1"
+    path = tmp_path / "versioned.json"
+    path.write_text(json.dumps(bundle))
+
+    call_command("import_fhir", str(path))
+
+    psychosocial = [
+        p for p in Procedure.objects.all() if p.description.startswith("Psychosocial")
+    ]
+    assert psychosocial
+    assert {p.sensitivity for p in psychosocial} == {"substance_use"}
