@@ -649,7 +649,7 @@ def _check_entries(path: Path, entries: list[Entry]) -> CheckedBundle:
 
     categories = sensitivities_of_bundle(
         [(_names_of(entry), entry.resource) for entry in entries],
-        stored=_stored_categories_named(entries, patient),
+        stored=_stored_categories_named(path, entries, patient),
     )
     sensitivities = {
         entry.index: category
@@ -659,7 +659,7 @@ def _check_entries(path: Path, entries: list[Entry]) -> CheckedBundle:
 
 
 def _stored_categories_named(
-    entries: list[Entry], patient: Entry | None
+    path: Path, entries: list[Entry], patient: Entry | None
 ) -> dict[str, str]:
     """The category of each record a reference names outside this bundle.
 
@@ -667,21 +667,18 @@ def _stored_categories_named(
     a diagnosis in an earlier bundle is as sensitive as that diagnosis, as it
     would be with both in one bundle. Keyed by the reference as written
     (``urn:uuid:<id>``, ``Condition/<id>``, or a URL ending in ``Type/id``).
+
+    A reason naming a record the portal could store but holds neither here
+    nor from before refuses the bundle: that record's category is unknown,
+    and a procedure given for an HIV diagnosis imported later would stay
+    routine. The operator imports the bundle holding it first.
     """
-    stored_patient = (
-        find_patient_by_identifier(FHIR_ID_SYSTEM, patient.resource_id)
-        if patient is not None
-        else None
-    )
-    if stored_patient is None:
-        return {}
     inside = set().union(*(_names_of(entry) for entry in entries))
-    outside = {
-        name
-        for entry in entries
-        if entry.resource_type in CLINICAL_MODELS
-        for name in references_in(entry.resource)
-    } - inside
+    outside: dict[str, Entry] = {}
+    for entry in entries:
+        if entry.resource_type in CLINICAL_MODELS:
+            for name in references_in(entry.resource) - inside:
+                outside.setdefault(name, entry)
 
     # The stored records' keys each outside name could be, by record type.
     named_by: dict[str, str] = {}
@@ -696,13 +693,28 @@ def _stored_categories_named(
     if not named_by:
         return {}
 
+    stored_patient = (
+        find_patient_by_identifier(FHIR_ID_SYSTEM, patient.resource_id)
+        if patient is not None
+        else None
+    )
     found = {}
-    for model in CLINICAL_MODELS.values():
-        stored = model.objects.filter(
-            patient=stored_patient, source_key__in=list(named_by)
-        ).values_list("source_key", "sensitivity")
-        for key, sensitivity in stored:
-            found[named_by[key]] = sensitivity
+    if stored_patient is not None:
+        for model in CLINICAL_MODELS.values():
+            stored = model.objects.filter(
+                patient=stored_patient, source_key__in=list(named_by)
+            ).values_list("source_key", "sensitivity")
+            for key, sensitivity in stored:
+                found[named_by[key]] = sensitivity
+    unknown = sorted(set(named_by.values()) - found.keys())
+    if unknown:
+        raise BundleRejected(
+            path,
+            "a reason, basis or whole it names is neither in this bundle nor "
+            "imported for this patient, so its sensitivity is unknown; import "
+            "the bundle that holds it first",
+            outside[unknown[0]],
+        )
     return found
 
 

@@ -587,3 +587,37 @@ def test_a_version_specific_reason_reference_is_followed(tmp_path):
     ]
     assert psychosocial
     assert {p.sensitivity for p in psychosocial} == {"substance_use"}
+
+
+def test_a_reason_not_imported_yet_refuses_the_bundle_until_it_is(tmp_path, capsys):
+    import json
+
+    bundle = json.loads((SYNTHEA_DIR / SUD_BUNDLE).read_text())
+    entries = bundle["entry"]
+    patient = next(e for e in entries if e["resource"]["resourceType"] == "Patient")
+    given_for_a_reason = [
+        e for e in entries
+        if e["resource"]["resourceType"] == "Procedure"
+        and "reasonReference" in e["resource"]
+    ]  # fmt: skip
+    first = tmp_path / "care-first.json"
+    first.write_text(json.dumps({**bundle, "entry": [patient, *given_for_a_reason]}))
+    rest = tmp_path / "diagnoses.json"
+    rest.write_text(
+        json.dumps(
+            {**bundle, "entry": [e for e in entries if e not in given_for_a_reason]}
+        )
+    )
+
+    with pytest.raises(CommandError):
+        call_command("import_fhir", str(first))
+    refusal = capsys.readouterr().err
+    call_command("import_fhir", str(rest))
+    call_command("import_fhir", str(first))
+
+    assert "import the bundle that holds it first" in refusal
+    psychosocial = [
+        p for p in Procedure.objects.all() if p.description.startswith("Psychosocial")
+    ]
+    assert psychosocial
+    assert {p.sensitivity for p in psychosocial} == {"substance_use"}
