@@ -23,11 +23,15 @@ class SignInForm(AuthenticationForm):
     def _refuse(self, username: str | None):
         record_failed_password_sign_in(username)
         # A field left empty is said so; anything else is a wrong name or
-        # password, with no hint which.
+        # password, with no hint which. Spaces are a password (they count
+        # in one), but no name.
         blank = [
             name
-            for name in ("username", "password")
-            if not (self.data.get(name) or "").strip()
+            for name, text in (
+                ("username", (self.data.get("username") or "").strip()),
+                ("password", self.data.get("password") or ""),
+            )
+            if not text
         ]
         if blank:
             raise ValidationError(f"Enter your {' and '.join(blank)}.", code="blank")

@@ -186,3 +186,11 @@ def test_a_form_sent_empty_asks_for_both_fields(client, nurse):
     assert "Enter your username and password." in page
     assert "correct username" not in page
     assert AuditEvent.objects.get(action=AuditAction.LOGIN_FAILED)
+
+
+def test_spaces_are_no_name_but_are_a_password(client, nurse):
+    response = client.post("/accounts/login/", {"username": " ", "password": "   "})
+
+    page = response.content.decode()
+    assert "Enter your username." in page
+    assert "username and password" not in page
