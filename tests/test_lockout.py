@@ -193,4 +193,4 @@ def test_spaces_are_no_name_but_are_a_password(client, nurse):
 
     page = response.content.decode()
     assert "Enter your username." in page
-    assert "username and password" not in page
+    assert "Enter your username and password" not in page
