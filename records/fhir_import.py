@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import re
+import zoneinfo
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1024,7 +1025,12 @@ def _telecom_text(resource: dict) -> str:
 
 
 def parse_instant(value: str | None) -> datetime.datetime | None:
-    """A FHIR date or dateTime as an aware datetime (partial dates start the period)."""
+    """A FHIR date or dateTime as an aware datetime (partial dates start the period).
+
+    A date without a time is the day as the clinic sees it: midnight in the
+    portal's display zone (PORTAL_TIME_ZONE). Midnight UTC would show the
+    day before on every page of a clinic west of Greenwich.
+    """
     if value is None or value == "":
         return None
     if not isinstance(value, str):
@@ -1038,8 +1044,14 @@ def parse_instant(value: str | None) -> datetime.datetime | None:
         value = f"{value}-01"
     moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
+        # FHIR requires a zone with a time; only a date comes without one.
+        zone = datetime.UTC if "T" in value else _display_zone()
+        moment = moment.replace(tzinfo=zone)
     return moment
+
+
+def _display_zone() -> zoneinfo.ZoneInfo:
+    return zoneinfo.ZoneInfo(settings.PORTAL_TIME_ZONE)
 
 
 def _date_of(value: str | None) -> datetime.date | None:

@@ -1107,3 +1107,27 @@ def test_a_code_its_terminology_cannot_have_is_refused(
     assert "code.coding.0.code: not " in error
     assert repr(code) not in error and f": {code.strip()}" not in error
     assert Patient.objects.count() == 0
+
+
+def test_a_date_without_a_time_shows_as_that_day_west_of_greenwich(
+    tmp_path, real_bundle, settings, physician
+):
+    from tests.conftest import add_to_care_team, verified_client
+
+    settings.PORTAL_TIME_ZONE = "America/New_York"
+    condition = next(
+        entry["resource"]
+        for entry in real_bundle["entry"]
+        if entry["resource"]["resourceType"] == "Condition"
+    )
+    condition["onsetDateTime"] = "2020-03-15"
+    condition.pop("abatementDateTime", None)
+    condition["code"]["text"] = "Onset on a date alone"
+    call_command("import_fhir", str(_write(tmp_path, real_bundle, name="dated.json")))
+    patient = Patient.objects.get()
+    add_to_care_team(physician, patient)
+
+    page = verified_client(physician).get(f"/patients/{patient.pk}/conditions/")
+
+    row = page.content.decode().split("Onset on a date alone")[0].rsplit("<tr", 1)[1]
+    assert "15 Mar 2020" in row
