@@ -30,6 +30,7 @@ from accounts.models import (
 from accounts.sessions import SessionStore
 from audit.models import AuditAction, AuditOutcome
 from audit.services import record_event
+from ehr_portal import request_context
 
 logger = logging.getLogger(__name__)
 
@@ -154,9 +155,13 @@ def end_abandoned_sessions(now: datetime.datetime | None = None) -> int:
     Celery beat runs this every minute. Each session is removed and its end
     recorded in one transaction: if the audit write fails the session stays
     for the next run, so an end is never lost (at worst recorded twice).
-    Returns how many sessions it ended.
+    Returns how many sessions it ended; the run's events share a request id.
     """
-    now = now or timezone.now()
+    with request_context.own_request_id():
+        return _end_abandoned_sessions(now or timezone.now())
+
+
+def _end_abandoned_sessions(now: datetime.datetime) -> int:
     idle_limit = datetime.timedelta(seconds=settings.SESSION_SECURITY_EXPIRE_AFTER)
     # A session is saved on every request that counts as activity, which
     # sets its expiry SESSION_COOKIE_AGE ahead: one whose expiry is nearer

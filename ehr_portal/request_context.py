@@ -4,6 +4,7 @@ Kept in a context variable so that code far from the view (the audit writer,
 the log filter) can read it without the request being passed everywhere.
 """
 
+import contextlib
 import contextvars
 import hashlib
 import ipaddress
@@ -77,6 +78,27 @@ def activate(context: RequestContext | None) -> contextvars.Token:
 
 def deactivate(token: contextvars.Token) -> None:
     _current.reset(token)
+
+
+@contextlib.contextmanager
+def own_request_id():
+    """Run work outside a web request (a command, a task) under an id of its own.
+
+    Its audit events can then be told apart from other runs'. Inside a
+    request, the request's own context stays.
+    """
+    if _current.get() is not None:
+        yield
+        return
+    token = activate(
+        RequestContext(
+            request_id=new_request_id(), ip_address=None, device_fingerprint=""
+        )
+    )
+    try:
+        yield
+    finally:
+        deactivate(token)
 
 
 def current() -> RequestContext | None:

@@ -194,19 +194,8 @@ def import_bundle_file(path: Path, *, actor: str | None = None) -> ImportSummary
     Outside a web request (the command, a task), each bundle gets a request id
     of its own, so that every audit event of one import can be told apart.
     """
-    if request_context.current() is not None:
+    with request_context.own_request_id():
         return _import_bundle_file(path, actor=actor)
-
-    context = request_context.RequestContext(
-        request_id=request_context.new_request_id(),
-        ip_address=None,
-        device_fingerprint="",
-    )
-    token = request_context.activate(context)
-    try:
-        return _import_bundle_file(path, actor=actor)
-    finally:
-        request_context.deactivate(token)
 
 
 def _import_bundle_file(path: Path, *, actor: str | None) -> ImportSummary:

@@ -667,6 +667,7 @@ def test_a_session_whose_browser_never_came_back_is_ended_and_recorded(nurse):
     recorded = events(AuditAction.IDLE_LOGOUT).get()
     assert recorded.actor_id == nurse.pk
     assert recorded.reason == ABANDONED_SESSION_REASON
+    assert len(recorded.request_id) == 32, "the sweep's run has an id of its own"
     assert not Session.objects.filter(session_key=session_key).exists()
     assert back_after_all.redirect_chain[0][0].startswith("/accounts/login/")
     assert events(AuditAction.IDLE_LOGOUT).count() == 1
