@@ -37,7 +37,6 @@ _CONSTANT = "constant"
 
 @dataclass(frozen=True)
 class _Compiled:
-    model: type
     sql: str
     slots: tuple[tuple[str, Any], ...]
     attnames: tuple[str, ...]
@@ -85,7 +84,7 @@ class CompiledChartQuery:
 
         if compiled.converters:
             rows = [_converted(row, compiled.converters, connection) for row in rows]
-        model, alias, attnames = compiled.model, connection.alias, compiled.attnames
+        model, alias, attnames = self.model, connection.alias, compiled.attnames
         records = [model.from_db(alias, attnames, row) for row in rows]
         if issubclass(model, SealedModel):
             load_together(records)
@@ -110,15 +109,16 @@ class CompiledChartQuery:
         except EmptyResultSet:
             return _NOTHING
 
-        if queryset._prefetch_related_lookups or compiler.annotation_col_map:
-            raise ImproperlyConfigured("a compiled chart query gives plain rows")
         klass_info = compiler.klass_info
-        if klass_info["model"] is not queryset.model or klass_info.get(
-            "related_klass_infos"
+        if (
+            queryset._prefetch_related_lookups
+            or compiler.annotation_col_map
+            or klass_info["model"] is not self.model
+            or klass_info.get("related_klass_infos")
         ):
             raise ImproperlyConfigured("a compiled chart query gives plain rows")
 
-        patient_field = queryset.model._meta.get_field("patient").target_field
+        patient_field = self.model._meta.get_field("patient").target_field
         prepared_patient = patient_field.get_db_prep_value(patient_stand_in, connection)
         positions = {value: number for number, value in enumerate(category_stand_ins)}
         slots = []
@@ -140,9 +140,8 @@ class CompiledChartQuery:
 
         columns = [column for column, _sql, _alias in compiler.select]
         first, last = klass_info["select_fields"][0], klass_info["select_fields"][-1]
-        logger.debug("Compiled a chart query on %s", queryset.model.__name__)
+        logger.debug("Compiled a chart query on %s", self.model._meta.label)
         return _Compiled(
-            model=queryset.model,
             sql=sql,
             slots=tuple(slots),
             attnames=tuple(

@@ -57,6 +57,11 @@ logger = logging.getLogger(__name__)
 IDENTITY_FIELDS = ("name", "birth_date", "mrn", "sex")
 
 
+# Records of one moment fall to their key, so that a page (or the summary's
+# cut at ten) is the same on every open.
+NEWEST_FIRST = ("-occurred_at", "pk")
+
+
 @dataclass(frozen=True)
 class ChartSection:
     slug: str
@@ -79,7 +84,7 @@ class ChartSection:
         """The section's records the chart's reader may see, newest first."""
         records = self.all_records_for(chart.patient)
         return records.filter(sensitivity__in=chart.visible_categories).order_by(
-            "-occurred_at", "pk"
+            *NEWEST_FIRST
         )
 
     def withheld_count(self, chart: "Chart") -> int:
@@ -441,51 +446,38 @@ def _record_listing(user, action: AuditAction, shown, *, fields, reason: str) ->
     )  # fmt: skip
 
 
-def _visible_records(model, patient_id, categories):
-    return model.objects.filter(patient_id=patient_id, sensitivity__in=categories)
+def _newest_visible(model, limit: int, *, leave_out=None, **matching):
+    """A compiled query for the reader's newest ``limit`` records of ``model``.
+
+    Newest first as on the section pages, with only the sensitive
+    categories the reader may see; ``matching`` filters, ``leave_out``
+    excludes.
+    """
+
+    def build(patient_id, categories):
+        records = model.objects.filter(
+            patient_id=patient_id, sensitivity__in=categories, **matching
+        )
+        if leave_out:
+            records = records.exclude(**leave_out)
+        return records.order_by(*NEWEST_FIRST)[:limit]
+
+    return CompiledChartQuery(model, build)
 
 
 # The summary's queries have the same shape on every open: compiled once
 # (records.chart_queries), they cost the portal a fraction of building them.
 _SUMMARY_QUERIES = {
-    "conditions": CompiledChartQuery(
-        Condition,
-        lambda patient_id, categories: (
-            _visible_records(Condition, patient_id, categories)
-            .filter(abated_at__isnull=True)
-            .exclude(status="resolved")
-            .order_by("-occurred_at", "pk")[:10]
-        ),
+    "conditions": _newest_visible(
+        Condition, 10, abated_at__isnull=True, leave_out={"status": "resolved"}
     ),
-    "allergies": CompiledChartQuery(
-        AllergyIntolerance,
-        lambda patient_id, categories: _visible_records(
-            AllergyIntolerance, patient_id, categories
-        ).order_by("-occurred_at", "pk")[:10],
-    ),
-    "medications": CompiledChartQuery(
-        MedicationRequest,
-        lambda patient_id, categories: (
-            _visible_records(MedicationRequest, patient_id, categories)
-            .filter(status="active")
-            .order_by("-occurred_at", "pk")[:10]
-        ),
-    ),
-    "encounters": CompiledChartQuery(
-        Encounter,
-        lambda patient_id, categories: _visible_records(
-            Encounter, patient_id, categories
-        ).order_by("-occurred_at", "pk")[:5],
-    ),
+    "allergies": _newest_visible(AllergyIntolerance, 10),
+    "medications": _newest_visible(MedicationRequest, 10, status="active"),
+    "encounters": _newest_visible(Encounter, 5),
 }
 
-_RECENT_VITAL_SIGNS = CompiledChartQuery(
-    Observation,
-    lambda patient_id, categories: (
-        _visible_records(Observation, patient_id, categories)
-        .filter(category=ObservationCategory.VITAL_SIGNS)
-        .order_by("-occurred_at", "pk")[:40]
-    ),
+_RECENT_VITAL_SIGNS = _newest_visible(
+    Observation, 40, category=ObservationCategory.VITAL_SIGNS
 )
 
 
