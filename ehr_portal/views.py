@@ -70,19 +70,27 @@ def server_error(request):
 
 def _without_the_database(request):
     """The 503 answer, made without a query: the connection is the problem."""
-    sent_changes = _sent_changes(request)
-    return stopped_response(
+    return _stopped_midway(
         request,
         status=503,
         template="database_unavailable.html",
-        detail=DATABASE_UNAVAILABLE + (MAY_HAVE_BEEN_SAVED if sent_changes else ""),
-        context={"sent_changes": sent_changes},
+        detail=DATABASE_UNAVAILABLE,
         ask_database=False,
     )
 
 
-def _sent_changes(request) -> bool:
-    return request.method not in ("GET", "HEAD", "OPTIONS")
+def _stopped_midway(request, *, status, template, detail, ask_database=True):
+    """A request stopped after its view may have run: for one that sent a
+    change (a POST), the answer adds that the change may have been saved."""
+    sent_changes = request.method not in ("GET", "HEAD", "OPTIONS")
+    return stopped_response(
+        request,
+        status=status,
+        template=template,
+        detail=detail + (MAY_HAVE_BEEN_SAVED if sent_changes else ""),
+        context={"sent_changes": sent_changes},
+        ask_database=ask_database,
+    )
 
 
 SESSION_INTERRUPTED = (
@@ -98,13 +106,11 @@ def bad_request(request, exception=None):
         # The view has run by then: a note it saved stays saved. 403, as for
         # any request of a session that is gone: API clients sign in again
         # on it, where a 400 would say their request was malformed.
-        sent_changes = _sent_changes(request)
-        return stopped_response(
+        return _stopped_midway(
             request,
             status=403,
             template="session_interrupted.html",
-            detail=SESSION_INTERRUPTED + (MAY_HAVE_BEEN_SAVED if sent_changes else ""),
-            context={"sent_changes": sent_changes},
+            detail=SESSION_INTERRUPTED,
         )
     return _error_page(request, "400.html", 400)
 
