@@ -8,14 +8,19 @@ seals nothing twice; the keyring remembers the rotation until it is finished.
 """
 
 import logging
+import secrets
 import time
+import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 
 from django.apps import apps
 from django.conf import settings
-from django.db import models, router, transaction
+from django.core.exceptions import FieldError
+from django.db import connections, models, router, transaction
+from django.db.models.sql import UpdateQuery
 
 from audit.models import AuditAction, AuditOutcome
 from audit.services import record_event
@@ -215,34 +220,116 @@ def _record_damage(damaged: set[DamagedValue], actor: str) -> None:
 def _write_updates(model, fields, updates, progress, database) -> None:
     """Write each row only if its sealed values are still those that were read.
 
-    A compare-and-swap per row, through the ORM (SECURITY V1.2.4: no SQL
-    built from strings): the UPDATE names the row together with every sealed
-    value read from it, so a chart saved since the read no longer matches,
-    keeps its new values, and the next pass looks at it again.
+    A compare-and-swap per row: the UPDATE names the row together with every
+    sealed value read from it, so a chart saved since the read no longer
+    matches, keeps its new values, and the next pass looks at it again.
+
+    The rows of a batch change the same columns almost always, so each shape
+    of change is compiled by the ORM once (SECURITY V1.2.4: no SQL built from
+    strings) and sent for all its rows at once. Building and compiling the
+    same UPDATE for every row took two thirds of a rotation's time.
     """
-    by_column = {field.column: field for field in model._meta.concrete_fields}
-    sealed_columns = {field.column for field in fields}
-    rows = model._base_manager.using(database)
+    by_shape: dict[tuple, list] = defaultdict(list)
     for pk, changes, expected in updates:
+        shape = (
+            tuple(changes),
+            tuple((column, token is None) for column, token in expected.items()),
+        )
+        by_shape[shape].append((pk, changes, expected))
+
+    sealed_columns = {field.column for field in fields}
+    connection = connections[database]
+    for (changed, compared), rows in by_shape.items():
+        statement = _CompareAndSwap(model, changed, compared, connection)
+        with connection.cursor() as cursor:
+            cursor.executemany(statement.sql, [statement.parameters(*r) for r in rows])
+            written = cursor.rowcount
+
+        progress.rows_raced += len(rows) - written
+        if sealed_columns.intersection(changed):
+            progress.rows_resealed += written
+        if not sealed_columns.issuperset(changed):
+            progress.rows_reindexed += written
+
+
+class _CompareAndSwap:
+    """The UPDATE of one shape of change: which columns it writes, and which
+    sealed values it compares (a NULL is compared with IS NULL).
+
+    The ORM builds it once from stand-in values; where each stand-in lands
+    among the compiled parameters is where a row's own value goes.
+    """
+
+    def __init__(self, model, changed, compared, connection):
+        options = model._meta
+        by_column = {field.column: field for field in options.concrete_fields}
+        self.connection = connection
+        self.pk_field = options.pk
+
+        stand_ins = {}
         still_as_read = {}
-        for column, token in expected.items():
+        for column, is_null in compared:
             name = by_column[column].attname
-            if token is None:
+            if is_null:
                 still_as_read[f"{name}__isnull"] = True
             else:
-                still_as_read[f"{name}__sealed"] = sealed_as_loaded(token)
-        new_values = {
-            by_column[column].attname: _stored(by_column[column], value)
-            for column, value in changes.items()
-        }
+                stand_in = SealedBytes(secrets.token_bytes(32))
+                stand_ins[("expected", column)] = stand_in
+                still_as_read[f"{name}__sealed"] = stand_in
+        new_values = {}
+        for column in changed:
+            field = by_column[column]
+            if isinstance(field, EncryptedField):
+                stand_in = SealedBytes(secrets.token_bytes(32))
+            else:
+                stand_in = secrets.token_hex(16)
+            stand_ins[("new", column)] = stand_in
+            new_values[field.attname] = stand_in
+        pk_stand_in = (
+            uuid.uuid4()
+            if isinstance(self.pk_field, models.UUIDField)
+            else secrets.randbelow(2**62) + 2**61
+        )
 
-        written = rows.filter(pk=pk, **still_as_read).update(**new_values)
+        rows = model._base_manager.using(connection.alias)
+        query = rows.filter(pk=pk_stand_in, **still_as_read).query.chain(UpdateQuery)
+        query.add_update_values(new_values)
+        if query.related_updates:
+            raise FieldError(f"{model.__name__}: a row's columns are in one table")
+        self.sql, parameters = query.get_compiler(connection=connection).as_sql()
 
-        progress.rows_raced += 1 - written
-        if sealed_columns.intersection(changes):
-            progress.rows_resealed += written
-        if not sealed_columns.issuperset(changes):
-            progress.rows_reindexed += written
+        prepared_pk = self.pk_field.get_db_prep_value(pk_stand_in, connection)
+        slots = []
+        for value in parameters:
+            if value == prepared_pk:
+                slots.append(("pk", None))
+                continue
+            slots.extend(
+                slot for slot, stand_in in stand_ins.items() if value == stand_in
+            )
+        if len(slots) != len(parameters) or set(slots) != {("pk", None), *stand_ins}:
+            # A value written into the SQL text, or dropped: this statement
+            # would write or compare the wrong thing for every other row.
+            raise FieldError(f"{model.__name__}: the compare-and-swap lost a value")
+        self.slots = tuple(slots)
+        self.by_column = by_column
+
+    def parameters(self, pk, changes: dict, expected: dict) -> list:
+        connection = self.connection
+        values = []
+        for kind, column in self.slots:
+            if kind == "pk":
+                values.append(self.pk_field.get_db_prep_value(pk, connection))
+            elif kind == "new":
+                field = self.by_column[column]
+                stored = _stored(field, changes[column])
+                values.append(field.get_db_prep_save(stored, connection))
+            else:
+                token = sealed_as_loaded(expected[column])
+                values.append(
+                    self.by_column[column].get_db_prep_value(token, connection)
+                )
+        return values
 
 
 def _stored(field, value):

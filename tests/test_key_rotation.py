@@ -259,6 +259,39 @@ def test_an_edit_between_read_and_write_is_never_overwritten(isolated_keys):
     assert Patient.objects.get(pk=patient.pk).address == "Edited meanwhile"
 
 
+def test_a_batch_writes_every_row_still_as_read_and_counts_the_one_edited(
+    isolated_keys,
+):
+    patients = _seed(3)
+    deceased = Patient.objects.get(pk=patients[2].pk)
+    deceased.deceased_on = datetime.date(2020, 5, 6)
+    deceased.save()
+    crypto.start_rotation(index_key=False)
+    fields = [f for f in Patient._meta.concrete_fields if isinstance(f, EncryptedField)]
+    progress = RotationProgress()
+    read = [
+        _row_update(Patient, fields, row, False, progress)
+        for row in Patient._base_manager.order_by("pk")
+    ]
+
+    edited = Patient.objects.get(pk=patients[1].pk)
+    edited.address = "Edited meanwhile"
+    edited.save()
+    _write_updates(Patient, fields, read, progress, "default")
+
+    assert (progress.rows_resealed, progress.rows_raced) == (2, 1)
+    assert Patient.objects.get(pk=patients[1].pk).address == "Edited meanwhile"
+    current = crypto.keyring().current_version
+    for patient in (patients[0], patients[2]):
+        stored = Patient._base_manager.values_list(*(f.attname for f in fields)).get(
+            pk=patient.pk
+        )
+        assert all(_under_version(t, current) for t in stored if t is not None)
+    reread = Patient.objects.get(pk=patients[2].pk)
+    assert reread.deceased_on == datetime.date(2020, 5, 6)
+    assert reread.family_name == "Rotafamily2"
+
+
 def _database_url(alias: str) -> str:
     from django.db import connections
 
