@@ -18,7 +18,7 @@ from dataclasses import field as dataclass_field
 
 from django.apps import apps
 from django.conf import settings
-from django.core.exceptions import FieldError
+from django.core.exceptions import FieldDoesNotExist, FieldError
 from django.db import connections, models, router, transaction
 from django.db.models.sql import UpdateQuery
 
@@ -125,11 +125,12 @@ def _rotate_model(model, fields, reindex, batch_size, progress, on_batch) -> int
     last_pk = None
     attempted = 0
     database = router.db_for_write(model)
+    whole_rows = reindex and hasattr(model, "refresh_indexes")
     while True:
         rows = model._base_manager.using(database).order_by("pk")
         if last_pk is not None:
             rows = rows.filter(pk__gt=last_pk)
-        batch = list(rows[:batch_size])
+        batch = _read_batch(model, fields, rows[:batch_size], whole_rows)
         if not batch:
             return attempted
 
@@ -145,28 +146,86 @@ def _rotate_model(model, fields, reindex, batch_size, progress, on_batch) -> int
             on_batch(model, progress)
 
 
-def _row_update(model, fields, instance, reindex, progress) -> tuple | None:
+@dataclass(frozen=True)
+class _StoredRow:
+    """What rotation reads of a row: its key, its sealed values as stored, and
+    whose chart it is; the whole row only when its blind indexes are rebuilt
+    from the opened values."""
+
+    pk: object
+    tokens: dict
+    patient_ref: str
+    instance: models.Model | None = None
+
+    @classmethod
+    def of(cls, model, fields, instance) -> "_StoredRow":
+        patient = _patient_attname(model)
+        patient_ref = getattr(instance, patient) if patient else None
+        return cls(
+            pk=instance.pk,
+            tokens={field: loaded_token(instance, field) for field in fields},
+            patient_ref="" if patient_ref is None else str(patient_ref),
+            instance=instance,
+        )
+
+
+def _patient_attname(model) -> str | None:
+    if model._meta.model_name == "patient":
+        return "pk"
+    try:
+        return model._meta.get_field("patient").attname
+    except FieldDoesNotExist:
+        return None
+
+
+def _read_batch(model, fields, rows, whole_rows: bool) -> list[_StoredRow]:
+    """The next rows, with as little of each as the rotation needs.
+
+    Building model rows (Django's converters on every column, then the
+    instance) cost more than re-sealing their values, so only a row whose
+    blind indexes are rebuilt is loaded whole; otherwise its sealed values
+    are read as stored, beside its key.
+    """
+    if whole_rows:
+        return [_StoredRow.of(model, fields, instance) for instance in rows]
+    patient = _patient_attname(model)
+    own_column = patient not in (None, "pk")
+    leading = ["pk", patient] if own_column else ["pk"]
+    batch = []
+    for pk, *values in rows.values_list(*leading, *(f.attname for f in fields)):
+        if own_column:
+            patient_ref = values.pop(0)
+        else:
+            patient_ref = pk if patient == "pk" else None
+        tokens = dict(zip(fields, values, strict=True))
+        patient_ref = "" if patient_ref is None else str(patient_ref)
+        batch.append(_StoredRow(pk=pk, tokens=tokens, patient_ref=patient_ref))
+    return batch
+
+
+def _row_update(model, fields, row: _StoredRow, reindex, progress) -> tuple | None:
     """(pk, new column values, sealed values as read) for a row that needs work.
 
     A value that does not open is noted in ``progress.damaged`` and left as
     it is; the row's other values are sealed again all the same.
     """
-    tokens = {field: loaded_token(instance, field) for field in fields}
+    tokens = row.tokens
     changes = {}
     damaged = []
     for field, token in tokens.items():
         if token is None:
             continue
         try:
-            resealed = field.reseal(instance.pk, token)
+            resealed = field.reseal(row.pk, token)
         except crypto.IntegrityError:
-            progress.damaged.add(_damaged_value(model, instance, field))
+            progress.damaged.add(_damaged_value(model, row, field))
             damaged.append(field)
             continue
         if resealed is not None:
             changes[field.column] = resealed
 
     # The blind indexes are made from the values; a damaged one has none.
+    instance = row.instance
     if reindex and not damaged and hasattr(instance, "refresh_indexes"):
         before = {name: getattr(instance, name) for name in model.index_fields}
         instance.refresh_indexes()
@@ -181,18 +240,15 @@ def _row_update(model, fields, instance, reindex, progress) -> tuple | None:
     expected = {
         field.column: token for field, token in tokens.items() if field not in damaged
     }
-    return instance.pk, changes, expected
+    return row.pk, changes, expected
 
 
-def _damaged_value(model, instance, field) -> DamagedValue:
-    patient_ref = getattr(instance, "patient_id", None)
-    if patient_ref is None and model._meta.model_name == "patient":
-        patient_ref = instance.pk
+def _damaged_value(model, row: _StoredRow, field) -> DamagedValue:
     return DamagedValue(
         model=model._meta.label,
-        pk=str(instance.pk),
+        pk=str(row.pk),
         field=field.name,
-        patient_ref="" if patient_ref is None else str(patient_ref),
+        patient_ref=row.patient_ref,
     )
 
 

@@ -6,6 +6,7 @@ import json
 import pytest
 from django.core import checks
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import connection
 
 from records import crypto
@@ -13,6 +14,7 @@ from records.fields import EncryptedField
 from records.key_rotation import (
     RotationProgress,
     _row_update,
+    _StoredRow,
     _write_updates,
     key_version_counts,
     rotate_keys,
@@ -248,7 +250,9 @@ def test_an_edit_between_read_and_write_is_never_overwritten(isolated_keys):
     fields = [f for f in Patient._meta.concrete_fields if isinstance(f, EncryptedField)]
     progress = RotationProgress()
     loaded = Patient._base_manager.get(pk=patient.pk)
-    read = _row_update(Patient, fields, loaded, True, progress)
+    read = _row_update(
+        Patient, fields, _StoredRow.of(Patient, fields, loaded), True, progress
+    )
 
     edited = Patient.objects.get(pk=patient.pk)
     edited.address = "Edited meanwhile"
@@ -270,7 +274,9 @@ def test_a_batch_writes_every_row_still_as_read_and_counts_the_one_edited(
     fields = [f for f in Patient._meta.concrete_fields if isinstance(f, EncryptedField)]
     progress = RotationProgress()
     read = [
-        _row_update(Patient, fields, row, False, progress)
+        _row_update(
+            Patient, fields, _StoredRow.of(Patient, fields, row), False, progress
+        )
         for row in Patient._base_manager.order_by("pk")
     ]
 
@@ -411,6 +417,23 @@ def test_a_damaged_value_is_reported_audited_and_the_rest_rotated(isolated_keys)
     assert event.fields == ["description"]
     finished = AuditEvent.objects.get(action=AuditAction.KEYS_ROTATED)
     assert "1 sealed value left under its old key" in finished.reason
+
+
+@pytest.mark.parametrize("index_key", [False, True])
+def test_a_damaged_patient_value_is_audited_against_that_patient(
+    isolated_keys, index_key
+):
+    from audit.models import AuditAction, AuditEvent
+
+    patients = _seed(2)
+    _damage(Patient, patients[0].pk, "address")
+
+    with pytest.raises(CommandError):
+        call_command("rotate_keys", index_key=index_key)
+
+    event = AuditEvent.objects.get(action=AuditAction.INTEGRITY_FAILURE)
+    assert (event.record_type, event.fields) == ("Patient", ["address"])
+    assert event.patient_ref == str(patients[0].pk)
 
 
 def test_status_counts_values_it_cannot_read_instead_of_failing(isolated_keys, capsys):
