@@ -134,8 +134,15 @@ VITALS = (
 
 def _synthetic_history(patient: Patient, rng: random.Random) -> None:
     now = timezone.now()
+    # A young patient's history is shorter: nothing happens before birth.
+    days_alive = (timezone.localdate() - patient.birth_date).days
+
+    def days_ago(earliest: int, latest: int) -> datetime.timedelta:
+        latest = min(latest, days_alive)
+        return datetime.timedelta(days=rng.randint(min(earliest, latest), latest))
+
     for _visit in range(rng.randint(2, 5)):
-        when = now - datetime.timedelta(days=rng.randint(10, 900))
+        when = now - days_ago(10, 900)
         Encounter.objects.create(
             patient=patient,
             source_key=secrets.token_hex(16),
@@ -162,7 +169,7 @@ def _synthetic_history(patient: Patient, rng: random.Random) -> None:
         Condition.objects.create(
             patient=patient,
             source_key=secrets.token_hex(16),
-            occurred_at=now - datetime.timedelta(days=rng.randint(100, 4000)),
+            occurred_at=now - days_ago(100, 4000),
             status="active",
             code=code,
             description=name,
@@ -170,7 +177,7 @@ def _synthetic_history(patient: Patient, rng: random.Random) -> None:
     if rng.random() < 0.3:
         AllergyIntolerance.objects.create(
             patient=patient, source_key=secrets.token_hex(16),
-            occurred_at=now - datetime.timedelta(days=rng.randint(100, 4000)),
+            occurred_at=now - days_ago(100, 4000),
             status="active", category="medication", criticality="high",
             code="7980", description="Penicillin G", reaction="Hives (moderate)",
         )  # fmt: skip

@@ -52,6 +52,19 @@ def test_at_least_25_patients_with_the_imported_ones(credentials):
     assert Patient.objects.filter(source=PatientSource.FHIR_IMPORT).count() == 10
 
 
+def test_no_synthetic_record_is_dated_before_its_patients_birth(credentials):
+    from records.models import AllergyIntolerance, Condition, Encounter, Observation
+
+    born = {
+        patient.pk: patient.birth_date
+        for patient in Patient.objects.filter(source=PatientSource.DEMO)
+    }
+    for model in (Encounter, Observation, Condition, AllergyIntolerance):
+        for record in model.objects.filter(patient__in=born):
+            local_day = timezone.localtime(record.occurred_at).date()
+            assert local_day >= born[record.patient_id], model.__name__
+
+
 def test_care_teams_follow_the_demo_story(credentials):
     today = timezone.localdate()
     active = CareTeamMembership.objects.active_on(today)
