@@ -7,6 +7,8 @@ from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.throttling import UserRateThrottle
 
+from audit.models import AuditAction, AuditOutcome
+from audit.services import record_event
 from ehr_portal.logging import error_kind
 
 logger = logging.getLogger(__name__)
@@ -34,7 +36,26 @@ class PortalUserRateThrottle(UserRateThrottle):
 
     def allow_request(self, request, view):
         try:
-            return super().allow_request(request, view)
+            allowed = super().allow_request(request, view)
         except Exception as error:
             logger.error("API rate counter unavailable (%s)", error_kind(error))
+            _record_refusal(request, view, "API rate counter unavailable")
             raise CounterUnavailable from error
+        if not allowed:
+            # A user at the brake may be harvesting charts: the trail shows
+            # each request turned away, as it does for the search page's.
+            _record_refusal(request, view, "API rate exceeded")
+        return allowed
+
+
+def _record_refusal(request, view, reason: str) -> None:
+    patient_id = getattr(view, "kwargs", {}).get("patient_id")
+    match = getattr(request, "resolver_match", None)
+    record_event(
+        actor=request.user,
+        action=AuditAction.ACCESS_DENIED,
+        outcome=AuditOutcome.DENIED,
+        patient_ref="" if patient_id is None else str(patient_id),
+        record_type="API",
+        reason=f"{reason} ({match.url_name})" if match else reason,
+    )

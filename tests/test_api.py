@@ -137,6 +137,55 @@ def test_the_61st_search_in_a_minute_is_refused_and_audited(nurse, marker_patien
     )
 
 
+def test_a_request_over_the_api_rate_is_refused_and_audited(
+    physician, marker_patient, monkeypatch
+):
+    from ehr_portal.throttling import PortalUserRateThrottle
+
+    monkeypatch.setattr(PortalUserRateThrottle, "THROTTLE_RATES", {"user": "3/minute"})
+    add_to_care_team(physician, marker_patient)
+    client = verified_client(physician)
+    url = f"/api/v1/patients/{marker_patient.pk}/"
+
+    statuses = [client.get(url).status_code for _ in range(4)]
+    refused = client.get(url)
+
+    assert statuses == [200, 200, 200, 429]
+    assert refused.status_code == 429
+    assert refused["Content-Type"] == "application/json"
+    assert "Zyxwvutmarker" not in refused.content.decode()
+    assert refused.json()["request_id"]
+    denied = AuditEvent.objects.filter(
+        action=AuditAction.ACCESS_DENIED, reason__startswith="API rate exceeded"
+    )
+    assert denied.count() == 2
+    assert {event.actor_username for event in denied} == {physician.username}
+    assert {event.patient_ref for event in denied} == {str(marker_patient.pk)}
+    assert AuditEvent.objects.filter(action=AuditAction.VIEWED).count() == 3
+
+
+def test_an_api_rate_counter_outage_is_a_503_and_audited(
+    physician, marker_patient, monkeypatch
+):
+    from rest_framework.throttling import SimpleRateThrottle
+
+    def counter_down(self, request, view):
+        raise ConnectionError("cache down")
+
+    add_to_care_team(physician, marker_patient)
+    client = verified_client(physician)
+    monkeypatch.setattr(SimpleRateThrottle, "allow_request", counter_down)
+
+    response = client.get(f"/api/v1/patients/{marker_patient.pk}/")
+
+    assert response.status_code == 503
+    assert "Zyxwvutmarker" not in response.content.decode()
+    denied = AuditEvent.objects.get(action=AuditAction.ACCESS_DENIED)
+    assert denied.reason.startswith("API rate counter unavailable")
+    assert denied.patient_ref == str(marker_patient.pk)
+    assert not AuditEvent.objects.filter(action=AuditAction.VIEWED).exists()
+
+
 def test_unknown_search_fields_are_refused(nurse):
     response = verified_client(nurse).post(
         "/api/v1/patients/search/", {"surname": "x"}, content_type="application/json"
