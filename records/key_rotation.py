@@ -193,13 +193,14 @@ def _read_batch(model, fields, rows, whole_rows: bool) -> list[_StoredRow]:
     leading = ["pk", patient] if own_column else ["pk"]
     batch = []
     for pk, *values in rows.values_list(*leading, *(f.attname for f in fields)):
-        if own_column:
-            patient_ref = values.pop(0)
-        else:
-            patient_ref = pk if patient == "pk" else None
-        tokens = dict(zip(fields, values, strict=True))
-        patient_ref = "" if patient_ref is None else str(patient_ref)
-        batch.append(_StoredRow(pk=pk, tokens=tokens, patient_ref=patient_ref))
+        whose = values.pop(0) if own_column else pk
+        batch.append(
+            _StoredRow(
+                pk=pk,
+                tokens=dict(zip(fields, values, strict=True)),
+                patient_ref="" if patient is None or whose is None else str(whose),
+            )
+        )
     return batch
 
 
