@@ -268,13 +268,17 @@ def count_events_for_patient(patient_ref: str, actions: Iterable[AuditAction]) -
     return _events_for_patient(patient_ref, actions).count()
 
 
-def recent_events_for_patient(
-    patient_ref: str, actions: Iterable[AuditAction], limit: int = 20
-) -> list[AuditEvent]:
+def recent_events_query(patient_ref: str, actions: Iterable[AuditAction], limit: int):
     """The latest events about one patient, for transparency panels and reports.
 
     Newest first in chain order (the sequence), which the database can read
     straight from an index; ordering by time needed every event of the
     patient sorted, a cost that grew with each open of the chart.
     """
-    return list(_events_for_patient(patient_ref, actions).order_by("-sequence")[:limit])
+    return _events_for_patient(patient_ref, actions).order_by("-sequence")[:limit]
+
+
+def recent_events_for_patient(
+    patient_ref: str, actions: Iterable[AuditAction], limit: int = 20
+) -> list[AuditEvent]:
+    return list(recent_events_query(patient_ref, actions, limit))

@@ -51,7 +51,7 @@ _NOTHING = object()
 
 
 class CompiledChartQuery:
-    """A fixed-shape query over one patient's records of ``model``.
+    """A fixed-shape query over one patient's rows of ``model``.
 
     ``build(patient_id, categories)`` returns the QuerySet; it is called only
     to compile, with stand-ins. Compiled SQL is kept per database connection
@@ -59,9 +59,19 @@ class CompiledChartQuery:
     has one placeholder per value).
     """
 
-    def __init__(self, model: type, build: Callable[[Any, list[str]], QuerySet]):
+    def __init__(
+        self,
+        model: type,
+        build: Callable[[Any, list[str]], QuerySet],
+        *,
+        patient_field: str = "patient",
+    ):
         self.model = model
         self.build = build
+        # The field holding the patient: a relation, the patient's own key,
+        # or the audit trail's reference.
+        field = model._meta.get_field(patient_field)
+        self.patient_field = field.target_field if field.is_relation else field
         self._compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def run(self, patient_id, categories: Collection[str] = ()) -> list:
@@ -118,7 +128,7 @@ class CompiledChartQuery:
         ):
             raise ImproperlyConfigured("a compiled chart query gives plain rows")
 
-        patient_field = self.model._meta.get_field("patient").target_field
+        patient_field = self.patient_field
         prepared_patient = patient_field.get_db_prep_value(patient_stand_in, connection)
         positions = {value: number for number, value in enumerate(category_stand_ins)}
         slots = []

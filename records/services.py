@@ -14,10 +14,11 @@ from django.http import Http404
 from django.utils import timezone
 
 from accounts.roles import Role
-from audit.models import CHART_ACCESS_ACTIONS, AuditAction, AuditOutcome
+from audit.models import CHART_ACCESS_ACTIONS, AuditAction, AuditEvent, AuditOutcome
 from audit.services import (
     count_events_for_patient,
     recent_events_for_patient,
+    recent_events_query,
     record_event,
     record_events,
 )
@@ -222,13 +223,22 @@ def record_chart_open(user, chart: Chart, *, record_type: str, fields) -> None:
     )
 
 
+# Every chart open reads its patient first: compiled once, like the summary.
+_PATIENT_BY_ID = CompiledChartQuery(
+    Patient,
+    lambda patient_id, _categories: Patient.objects.filter(pk=patient_id),
+    patient_field="id",
+)
+
+
 def _decided(user, patient_id, action, purpose, record_type):
     """(patient, decision) when the access decision allows ``action``.
 
     Raises Http404 for an unknown id and PermissionDenied when the decision
     denies, each after recording the refusal.
     """
-    patient = Patient.objects.filter(pk=patient_id).first()
+    found = _PATIENT_BY_ID.run(patient_id)
+    patient = found[0] if found else None
     decision = None if patient is None else decide(user, patient, action, purpose)
     if decision:
         return patient, decision
@@ -768,11 +778,27 @@ def discard_note_draft(*, author, patient_id) -> bool:
     return bool(deleted)
 
 
-def recent_access(chart: Chart, limit: int = 10) -> list[dict]:
-    """Who opened this chart lately and how, for the chart's transparency panel."""
-    events = recent_events_for_patient(
-        str(chart.patient.pk), CHART_ACCESS_ACTIONS, limit=limit
+def _latest_chart_access(limit: int) -> CompiledChartQuery:
+    """The chart's latest access events, newest first in chain order.
+
+    The same query as ``audit.services.recent_events_for_patient``, compiled
+    once: it runs on every chart open.
+    """
+    return CompiledChartQuery(
+        AuditEvent,
+        lambda patient_id, _categories: recent_events_query(
+            str(patient_id), CHART_ACCESS_ACTIONS, limit
+        ),
+        patient_field="patient_ref",
     )
+
+
+_RECENT_ACCESS = _latest_chart_access(10)
+
+
+def recent_access(chart: Chart) -> list[dict]:
+    """Who opened this chart lately and how, for the chart's transparency panel."""
+    events = _RECENT_ACCESS.run(chart.patient.pk)
     return [
         {
             "username": event.actor_username,

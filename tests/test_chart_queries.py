@@ -190,3 +190,53 @@ def test_records_of_one_moment_come_in_the_same_order_on_every_open():
 
     by_key = sorted(Condition.objects.filter(patient=patient), key=lambda c: c.pk)
     assert [record.pk for record in shown] == [record.pk for record in by_key[:10]]
+
+
+def _panel(page) -> str:
+    body = page.content.decode()
+    return body[body.index("Recent access to this chart") :]
+
+
+def test_each_open_reads_its_own_patient_and_panel():
+    first_reader = make_user("dr.firstreader", Role.PHYSICIAN)
+    second_reader = make_user("dr.secondreader", Role.PHYSICIAN)
+    first, second = _patient("Firstchartpatient"), _patient("Secondchartpatient")
+    add_to_care_team(first_reader, first)
+    for reader in (first_reader, second_reader):
+        add_to_care_team(reader, second)
+    first_client = verified_client(first_reader)
+
+    first_client.get(f"/patients/{second.pk}/")
+    verified_client(second_reader).get(f"/patients/{second.pk}/")
+    first_page = first_client.get(f"/patients/{first.pk}/")
+    second_page = first_client.get(f"/patients/{second.pk}/")
+
+    assert "Firstchartpatient" in first_page.content.decode()
+    assert "Secondchartpatient" not in first_page.content.decode()
+    assert "Secondchartpatient" in second_page.content.decode()
+    assert "Firstchartpatient" not in second_page.content.decode()
+    assert "dr.secondreader" not in _panel(first_page)
+    assert _panel(first_page).count("dr.firstreader") == 1
+    assert "dr.secondreader" in _panel(second_page)
+    assert _panel(second_page).count("dr.firstreader") == 2
+
+
+def test_an_unknown_patient_id_is_still_a_404_after_known_ones():
+    import uuid
+
+    from audit.models import AuditAction, AuditEvent
+
+    reader = make_user("dr.unknownid", Role.PHYSICIAN)
+    patient = _patient("Knownpatient")
+    add_to_care_team(reader, patient)
+    client = verified_client(reader)
+    unknown = uuid.uuid4()
+
+    known = client.get(f"/patients/{patient.pk}/")
+    missing = client.get(f"/patients/{unknown}/")
+
+    assert known.status_code == 200
+    assert missing.status_code == 404
+    assert "Knownpatient" not in missing.content.decode()
+    denied = AuditEvent.objects.get(action=AuditAction.ACCESS_DENIED)
+    assert (denied.patient_ref, denied.reason) == (str(unknown), "unknown patient")
