@@ -198,7 +198,11 @@ def review_queue(reviewer, reviewed_limit: int = 50):
 
 
 def review(*, reviewer, access_id, outcome: str, note: str) -> BreakGlassAccess:
-    """Record a compliance officer's finding on one break-the-glass access."""
+    """Record a compliance officer's finding on one break-the-glass access.
+
+    The finding is another person's: an officer who is also a clinician
+    never reviews an access of their own.
+    """
     if not reviewer.has_role(Role.COMPLIANCE_OFFICER):
         raise PermissionDenied("reviews are for compliance officers")
     if outcome not in BreakGlassReview.values:
@@ -208,7 +212,8 @@ def review(*, reviewer, access_id, outcome: str, note: str) -> BreakGlassAccess:
         access = (
             BreakGlassAccess.objects.select_for_update().filter(pk=access_id).first()
         )
-        if access is not None and access.reviewed_at is None:
+        waiting = access is not None and access.reviewed_at is None
+        if waiting and access.clinician_id != reviewer.pk:
             access.reviewed_by = reviewer
             access.reviewed_at = timezone.now()
             access.review_outcome = outcome
@@ -222,21 +227,49 @@ def review(*, reviewer, access_id, outcome: str, note: str) -> BreakGlassAccess:
             )  # fmt: skip
             return access
 
-    # A finding is recorded once; an attempt to change it (or to review an
-    # access that does not exist) is refused, and the refusal is evidence too.
+    raise BreakGlassRefused(_refused_review(reviewer, access))
+
+
+def refuse_review(*, reviewer, access_id) -> str:
+    """Record a review sent for an access not waiting for one; say why.
+
+    For a review form that did not validate: there is no row to show its
+    errors on, and the attempt is evidence like any other refused review.
+    """
+    access = (
+        BreakGlassAccess.objects.select_related("reviewed_by")
+        .filter(pk=access_id)
+        .first()
+    )
+    return _refused_review(reviewer, access)
+
+
+def _refused_review(reviewer, access) -> str:
+    # A finding is recorded once, by someone other than the clinician; an
+    # attempt to change it, to review one's own access or one that does not
+    # exist is refused, and the refusal is evidence too.
     if access is None:
-        refusal, patient_ref = "there is no such break-the-glass access", ""
-    else:
+        refusal, reason = (
+            "there is no such break-the-glass access",
+            ("unknown break-the-glass access"),
+        )
+    elif access.reviewed_at is not None:
         earlier = BreakGlassReview(access.review_outcome).label.lower()
         refusal = (
             f"this access was already reviewed by {access.reviewed_by.get_username()} "
             f"({earlier}); a finding is recorded once"
         )
-        patient_ref = access.patient_id
+        reason = "already reviewed"
+    else:
+        refusal = (
+            "this is your own emergency access; another compliance officer reviews it"
+        )
+        reason = "own access"
     record_event(
         actor=reviewer, action=AuditAction.BREAK_GLASS_REVIEWED,
-        outcome=AuditOutcome.DENIED, patient_ref=patient_ref,
+        outcome=AuditOutcome.DENIED,
+        patient_ref="" if access is None else access.patient_id,
         record_type="BreakGlassAccess", purpose=Purpose.COMPLIANCE_REVIEW,
-        reason="already reviewed" if access else "unknown break-the-glass access",
+        reason=reason,
     )  # fmt: skip
-    raise BreakGlassRefused(refusal)
+    return refusal

@@ -328,7 +328,8 @@ def _review_queue_page(request, sent=None, sent_for=None, status=200):
     if sent is not None and all(access.pk != sent_for for access in waiting):
         # Reviewed meanwhile (in another tab, by another officer), or no such
         # access: there is no row to show the review on.
-        messages.error(request, "Not recorded: this access is not waiting for review.")
+        refusal = break_glass.refuse_review(reviewer=request.user, access_id=sent_for)
+        messages.error(request, f"Not recorded: {refusal}.")
     return render(
         request,
         "records/break_glass_queue.html",

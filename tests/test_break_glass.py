@@ -244,7 +244,71 @@ def test_an_invalid_review_of_an_access_no_longer_waiting_says_so(
     )
 
     assert response.status_code == 400
-    assert "this access is not waiting for review" in response.content.decode()
+    assert "there is no such break-the-glass access" in response.content.decode()
+    refused = AuditEvent.objects.get(action=AuditAction.BREAK_GLASS_REVIEWED)
+    assert (refused.outcome, refused.reason) == (
+        AuditOutcome.DENIED,
+        "unknown break-the-glass access",
+    )
+
+
+def test_an_invalid_second_review_is_refused_and_recorded(
+    nurse, compliance_officer, marker_patient
+):
+    _request(verified_client(nurse), marker_patient, one_time_code=current_code(nurse))
+    access = BreakGlassAccess.objects.get()
+    reviewer = verified_client(compliance_officer)
+    reviewer.post(
+        f"/compliance/break-glass/{access.pk}/review/", {"outcome": "appropriate"}
+    )
+
+    response = reviewer.post(f"/compliance/break-glass/{access.pk}/review/", {})
+
+    assert response.status_code == 400
+    assert "already reviewed by" in response.content.decode()
+    refused = AuditEvent.objects.get(
+        action=AuditAction.BREAK_GLASS_REVIEWED, outcome=AuditOutcome.DENIED
+    )
+    assert (refused.reason, refused.patient_ref) == (
+        "already reviewed",
+        str(marker_patient.pk),
+    )
+
+
+def test_an_officer_never_reviews_their_own_emergency_access(
+    nurse, compliance_officer, marker_patient
+):
+    from django.contrib.auth.models import Group
+
+    from accounts.roles import Role
+
+    nurse.groups.add(Group.objects.get(name=Role.COMPLIANCE_OFFICER.value))
+    _request(verified_client(nurse), marker_patient, one_time_code=current_code(nurse))
+    access = BreakGlassAccess.objects.get()
+    own_client = verified_client(nurse)
+
+    queue = own_client.get("/compliance/break-glass/").content.decode()
+    own = own_client.post(
+        f"/compliance/break-glass/{access.pk}/review/",
+        {"outcome": "appropriate", "note": "Fine by me"},
+        follow=True,
+    )
+
+    assert "another compliance officer reviews it" in queue
+    assert f"/compliance/break-glass/{access.pk}/review/" not in queue
+    assert "this is your own emergency access" in own.content.decode()
+    access.refresh_from_db()
+    assert access.reviewed_at is None
+    refused = AuditEvent.objects.get(
+        action=AuditAction.BREAK_GLASS_REVIEWED, outcome=AuditOutcome.DENIED
+    )
+    assert (refused.reason, refused.actor_id) == ("own access", nurse.pk)
+
+    verified_client(compliance_officer).post(
+        f"/compliance/break-glass/{access.pk}/review/", {"outcome": "appropriate"}
+    )
+    access.refresh_from_db()
+    assert access.reviewed_by == compliance_officer
 
 
 def test_chart_shows_who_accessed_it_and_how(physician, nurse, marker_patient):
