@@ -1,3 +1,5 @@
+import unicodedata
+
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
 from django.core.exceptions import ValidationError
@@ -58,6 +60,23 @@ class SignInForm(AuthenticationForm):
         return super().clean()
 
 
+def digits_as_ascii(text: str) -> str:
+    """Digits of any script as ASCII digits ("١٢٣" is "123"); the rest as typed.
+
+    A phone or keyboard set to another script types its own digits for the
+    code the authenticator shows: they are the same code. Other characters
+    that count as digits (superscripts) are left, and refused as not digits.
+    """
+    return "".join(
+        str(unicodedata.decimal(character)) if character.isdecimal() else character
+        for character in text
+    )
+
+
+def is_code_digits(token: str) -> bool:
+    return token.isascii() and token.isdigit()
+
+
 class OneTimeCodeForm(forms.Form):
     """A six-digit authenticator code or, at the sign-in step, a backup code."""
 
@@ -77,8 +96,8 @@ class OneTimeCodeForm(forms.Form):
     )
 
     def clean_token(self):
-        token = "".join(self.cleaned_data["token"].split()).casefold()
-        if token.isdigit() and len(token) == 6:
+        token = digits_as_ascii("".join(self.cleaned_data["token"].split()).casefold())
+        if is_code_digits(token) and len(token) == 6:
             return token
         if self.allow_backup_code and set(token) <= BACKUP_CODE_CHARACTERS:
             return token
@@ -100,7 +119,7 @@ class PasswordChangeWithCodeForm(PasswordChangeForm):
     )
 
     def clean_token(self):
-        token = self.cleaned_data["token"].strip()
-        if not token.isdigit():
+        token = digits_as_ascii(self.cleaned_data["token"].strip())
+        if not is_code_digits(token):
             raise forms.ValidationError("Enter the six digits from your authenticator.")
         return token

@@ -200,7 +200,8 @@ class TOTPAuthenticator(TimestampMixin, RefusingThrottleMixin, Device, SealedMod
             return False
 
         token = str(token).strip()
-        step = self._matching_step(token) if token.isdigit() else None
+        digits = token.isascii() and token.isdigit()
+        step = self._matching_step(token) if digits else None
         if step is not None and step > self.last_t:
             self.last_t = step
             self.throttle_reset(commit=False)

@@ -205,7 +205,7 @@ def _session_owner(user_id):
 
 
 def _device_for_token(user, token: str):
-    if token.isdigit():
+    if token.isascii() and token.isdigit():
         devices = TOTPAuthenticator.objects.filter(user=user, confirmed=True)
     else:
         devices = BackupCodeDevice.objects.filter(user=user, confirmed=True)

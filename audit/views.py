@@ -174,7 +174,7 @@ def _export_end(given: str | None) -> tuple[int | None, str]:
         f"'Up to event' must be the number of an event already in the trail, "
         f"from 1 to {newest}: keep the number of the export's first part."
     )
-    if not given.isdigit() or len(given) > 19:
+    if not (given.isascii() and given.isdigit()) or len(given) > 19:
         return None, refusal
     number = int(given)
     return (number, "") if 1 <= number <= newest else (None, refusal)

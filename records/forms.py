@@ -2,6 +2,7 @@ import datetime
 
 from django import forms
 
+from accounts.forms import digits_as_ascii
 from records import mrn as mrn_rules
 from records.models import BreakGlassReason, BreakGlassReview, NoteKind
 
@@ -92,6 +93,9 @@ class BreakGlassForm(forms.Form):
             attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}
         ),
     )
+
+    def clean_one_time_code(self):
+        return digits_as_ascii(self.cleaned_data["one_time_code"])
 
 
 class BreakGlassReviewForm(forms.Form):

@@ -254,7 +254,9 @@ def test_date_filters_take_whole_days_in_utc_as_the_screen_shows_them(
     assert shown == ["2026-03-01 00:00:00", "2026-03-01 15:00:00"]
 
 
-@pytest.mark.parametrize("up_to", ["abc", "0", "-5", "1e3", "99999999999999999999"])
+@pytest.mark.parametrize(
+    "up_to", ["abc", "0", "-5", "1e3", "99999999999999999999", "²", "١"]
+)
 def test_an_export_end_that_is_no_event_is_refused_not_ignored(
     compliance_officer, up_to
 ):

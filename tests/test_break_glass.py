@@ -458,3 +458,19 @@ def test_the_alert_is_sent_from_the_web_process_when_the_broker_refuses(
     assert response.status_code == 302
     assert [message.to for message in mail.outbox] == privacy_office
     assert "Could not ask for a worker (OperationalError)" in caplog.text
+
+
+def test_an_emergency_code_in_another_scripts_digits_opens_and_superscripts_do_not(
+    nurse, marker_patient
+):
+    client = verified_client(nurse)
+    code = current_code(nurse)
+
+    lookalike = _request(client, marker_patient, one_time_code="²³⁴⁵⁶⁷")
+    arabic_indic = "".join(chr(0x0660 + int(digit)) for digit in code)
+    opened = _request(client, marker_patient, one_time_code=arabic_indic)
+
+    assert lookalike.status_code == 200
+    assert "Emergency access refused" in lookalike.content.decode()
+    assert opened.status_code == 302
+    assert BreakGlassAccess.objects.filter(clinician=nurse).count() == 1

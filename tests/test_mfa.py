@@ -152,3 +152,29 @@ def test_demo_code_prints_a_code_the_device_accepts(nurse, capsys):
         code = capsys.readouterr().out.strip()
 
         assert TOTPAuthenticator.objects.get(user=nurse).verify_token(code)
+
+
+def _in_script(code: str, zero: str) -> str:
+    return "".join(chr(ord(zero) + int(digit)) for digit in code)
+
+
+@pytest.mark.parametrize(
+    "zero", ["\u0660", "\uff10"], ids=["arabic-indic", "full-width"]
+)
+def test_a_code_typed_in_another_scripts_digits_is_the_same_code(client, nurse, zero):
+    sign_in_with_password(client, "nurse.jones")
+
+    response = submit_code(client, _in_script(current_code(nurse), zero))
+
+    assert response.status_code == 302
+    assert actions_for(nurse)[-1] == AuditAction.OTP_VERIFIED
+
+
+def test_characters_that_are_only_like_digits_are_refused_not_a_500(client, nurse):
+    sign_in_with_password(client, "nurse.jones")
+
+    response = submit_code(client, "²³⁴⁵⁶⁷")
+
+    assert response.status_code == 200
+    assert "Enter the six digits" in response.content.decode()
+    assert client.get("/patients/").status_code == 302
