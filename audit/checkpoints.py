@@ -142,7 +142,10 @@ def _read(path: Path) -> Checkpoint:
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise CheckpointInvalid(f"{path.name} cannot be read ({error})") from None
 
-    if not hmac.compare_digest(signature, str(document.get("signature", ""))):
+    # As bytes: compare_digest refuses text that is not ASCII, and a damaged
+    # file must be reported as one, not crash the verifier.
+    given = str(document.get("signature", "")).encode()
+    if not hmac.compare_digest(signature.encode(), given):
         raise CheckpointInvalid(f"{path.name} has a signature that does not match")
     if path.name != f"{PREFIX}{sequence:015d}.json":
         raise CheckpointInvalid(f"{path.name} records event {sequence}")

@@ -110,6 +110,9 @@ def verify_chain(
         return report.fail(
             outside, f"event {outside} lies outside the chain, which starts at event 1"
         )
+    misnumbered = event_without_a_whole_number(connection)
+    if misnumbered is not None:
+        return report.fail(_first_missing_whole_number(connection), misnumbered)
 
     anchors = {c.sequence: c.chain_hash for c in checkpoints}
     previous_hash = _hash_before(connection, first, anchors, report)
@@ -132,6 +135,49 @@ def _numbered_outside_the_chain(connection) -> int | None:
         cursor.execute("SELECT MIN(sequence) FROM audit_auditevent WHERE sequence < 1")
         row = cursor.fetchone()
     return row[0] if row else None
+
+
+def event_without_a_whole_number(connection) -> str | None:
+    """Why the trail holds an event numbered with no whole number, if it does.
+
+    PostgreSQL's column holds whole numbers only; SQLite keeps whatever it is
+    given, so someone who could drop the triggers could number an event 2.5
+    or "two". The event before it is the one the chain misses.
+    """
+    if connection.vendor != "sqlite":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(SQLITE_MISNUMBERED)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return f"an event is numbered {row[0]!r}, not a whole number"
+
+
+SQLITE_MISNUMBERED = """
+    SELECT sequence FROM audit_auditevent
+    WHERE typeof(sequence) != 'integer'
+    LIMIT 1
+"""
+
+
+def _first_missing_whole_number(connection) -> int:
+    """The first whole number the chain lacks: where a misnumbered event sits."""
+    with connection.cursor() as cursor:
+        cursor.execute(SQLITE_WHOLE_NUMBERS)
+        expected = 1
+        for (sequence,) in cursor.fetchall():
+            if sequence != expected:
+                break
+            expected += 1
+    return expected
+
+
+SQLITE_WHOLE_NUMBERS = """
+    SELECT sequence FROM audit_auditevent
+    WHERE typeof(sequence) = 'integer'
+    ORDER BY sequence
+"""
 
 
 def _hash_before(

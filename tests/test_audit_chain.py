@@ -247,6 +247,44 @@ def test_an_event_numbered_outside_the_chain_is_detected(sequence):
         verify()
 
 
+@pytest.mark.parametrize("number", [2.5, "two"])
+def test_an_event_numbered_with_no_whole_number_is_named_not_a_crash(number):
+    from django.db import DatabaseError, transaction
+
+    write_events(3)
+    statement = "UPDATE audit_auditevent SET sequence = %s WHERE sequence = 2"
+
+    with audit_triggers_lifted() as connection:
+        if connection.vendor == "postgresql":
+            # The column itself holds whole numbers only: "two" is refused,
+            # 2.5 is rounded.
+            try:
+                with transaction.atomic(using="audit"):
+                    execute(connection, statement, [number])
+            except DatabaseError:
+                pass
+            stored = AuditEvent.objects.values_list("sequence", flat=True)
+            assert all(isinstance(sequence, int) for sequence in stored)
+            return
+        # SQLite keeps whatever it is given in an integer column.
+        execute(connection, statement, [number])
+
+    with pytest.raises(CommandError, match="Audit chain broken at event 2") as broken:
+        verify()
+
+    assert "not a whole number" in str(broken.value)
+
+
+@pytest.mark.parametrize("argument", ["--from", "--to"])
+def test_an_event_number_beyond_any_trail_is_refused_as_a_range(argument):
+    write_events(2)
+
+    with pytest.raises(
+        CommandError, match="event numbers go up to 9223372036854775807"
+    ):
+        verify(argument, str(2**70))
+
+
 def test_newest_events_cut_off_are_detected_through_a_checkpoint():
     write_events(5)
     write_checkpoint()

@@ -287,3 +287,70 @@ def test_verify_audit_refuses_a_checkpoint_folder_named_that_is_not_there(
         call_command("verify_audit", "--checkpoint-dir", str(folder))
 
     assert str(refused.value) == f"no checkpoint folder at {folder}"
+
+
+@pytest.mark.django_db(databases="__all__")
+def test_verify_audit_names_a_configured_checkpoint_folder_that_is_not_there(
+    settings, tmp_path, capsys
+):
+    settings.AUDIT_CHECKPOINT_DIR = tmp_path / "unmounted-share"
+    write_events(2)
+
+    call_command("verify_audit")
+
+    warning = " ".join(capsys.readouterr().err.split())
+    assert f"the checkpoint folder {tmp_path / 'unmounted-share'} does not exist" in (
+        warning
+    )
+    assert "is it mounted" in warning
+
+
+@pytest.mark.django_db(databases="__all__")
+def test_verify_audit_warns_that_an_empty_trail_proves_nothing(
+    settings, tmp_path, capsys
+):
+    settings.AUDIT_CHECKPOINT_DIR = tmp_path
+
+    call_command("verify_audit")
+
+    captured = capsys.readouterr()
+    assert "intact: 0 event(s)" in captured.out
+    assert "holds no events and no checkpoint" in " ".join(captured.err.split())
+
+
+@pytest.mark.django_db(databases="__all__")
+@pytest.mark.parametrize("events", [0, 2])
+def test_verify_audit_can_require_checkpoints(settings, tmp_path, events):
+    from django.core.management import CommandError
+
+    settings.AUDIT_CHECKPOINT_DIR = tmp_path
+    write_events(events)
+
+    with pytest.raises(CommandError) as refused:
+        call_command("verify_audit", "--require-checkpoints")
+
+    assert "no audit checkpoint" in str(refused.value)
+    write_events(1)
+    write_checkpoint()
+    call_command("verify_audit", "--require-checkpoints")
+
+
+@pytest.mark.django_db(databases="__all__")
+def test_a_checkpoint_whose_signature_is_not_ascii_is_reported(
+    settings, tmp_path, capsys
+):
+    import json
+
+    from django.core.management import CommandError
+
+    settings.AUDIT_CHECKPOINT_DIR = tmp_path
+    write_events(2)
+    path = write_checkpoint()
+    document = json.loads(path.read_text())
+    path.chmod(0o600)
+    path.write_text(json.dumps({**document, "signature": "é" * 64}))
+
+    with pytest.raises(CommandError) as refused:
+        call_command("verify_audit")
+
+    assert "has a signature that does not match" in str(refused.value)

@@ -8,9 +8,14 @@ from django.db import DatabaseError, connections
 from django.db.models import Max
 
 from audit.checkpoints import CheckpointInvalid, read_checkpoints
+from audit.checkpoints import checkpoint_dir as checkpoint_folder
 from audit.models import AuditEvent
 from audit.routers import AUDIT_DATABASE
-from audit.verification import verify_chain
+from audit.verification import (
+    NEWEST_POSSIBLE,
+    event_without_a_whole_number,
+    verify_chain,
+)
 from ehr_portal.logging import error_kind
 
 
@@ -28,9 +33,17 @@ class Command(BaseCommand):
             type=Path,
             help="checkpoint directory (default: PORTAL_AUDIT_CHECKPOINT_DIR)",
         )
+        parser.add_argument(
+            "--require-checkpoints",
+            action="store_true",
+            help="fail, rather than warn, when there is no checkpoint at all",
+        )
 
-    def handle(self, *args, first, last, checkpoint_dir, **options):
+    def handle(
+        self, *args, first, last, checkpoint_dir, require_checkpoints, **options
+    ):
         _require_audit_database()
+        self.require_checkpoints = require_checkpoints
         try:
             self._verify(first, last, checkpoint_dir)
         except DatabaseError as error:
@@ -44,6 +57,15 @@ class Command(BaseCommand):
             raise CommandError("--from must not be greater than --to")
         if (first is not None and first < 1) or (last is not None and last < 1):
             raise CommandError("event numbers start at 1")
+        if max(first or 1, last or 1) > NEWEST_POSSIBLE:
+            raise CommandError(f"event numbers go up to {NEWEST_POSSIBLE}")
+        misnumbered = event_without_a_whole_number(connections[AUDIT_DATABASE])
+        if misnumbered is not None:
+            # Before anything counts the trail: its newest number means nothing.
+            report = verify_chain(first=first, last=last)
+            raise CommandError(
+                f"Audit chain broken at event {report.bad_sequence}: {report.problem}"
+            )
         newest = AuditEvent.objects.aggregate(newest=Max("sequence"))["newest"] or 0
         if first is not None and first > newest:
             # Not a broken chain: there is nothing there to check.
@@ -58,14 +80,8 @@ class Command(BaseCommand):
             checkpoints = read_checkpoints(checkpoint_dir)
         except CheckpointInvalid as error:
             raise CommandError(f"Audit checkpoint invalid: {error}") from None
-        if not checkpoints and newest:
-            self.stderr.write(
-                "Warning: no audit checkpoints found, so events cut from the end "
-                "of the trail cannot be detected. Checkpoints are written by "
-                "Celery beat (or, with tasks in-process, by the portal itself) "
-                "every PORTAL_AUDIT_CHECKPOINT_SECONDS; `manage.py "
-                "audit_checkpoint` writes one now."
-            )
+        if not checkpoints:
+            self._no_checkpoints(checkpoint_dir or checkpoint_folder(), newest)
 
         started = time.perf_counter()
         report = verify_chain(first=first, last=last, checkpoints=checkpoints)
@@ -99,6 +115,35 @@ class Command(BaseCommand):
                 f"Note: {newest - covered} event(s) after the newest checkpoint "
                 f"(event {covered}) are covered by none yet; the next checkpoint "
                 "is due within PORTAL_AUDIT_CHECKPOINT_SECONDS."
+            )
+
+    def _no_checkpoints(self, folder: Path, newest: int) -> None:
+        """Say what a trail without checkpoints cannot prove, or refuse it."""
+        if self.require_checkpoints:
+            raise CommandError(
+                f"no audit checkpoint in {folder}: without one, events cut from "
+                "the end of the trail (or the whole trail) cannot be detected"
+            )
+        if not folder.is_dir():
+            self.stderr.write(
+                f"Warning: the checkpoint folder {folder} does not exist "
+                "(PORTAL_AUDIT_CHECKPOINT_DIR), so events cut from the end of the "
+                "trail cannot be detected. If checkpoints go to a share, is it "
+                "mounted? The folder is made with the first checkpoint."
+            )
+        elif not newest:
+            self.stderr.write(
+                "Warning: the trail holds no events and no checkpoint exists. "
+                "On a portal that has been in use, both have been removed."
+            )
+            return
+        if newest:
+            self.stderr.write(
+                "Warning: no audit checkpoints found, so events cut from the end "
+                "of the trail cannot be detected. Checkpoints are written by "
+                "Celery beat (or, with tasks in-process, by the portal itself) "
+                "every PORTAL_AUDIT_CHECKPOINT_SECONDS; `manage.py "
+                "audit_checkpoint` writes one now."
             )
 
 
