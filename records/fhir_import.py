@@ -435,16 +435,17 @@ def _validate_resource(path: Path, entry: Entry) -> None:
 # its system: refused here, and matched to the lists by its digits anyway
 # (records.sensitivity.comparable_code), under any system or none. LOINC's
 # check digit is one digit; Synthea's own codes (99999-10) have two.
+_SNOMED_CT = ("SNOMED CT", re.compile(r"[1-9][0-9]{5,17}"))
+_LOINC = ("LOINC", re.compile(r"(?:L[AP])?[1-9][0-9]{0,7}-(?:[0-9]|[1-9][0-9])"))
+_RXNORM = ("RxNorm", re.compile(r"[1-9][0-9]{0,9}"))
+# Each terminology by its FHIR address and by its HL7 OID.
 CODE_SPELLINGS = {
-    "http://snomed.info/sct": ("SNOMED CT", re.compile(r"[1-9][0-9]{5,17}")),
-    "http://loinc.org": (
-        "LOINC",
-        re.compile(r"(?:L[AP])?[1-9][0-9]{0,7}-(?:[0-9]|[1-9][0-9])"),
-    ),
-    "http://www.nlm.nih.gov/research/umls/rxnorm": (
-        "RxNorm",
-        re.compile(r"[1-9][0-9]{0,9}"),
-    ),
+    "http://snomed.info/sct": _SNOMED_CT,
+    "urn:oid:2.16.840.1.113883.6.96": _SNOMED_CT,
+    "http://loinc.org": _LOINC,
+    "urn:oid:2.16.840.1.113883.6.1": _LOINC,
+    "http://www.nlm.nih.gov/research/umls/rxnorm": _RXNORM,
+    "urn:oid:2.16.840.1.113883.6.88": _RXNORM,
 }
 
 

@@ -59,10 +59,24 @@ _PRECEDENCE = (
 def sensitivity_of_resource(resource: dict) -> str:
     """The category of a FHIR resource, from every code anywhere in it.
 
-    Not only its main code: an encounter's reason, a result's value or a
-    component can say "opioid abuse" as plainly as a diagnosis does.
+    Not only its main code: an encounter's reason, a result's value, a
+    component or an extension can say "opioid abuse" as plainly as a
+    diagnosis does, and so can the security labels the sender put on it.
     """
     return _strictest(_categories_in(resource))
+
+
+# Security labels (FHIR meta.security, HL7 v3 ActCode sensitivity policies)
+# that name one of the portal's categories. A sender that marks a record
+# this way has said it is sensitive, whatever its codes.
+SENSITIVE_SECURITY_LABELS: dict[str, Sensitivity] = {
+    "HIV": Sensitivity.HIV,
+    "ETH": Sensitivity.SUBSTANCE_USE,  # substance abuse
+    "ETHUD": Sensitivity.SUBSTANCE_USE,  # alcohol use disorder
+    "OPIOIDUD": Sensitivity.SUBSTANCE_USE,  # opioid use disorder
+    "GDIS": Sensitivity.GENETIC,  # genetic disease
+    "PSYTHPN": Sensitivity.PSYCHOTHERAPY,  # psychotherapy note
+}
 
 
 # Where a resource points at another for its reason, its basis or its whole:
@@ -70,7 +84,7 @@ def sensitivity_of_resource(resource: dict) -> str:
 # its own code ("psychosocial care") is not.
 REASON_REFERENCES = frozenset({
     "reasonReference", "addresses", "basedOn", "partOf", "hasMember",
-    "derivedFrom", "diagnosis",
+    "derivedFrom", "diagnosis", "evidence", "result", "focus",
 })  # fmt: skip
 
 
@@ -120,9 +134,25 @@ def sensitivities_of_bundle(
 
 
 def _categories_in(resource: dict) -> set[Sensitivity]:
-    return {
+    found = {
         SENSITIVE_CODES[code] for code in _codes_in(resource) if code in SENSITIVE_CODES
     }
+    return found | _labelled(resource)
+
+
+def _labelled(resource: dict) -> set[Sensitivity]:
+    meta = resource.get("meta")
+    labels = meta.get("security") if isinstance(meta, dict) else None
+    if not isinstance(labels, list):
+        return set()
+    found = set()
+    for label in labels:
+        code = label.get("code") if isinstance(label, dict) else None
+        if isinstance(code, str):
+            category = SENSITIVE_SECURITY_LABELS.get(comparable_code(code).upper())
+            if category is not None:
+                found.add(category)
+    return found
 
 
 def _strictest(categories: set[Sensitivity]) -> str:
@@ -152,26 +182,38 @@ def comparable_code(code: str) -> str:
     """A code as the lists spell it, whatever its spelling in the file.
 
     The lists match a code under any system, so a spelling of a listed code
-    (full-width digits, leading zeros in either part of "055277-08", spaces)
-    must match too: a record is withheld by mistake at worst, never shown.
+    must match too: digits of any script, full-width forms, leading zeros in
+    either part of "055277-08", and spaces or invisible characters anywhere
+    in it. A record is withheld by mistake at worst, never shown.
     """
-    text = unicodedata.normalize("NFKC", code).strip()
+    kept = []
+    for character in unicodedata.normalize("NFKC", code):
+        if character.isdecimal():
+            kept.append(str(unicodedata.decimal(character)))
+        elif not (character.isspace() or unicodedata.category(character) in _UNSEEN):
+            kept.append(character)
     return "-".join(
         (part.lstrip("0") or "0") if part.isdecimal() else part
-        for part in text.split("-")
+        for part in "".join(kept).split("-")
     )
 
 
+# Format and control characters, and separators: nothing a reader sees.
+_UNSEEN = frozenset({"Cf", "Cc", "Zs", "Zl", "Zp"})
+
+
 def _codes_in(node) -> set[str]:
+    """Every code in a resource: each Coding's, wherever it sits (a
+    CodeableConcept, an extension's valueCoding, a bare Coding field)."""
     codes: set[str] = set()
     stack = [node]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
-            for coding in item.get("coding") or ():
-                if isinstance(coding, dict) and coding.get("code"):
-                    codes.add(comparable_code(str(coding["code"])))
-            stack.extend(value for key, value in item.items() if key != "coding")
+            code = item.get("code")
+            if isinstance(code, str | int) and not isinstance(code, bool):
+                codes.add(comparable_code(str(code)))
+            stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
     return codes

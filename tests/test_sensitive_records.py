@@ -547,14 +547,111 @@ def _one_record_bundle(tmp_path, resource_type: str, coding: dict, **extra):
     [
         {"code": "８６４０６００８"},
         {"system": "http://snomed.info/sct/", "code": "086406008"},
-        {"system": "urn:oid:2.16.840.1.113883.6.96", "code": "０86406008"},
+        {"code": "٨٦٤٠٦٠٠٨"},
+        {"code": "८६४०६००८"},
+        {"system": "urn:local", "code": "86406 008"},
+        {"system": "urn:local", "code": "86406\u200b008"},
+        {"system": "urn:local", "code": "5527\u00a07-8"},
     ],
-    ids=["no-system", "snomed-with-slash", "snomed-oid"],
-)
+    ids=[
+        "full-width", "snomed-with-slash", "arabic-indic", "devanagari",
+        "inner-space", "zero-width-space", "no-break-space",
+    ],
+)  # fmt: skip
 def test_a_listed_code_in_another_spelling_is_withheld(tmp_path, coding):
     call_command("import_fhir", str(_one_record_bundle(tmp_path, "Condition", coding)))
 
     assert {c.sensitivity for c in Condition.objects.all()} == {"hiv"}
+
+
+@pytest.mark.parametrize(
+    "system",
+    [
+        "urn:oid:2.16.840.1.113883.6.96",
+        "urn:oid:2.16.840.1.113883.6.1",
+        "urn:oid:2.16.840.1.113883.6.88",
+    ],
+    ids=["snomed-oid", "loinc-oid", "rxnorm-oid"],
+)
+def test_a_terminology_named_by_its_oid_is_held_to_its_spelling(
+    tmp_path, capsys, system
+):
+    coding = {"system": system, "code": "٨٦٤٠٦٠٠٨"}
+
+    with pytest.raises(CommandError):
+        call_command(
+            "import_fhir", str(_one_record_bundle(tmp_path, "Condition", coding))
+        )
+
+    assert "code.coding.0.code: not " in capsys.readouterr().err
+    assert not Condition.objects.exists()
+
+
+def test_a_code_outside_a_codeable_concept_counts(tmp_path):
+    routine = {"system": "http://snomed.info/sct", "code": "38341003"}
+    extension = [
+        {
+            "url": "http://example.org/fhir/StructureDefinition/context",
+            "valueCoding": {"system": "http://snomed.info/sct", "code": "86406008"},
+        }
+    ]
+    path = _one_record_bundle(tmp_path, "Condition", routine, extension=extension)
+
+    call_command("import_fhir", str(path))
+
+    assert {c.sensitivity for c in Condition.objects.all()} == {"hiv"}
+
+
+@pytest.mark.parametrize(
+    ("label", "category"),
+    [("HIV", "hiv"), ("ETH", "substance_use"), ("OPIOIDUD", "substance_use"),
+     ("GDIS", "genetic"), ("PSYTHPN", "psychotherapy")],
+)  # fmt: skip
+def test_a_security_label_puts_a_record_in_its_category(tmp_path, label, category):
+    routine = {"system": "http://snomed.info/sct", "code": "38341003"}
+    meta = {
+        "security": [
+            {
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                "code": label,
+            }
+        ]
+    }
+    path = _one_record_bundle(tmp_path, "Condition", routine, meta=meta)
+
+    call_command("import_fhir", str(path))
+
+    assert {c.sensitivity for c in Condition.objects.all()} == {category}
+
+
+def test_a_condition_whose_evidence_is_an_hiv_diagnosis_is_withheld_with_it(tmp_path):
+    import json
+
+    bundle = json.loads((SYNTHEA_DIR / SUD_BUNDLE).read_text())
+    patient = next(
+        e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    first, second = [
+        e for e in bundle["entry"] if e["resource"]["resourceType"] == "Condition"
+    ][:2]
+    first["resource"]["code"] = {
+        "coding": [{"system": "http://snomed.info/sct", "code": "86406008"}],
+        "text": "Human immunodeficiency virus infection",
+    }
+    second["resource"]["code"] = {
+        "coding": [{"system": "http://snomed.info/sct", "code": "38341003"}],
+        "text": "Hypertension",
+    }
+    second["resource"]["evidence"] = [{"detail": [{"reference": first["fullUrl"]}]}]
+    path = tmp_path / "evidence.json"
+    path.write_text(json.dumps({**bundle, "entry": [patient, first, second]}))
+
+    call_command("import_fhir", str(path))
+
+    assert {c.description: c.sensitivity for c in Condition.objects.all()} == {
+        "Human immunodeficiency virus infection": "hiv",
+        "Hypertension": "hiv",
+    }
 
 
 @pytest.mark.parametrize("code", ["055277-8", "55277-08"])
