@@ -8,6 +8,7 @@ review queue until a compliance officer records the outcome.
 
 import datetime
 import logging
+import unicodedata
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
@@ -74,20 +75,42 @@ def request_access(
 
     if reason not in BreakGlassReason.values:
         _refuse(clinician, patient.pk, "no reason category chosen")
-    if len(justification.strip()) < MINIMUM_JUSTIFICATION:
+    justification = _visible(justification).strip()
+    if len(justification) < MINIMUM_JUSTIFICATION:
         _refuse(clinician, patient.pk, "justification shorter than 20 characters")
     # A fresh code proves the person at the keyboard is the signed-in user,
     # not someone at a workstation left unlocked.
     if not verify_second_factor(request, one_time_code, step_up=True):
-        if getattr(request, "otp_refusal", None) == Refusal.REPLAYED:
+        refusal = getattr(request, "otp_refusal", None)
+        if refusal == Refusal.REPLAYED:
             # The code that just signed them in cannot be used twice.
             _refuse(
                 clinician, patient.pk,
                 "one-time code already used; wait for the next code in your app",
             )  # fmt: skip
+        if refusal == Refusal.THROTTLED:
+            # Retyping at once would only lock the account, in an emergency.
+            _refuse(
+                clinician, patient.pk,
+                "too many wrong codes in a row: wait a few seconds, then enter "
+                "the code your app shows",
+            )  # fmt: skip
         _refuse(clinician, patient.pk, "one-time code not accepted")
 
-    return _grant(clinician, patient, reason, justification.strip())
+    return _grant(clinician, patient, reason, justification)
+
+
+def _visible(text: str) -> str:
+    """``text`` without characters nobody sees (zero-width spaces, joiners).
+
+    Twenty of them would pass as a justification and show the reviewer an
+    empty one.
+    """
+    return "".join(
+        character
+        for character in text
+        if character.isspace() or unicodedata.category(character) not in ("Cf", "Cc")
+    )
 
 
 def _grant(clinician, patient: Patient, reason: str, justification: str):

@@ -75,22 +75,36 @@ class NoteDraftForm(forms.Form):
 
 
 class BreakGlassForm(forms.Form):
+    """An emergency access request, as typed.
+
+    The browser asks for each field; the rules themselves (a reason, 20
+    characters of justification, a current code) are the service's, so that
+    a request that breaks one is refused and recorded like any other.
+    """
+
     reason = forms.ChoiceField(
-        label="Reason", choices=[("", "Choose…"), *BreakGlassReason.choices]
+        label="Reason",
+        choices=[("", "Choose…"), *BreakGlassReason.choices],
+        required=False,
+        widget=forms.Select(attrs={"required": True}),
     )
     justification = forms.CharField(
         label="Justification",
-        min_length=20,
+        required=False,
         max_length=2000,
-        widget=forms.Textarea(attrs={"rows": 4}),
+        widget=forms.Textarea(attrs={"rows": 4, "required": True, "minlength": 20}),
         help_text="Why you need this chart now (at least 20 characters).",
     )
     one_time_code = forms.CharField(
         label="One-time code",
-        min_length=6,
+        required=False,
         max_length=8,
         widget=forms.TextInput(
-            attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}
+            attrs={
+                "autocomplete": "one-time-code",
+                "inputmode": "numeric",
+                "required": True,
+            }
         ),
     )
 

@@ -474,3 +474,51 @@ def test_an_emergency_code_in_another_scripts_digits_opens_and_superscripts_do_n
     assert "Emergency access refused" in lookalike.content.decode()
     assert opened.status_code == 302
     assert BreakGlassAccess.objects.filter(clinician=nurse).count() == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refusal"),
+    [
+        ({"reason": ""}, "no reason category chosen"),
+        ({"justification": "Need it"}, "justification shorter than 20 characters"),
+        (
+            {"justification": "\u200b" * 25},
+            "justification shorter than 20 characters",
+        ),
+        ({"one_time_code": "abc"}, "one-time code not accepted"),
+    ],
+    ids=["no-reason", "short", "invisible", "malformed-code"],
+)
+def test_an_incomplete_emergency_request_is_refused_and_recorded(
+    nurse, marker_patient, overrides, refusal
+):
+    overrides.setdefault("one_time_code", current_code(nurse))
+
+    response = _request(verified_client(nurse), marker_patient, **overrides)
+
+    assert response.status_code == 200
+    assert f"Emergency access refused: {refusal}." in response.content.decode()
+    assert not BreakGlassAccess.objects.exists()
+    refused = AuditEvent.objects.get(action=AuditAction.BREAK_GLASS_REFUSED)
+    assert (refused.patient_ref, refused.reason) == (str(marker_patient.pk), refusal)
+
+
+def test_a_justification_is_stored_without_invisible_characters(nurse, marker_patient):
+    _request(
+        verified_client(nurse), marker_patient,
+        justification="\u200b" + JUSTIFICATION + "\u2060",
+        one_time_code=current_code(nurse),
+    )  # fmt: skip
+
+    assert BreakGlassAccess.objects.get().justification == JUSTIFICATION
+
+
+def test_a_right_code_too_soon_after_a_wrong_one_says_to_wait(nurse, marker_patient):
+    client = verified_client(nurse)
+    _request(client, marker_patient, one_time_code="000000")
+
+    response = _request(client, marker_patient, one_time_code=current_code(nurse))
+
+    page = " ".join(response.content.decode().split())
+    assert "too many wrong codes in a row: wait a few seconds" in page
+    assert not BreakGlassAccess.objects.exists()
