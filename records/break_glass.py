@@ -208,12 +208,14 @@ def review_queue(reviewer, reviewed_limit: int = 50):
             :reviewed_limit
         ]
     )
-    shown = {str(access.patient_id) for access in waiting + reviewed}
+    # A waiting row names the patient; a reviewed row gives the MRN only.
+    shown = {str(access.patient_id): ("mrn",) for access in reviewed}
+    shown.update((str(access.patient_id), ("name", "mrn")) for access in waiting)
     record_events(
         actor=reviewer,
         action=AuditAction.IDENTITY_REVIEWED,
         outcome=AuditOutcome.SUCCESS,
-        records=[(ref, "PatientIdentity", ("name", "mrn")) for ref in sorted(shown)],
+        records=[(ref, "PatientIdentity", shown[ref]) for ref in sorted(shown)],
         purpose=Purpose.COMPLIANCE_REVIEW,
         reason="break-the-glass review queue",
     )

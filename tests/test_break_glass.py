@@ -522,3 +522,34 @@ def test_a_right_code_too_soon_after_a_wrong_one_says_to_wait(nurse, marker_pati
     page = " ".join(response.content.decode().split())
     assert "too many wrong codes in a row: wait a few seconds" in page
     assert not BreakGlassAccess.objects.exists()
+
+
+def test_the_queue_records_the_identity_fields_each_row_shows(
+    nurse, physician, compliance_officer, marker_patient
+):
+    from records.models import PatientSource
+    from records.services import register_patient
+
+    other = register_patient(
+        given_name="Queuegiven", family_name="Queuefamily",
+        birth_date=datetime.date(1980, 2, 3), source=PatientSource.DEMO,
+    )  # fmt: skip
+    _request(verified_client(nurse), marker_patient, one_time_code=current_code(nurse))
+    reviewer = verified_client(compliance_officer)
+    reviewer.post(
+        f"/compliance/break-glass/{BreakGlassAccess.objects.get().pk}/review/",
+        {"outcome": "appropriate"},
+    )
+    _request(verified_client(physician), other, one_time_code=current_code(physician))
+
+    queue = reviewer.get("/compliance/break-glass/").content.decode()
+
+    assert "Queuefamily" in queue and marker_patient.family_name not in queue
+    shown = {
+        event.patient_ref: event.fields
+        for event in AuditEvent.objects.filter(
+            action=AuditAction.IDENTITY_REVIEWED
+        ).order_by("sequence")
+    }
+    assert shown[str(marker_patient.pk)] == ["mrn"]
+    assert shown[str(other.pk)] == ["name", "mrn"]
