@@ -319,6 +319,9 @@ OTP_WEBAUTHN_ALLOWED_ORIGINS = env.read_list(
     if DEVELOPMENT
     else [f"https://{host}" for host in ALLOWED_HOSTS],
 )
+# The address people reach the portal at, for links in e-mail (a path alone
+# is no link in a mail client): by default the first passkey origin.
+PORTAL_PUBLIC_URL = env.read("PORTAL_PUBLIC_URL", OTP_WEBAUTHN_ALLOWED_ORIGINS[0])
 # Wrong codes wait 1, 2, 4, 8... seconds before the next try (django-otp's
 # ThrottlingMixin), on top of the account lockout below.
 OTP_TOTP_THROTTLE_FACTOR = env.read_int("PORTAL_OTP_THROTTLE_FACTOR", 1)

@@ -3,6 +3,7 @@
 import logging
 
 from celery import shared_task
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.urls import reverse
@@ -40,6 +41,7 @@ def alert_compliance_of_break_glass(self, access_id: str) -> int:
         message=(
             f"User {access.clinician.get_username()} used break-the-glass access at "
             f"{access.started_at:%Y-%m-%d %H:%M} UTC. Review it in the portal: "
+            f"{settings.PORTAL_PUBLIC_URL.rstrip('/')}"
             f"{reverse('review:break_glass_queue')}"
         ),
         from_email=None,

@@ -35,8 +35,13 @@ def test_off_team_clinician_is_offered_break_the_glass(nurse, marker_patient):
 
 
 def test_break_the_glass_opens_the_chart_with_a_banner_and_alerts_compliance(
-    nurse, compliance_officer, marker_patient, django_capture_on_commit_callbacks
+    nurse,
+    compliance_officer,
+    marker_patient,
+    django_capture_on_commit_callbacks,
+    settings,
 ):
+    settings.PORTAL_PUBLIC_URL = "https://ehr.hospital.test/"
     compliance_officer.email = "privacy@hospital.test"
     compliance_officer.save()
     client = verified_client(nurse)
@@ -57,6 +62,7 @@ def test_break_the_glass_opens_the_chart_with_a_banner_and_alerts_compliance(
     assert len(mail.outbox) == 1
     assert mail.outbox[0].to == ["privacy@hospital.test"]
     assert marker_patient.family_name not in mail.outbox[0].body
+    assert "https://ehr.hospital.test/compliance/break-glass/" in mail.outbox[0].body
 
 
 def test_access_lasts_sixty_minutes(nurse, marker_patient):
