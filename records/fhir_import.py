@@ -58,6 +58,8 @@ MAX_SOURCE_TEXT_LENGTH = 100_000
 CUT_MARK = " [cut]"
 # No measurement a chart shows comes near this; 1e308 is a broken file.
 MAX_QUANTITY = 1e12
+MAX_CODE_LENGTH = 256
+MAX_ID_SHOWN = 64
 
 CLINICAL_MODELS = {
     "Encounter": Encounter,
@@ -137,7 +139,11 @@ class Entry:
         # type only. Other resources' ids identify a record, not a person.
         if self.resource_type == "Patient":
             return "Patient"
-        return f"{self.resource_type}/{self.resource_id or '(no id)'}"
+        shown = self.resource_id or "(no id)"
+        if len(shown) > MAX_ID_SHOWN:
+            # FHIR ids have at most 64 characters: enough to find this one.
+            shown = shown[:MAX_ID_SHOWN] + "…"
+        return f"{self.resource_type}/{shown}"
 
 
 @dataclass
@@ -1055,16 +1061,26 @@ def _concept_text(concept: dict | None) -> str:
     if concept.get("text"):
         return _clip(concept["text"])
     for coding in concept.get("coding") or []:
-        if coding.get("display") or coding.get("code"):
-            return _clip(coding.get("display") or coding["code"])
+        if coding.get("display"):
+            return _clip(coding["display"])
+        if coding.get("code"):
+            return _code(coding["code"])
     return ""
 
 
 def _concept_code(concept: dict | None) -> str:
     for coding in (concept or {}).get("coding") or []:
         if coding.get("code"):
-            return str(coding["code"])
+            return _code(coding["code"])
     return ""
+
+
+def _code(code) -> str:
+    """A code as stored; no terminology writes one this long."""
+    code = str(code)
+    if len(code) > MAX_CODE_LENGTH:
+        raise EntryInvalid(f"field code: longer than {MAX_CODE_LENGTH} characters")
+    return code
 
 
 def _first_code(concepts) -> str:
@@ -1181,7 +1197,7 @@ def _quantity_text(quantity: dict) -> str:
 
 
 def _plausible(value: float) -> float:
-    if not math.isfinite(value) or abs(value) >= MAX_QUANTITY:
+    if not math.isfinite(value) or abs(value) > MAX_QUANTITY:
         raise EntryInvalid("field value: not a plausible measurement")
     return value
 

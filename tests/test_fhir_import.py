@@ -265,6 +265,18 @@ def _first(bundle, resource_type):
             lambda b: _first(b, "Condition")["code"].update(text="x" * 200_000),
             "field text: longer than 100000 characters",
         ),
+        (
+            lambda b: _first(b, "Condition")["code"]["coding"][0].update(
+                system="urn:local", code="9" * 200_000
+            ),
+            "field code: longer than 256 characters",
+        ),
+        (
+            lambda b: _first(b, "Condition")["code"].update(
+                coding=[{"system": "urn:local", "code": "9" * 200_000}], text=None
+            ),
+            "field code: longer than 256 characters",
+        ),
     ],
 )
 def test_values_fhir_or_sense_rules_out_are_refused(
@@ -279,6 +291,17 @@ def test_values_fhir_or_sense_rules_out_are_refused(
     assert message in error
     assert "SECRETPHONE" not in error and "555-1234" not in error
     assert _stored_nothing()
+
+
+def test_a_measurement_of_exactly_ten_to_the_twelve_is_taken(tmp_path, real_bundle):
+    holder = next(
+        o for o in (e["resource"] for e in real_bundle["entry"]) if "valueQuantity" in o
+    )
+    holder["valueQuantity"]["value"] = 1e12
+
+    call_command("import_fhir", str(_write(tmp_path, real_bundle)))
+
+    assert Patient.objects.count() == 1
 
 
 def test_an_impossible_blood_pressure_is_refused(tmp_path, real_bundle, capsys):
@@ -1131,3 +1154,17 @@ def test_a_date_without_a_time_shows_as_that_day_west_of_greenwich(
 
     row = page.content.decode().split("Onset on a date alone")[0].rsplit("<tr", 1)[1]
     assert "15 Mar 2020" in row
+
+
+def test_an_over_long_resource_id_is_shortened_in_the_error(
+    tmp_path, real_bundle, capsys
+):
+    condition = _first(real_bundle, "Condition")
+    condition["id"] = "c" * 200
+    condition["code"].update(text="x" * 200_000)
+
+    _import_fails(_write(tmp_path, real_bundle))
+
+    error = capsys.readouterr().err
+    assert f"(Condition/{'c' * 64}…): field text: longer than" in error
+    assert "c" * 65 not in error
