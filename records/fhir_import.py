@@ -42,7 +42,9 @@ from records.models import (
     Procedure,
 )
 from records.sensitivity import (
+    BY_IDENTIFIER_ONLY,
     Sensitivity,
+    reference_name,
     references_in,
     sensitivities_of_bundle,
 )
@@ -672,10 +674,18 @@ def _stored_categories_named(
     """
     inside = set().union(*(_names_of(entry) for entry in entries))
     outside: dict[str, Entry] = {}
+    # Every entry's references, stored or not: a report the portal does not
+    # keep can still be the reason a procedure was done.
     for entry in entries:
-        if entry.resource_type in CLINICAL_MODELS:
-            for name in references_in(entry.resource) - inside:
-                outside.setdefault(name, entry)
+        for name in references_in(entry.resource) - inside:
+            outside.setdefault(name, entry)
+    if BY_IDENTIFIER_ONLY in outside:
+        raise BundleRejected(
+            path,
+            "a reason, basis or whole it names by an identifier alone cannot be "
+            "followed, so its sensitivity is unknown; name it by reference",
+            outside[BY_IDENTIFIER_ONLY],
+        )
 
     # The stored records' keys each outside name could be, by record type.
     named_by: dict[str, str] = {}
@@ -687,7 +697,13 @@ def _stored_categories_named(
             types = [resource_type] if resource_type in CLINICAL_MODELS else []
         for resource_type in types:
             named_by[_source_key(resource_type, resource_id)] = name
-    if not named_by:
+    # And the bundle's own records, stored before under the same ids.
+    own: dict[str, set[str]] = {}
+    for entry in entries:
+        if entry.resource_type in CLINICAL_MODELS and entry.resource_id:
+            key = _source_key(entry.resource_type, entry.resource_id)
+            own[key] = _names_of(entry)
+    if not named_by and not own:
         return {}
 
     stored_patient = (
@@ -699,10 +715,13 @@ def _stored_categories_named(
     if stored_patient is not None:
         for model in CLINICAL_MODELS.values():
             stored = model.objects.filter(
-                patient=stored_patient, source_key__in=list(named_by)
+                patient=stored_patient, source_key__in=[*named_by, *own]
             ).values_list("source_key", "sensitivity")
             for key, sensitivity in stored:
-                found[named_by[key]] = sensitivity
+                if key in named_by:
+                    found[named_by[key]] = sensitivity
+                for name in own.get(key, ()):
+                    found[name] = sensitivity
     unknown = sorted(set(named_by.values()) - found.keys())
     if unknown:
         raise BundleRejected(
@@ -746,7 +765,7 @@ def _names_of(entry: Entry) -> set[str]:
     }
     if entry.full_url:
         names.add(entry.full_url)
-    return names
+    return {reference_name(name) for name in names}
 
 
 def _check_patient(path: Path, entry: Entry) -> None:

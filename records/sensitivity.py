@@ -85,6 +85,7 @@ SENSITIVE_SECURITY_LABELS: dict[str, Sensitivity] = {
 REASON_REFERENCES = frozenset({
     "reasonReference", "addresses", "basedOn", "partOf", "hasMember",
     "derivedFrom", "diagnosis", "evidence", "result", "focus",
+    "medicationReference",
 })  # fmt: skip
 
 
@@ -96,18 +97,20 @@ def sensitivities_of_bundle(
     ``resources`` pairs each resource with the names others use to point at
     it (its fullUrl, ``Type/id``). A resource takes the categories of the
     resources it names as its reason, basis or whole, and of theirs in turn.
-    ``stored`` gives the category of records outside the bundle, imported
-    before, by the names the bundle's references use for them.
+    ``stored`` gives the category of records imported before, by the names
+    the bundle uses for them: those its references name, and its own.
     """
     stored = stored or {}
+    # A record takes its own stored category too: an edited copy of a
+    # sensitive record imported before must not carry "routine" onwards.
     found = [
         _categories_in(resource)
         | {
             Sensitivity(stored[name])
-            for name in references_in(resource)
+            for name in names | references_in(resource)
             if stored.get(name, Sensitivity.ROUTINE.value) != Sensitivity.ROUTINE
         }
-        for _names, resource in resources
+        for names, resource in resources
     ]
     position_of = {
         name: position
@@ -141,15 +144,21 @@ def _categories_in(resource: dict) -> set[Sensitivity]:
 
 
 def _labelled(resource: dict) -> set[Sensitivity]:
+    """The categories the security labels of a resource (and of the
+    resources it contains) name."""
+    found = set()
+    contained = resource.get("contained")
+    for inner in contained if isinstance(contained, list) else ():
+        if isinstance(inner, dict):
+            found |= _labelled(inner)
     meta = resource.get("meta")
     labels = meta.get("security") if isinstance(meta, dict) else None
-    if not isinstance(labels, list):
-        return set()
-    found = set()
-    for label in labels:
+    for label in labels if isinstance(labels, list) else ():
         code = label.get("code") if isinstance(label, dict) else None
         if isinstance(code, str):
-            category = SENSITIVE_SECURITY_LABELS.get(comparable_code(code).upper())
+            letters = unicodedata.normalize("NFKC", code).upper()
+            letters = "".join(c for c in letters if c.isascii() and c.isalpha())
+            category = SENSITIVE_SECURITY_LABELS.get(letters)
             if category is not None:
                 found.add(category)
     return found
@@ -162,44 +171,77 @@ def _strictest(categories: set[Sensitivity]) -> str:
     return Sensitivity.ROUTINE.value
 
 
+# Stands for a reason named by an identifier alone, which cannot be followed.
+BY_IDENTIFIER_ONLY = "(named by an identifier only)"
+
+
 def references_in(resource: dict) -> set[str]:
-    """What ``resource`` names as its reason, basis or whole."""
+    """What ``resource`` names as its reason, basis or whole (as reference names)."""
     names: set[str] = set()
     stack = [value for key, value in resource.items() if key in REASON_REFERENCES]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
             if isinstance(item.get("reference"), str):
-                # A version-specific reference names the record all the same.
-                names.add(item["reference"].partition("/_history/")[0])
+                names.add(reference_name(item["reference"]))
+            elif isinstance(item.get("identifier"), dict):
+                names.add(BY_IDENTIFIER_ONLY)
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
     return names
 
 
-def comparable_code(code: str) -> str:
-    """A code as the lists spell it, whatever its spelling in the file.
+def reference_name(reference: str) -> str:
+    """A reference as the importer compares it, however it was spelt.
 
-    The lists match a code under any system, so a spelling of a listed code
-    must match too: digits of any script, full-width forms, leading zeros in
-    either part of "055277-08", and spaces or invisible characters anywhere
-    in it. A record is withheld by mistake at worst, never shown.
+    A version-specific reference names the record all the same, as does one
+    with a trailing slash or in other case: ``URN:UUID:``, a UUID in
+    capitals, ``condition/...`` for ``Condition/...``.
+    """
+    text = reference.strip().partition("/_history/")[0].rstrip("/")
+    if text[:9].lower() == "urn:uuid:":
+        return "urn:uuid:" + text[9:].lower()
+    *before, kind, identifier = ["", "", *text.split("/")]
+    kind = _RESOURCE_TYPES.get(kind.lower(), kind)
+    return "/".join(part for part in (*before, kind, identifier) if part)
+
+
+# The types a reason may name, by their name in lower case.
+_RESOURCE_TYPES = {
+    name.lower(): name
+    for name in (
+        "Patient", "Encounter", "Condition", "MedicationRequest",
+        "AllergyIntolerance", "Observation", "Immunization", "Procedure",
+        "DiagnosticReport", "Medication", "CarePlan", "ServiceRequest",
+        "MedicationAdministration", "MedicationStatement", "Claim",
+    )
+}  # fmt: skip
+
+
+def comparable_code(code: str) -> str:
+    """A code as the lists compare it: its digits and the dashes between them.
+
+    The lists match a code under any system, so every spelling of a listed
+    code must match: digits of any script, full-width forms, leading zeros
+    in either part of "055277-08", any dash, and whatever else sits in it
+    (spaces, invisible characters, a SNOMED CT expression's term). The lists
+    hold digits and dashes only, so nothing else can tell two codes apart;
+    a record is withheld by mistake at worst, never shown.
     """
     kept = []
     for character in unicodedata.normalize("NFKC", code):
-        if character.isdecimal():
-            kept.append(str(unicodedata.decimal(character)))
-        elif not (character.isspace() or unicodedata.category(character) in _UNSEEN):
-            kept.append(character)
-    return "-".join(
-        (part.lstrip("0") or "0") if part.isdecimal() else part
-        for part in "".join(kept).split("-")
-    )
+        digit = unicodedata.digit(character, None)
+        if digit is not None:
+            kept.append(str(digit))
+        elif character in _DASHES or unicodedata.category(character) == "Pd":
+            kept.append("-")
+    parts = [part.lstrip("0") or "0" for part in "".join(kept).split("-") if part]
+    return "-".join(parts)
 
 
-# Format and control characters, and separators: nothing a reader sees.
-_UNSEEN = frozenset({"Cf", "Cc", "Zs", "Zl", "Zp"})
+# Dashes that are not in Unicode's dash punctuation category.
+_DASHES = frozenset("\u2212\u2796\ufe63\uff0d")
 
 
 def _codes_in(node) -> set[str]:
@@ -210,9 +252,10 @@ def _codes_in(node) -> set[str]:
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
-            code = item.get("code")
-            if isinstance(code, str | int) and not isinstance(code, bool):
-                codes.add(comparable_code(str(code)))
+            for key in ("code", "valueCode"):
+                code = item.get(key)
+                if isinstance(code, str | int) and not isinstance(code, bool):
+                    codes.add(comparable_code(str(code)))
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)

@@ -718,3 +718,196 @@ def test_a_reason_not_imported_yet_refuses_the_bundle_until_it_is(tmp_path, caps
     ]
     assert psychosocial
     assert {p.sensitivity for p in psychosocial} == {"substance_use"}
+
+
+def _bundle_of(tmp_path, name: str, *resources: dict):
+    """A bundle of the SUD patient and ``resources`` (each given a fullUrl)."""
+    import json
+
+    bundle = json.loads((SYNTHEA_DIR / SUD_BUNDLE).read_text())
+    patient = next(
+        e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    entries = [patient]
+    for resource in resources:
+        entries.append({
+            "fullUrl": f"urn:uuid:{resource['id']}", "resource": resource,
+            "request": {"method": "POST", "url": resource["resourceType"]},
+        })  # fmt: skip
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({**bundle, "entry": entries}))
+    return path, patient["fullUrl"]
+
+
+def _condition(condition_id: str, patient_url: str, code: str, text: str, **extra):
+    return {
+        "resourceType": "Condition", "id": condition_id,
+        "clinicalStatus": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+            "code": "active",
+        }]},
+        "code": {"coding": [{"system": "urn:local", "code": code}], "text": text},
+        "subject": {"reference": patient_url},
+        "onsetDateTime": "2015-03-01T10:00:00+00:00",
+        **extra,
+    }  # fmt: skip
+
+
+HIV_ID = "5f1e8a8e-1111-4c3b-9a55-000000000001"
+
+
+def _import_hiv_condition_first(tmp_path):
+    path, patient_url = _bundle_of(tmp_path, "hiv", _condition(
+        HIV_ID, _patient_url(), "86406008", "HIV infection"
+    ))  # fmt: skip
+    call_command("import_fhir", str(path))
+    return patient_url
+
+
+def _patient_url():
+    import json
+
+    bundle = json.loads((SYNTHEA_DIR / SUD_BUNDLE).read_text())
+    return next(
+        e["fullUrl"] for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "Patient"
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["55277\u20108", "55277\u22128", "55277\u20138", "55277\u20118",
+     "86406\u034f008", "86406\u3164008", "፰፮፬0፮00፰",
+     "86406008 |Human immunodeficiency virus infection|"],
+    ids=["hyphen", "minus", "en-dash", "non-breaking-hyphen", "grapheme-joiner",
+         "hangul-filler", "ethiopic", "snomed-expression"],
+)  # fmt: skip
+def test_any_spelling_of_a_listed_code_is_withheld(tmp_path, code):
+    path, patient_url = _bundle_of(
+        tmp_path, "spelling", _condition(HIV_ID, _patient_url(), code, "Coded oddly")
+    )
+
+    call_command("import_fhir", str(path))
+
+    assert Condition.objects.get().sensitivity == "hiv"
+
+
+def test_a_code_in_an_extensions_value_code_counts(tmp_path):
+    extension = [{"url": "http://example.org/dx", "valueCode": "86406008"}]
+    path, _ = _bundle_of(tmp_path, "ext", _condition(
+        HIV_ID, _patient_url(), "38341003", "Hypertension", extension=extension
+    ))  # fmt: skip
+
+    call_command("import_fhir", str(path))
+
+    assert Condition.objects.get().sensitivity == "hiv"
+
+
+def test_a_label_on_a_contained_reason_counts(tmp_path):
+    contained = _condition("c1", _patient_url(), "38341003", "Contained")
+    contained["meta"] = {"security": [{"code": "HIV"}]}
+    path, _ = _bundle_of(tmp_path, "contained", _condition(
+        HIV_ID, _patient_url(), "38341003", "Hypertension",
+        contained=[contained], evidence=[{"detail": [{"reference": "#c1"}]}],
+    ))  # fmt: skip
+
+    call_command("import_fhir", str(path))
+
+    assert Condition.objects.get().sensitivity == "hiv"
+
+
+@pytest.mark.parametrize(
+    "written_as",
+    [f"URN:UUID:{HIV_ID.upper()}", f"Condition/{HIV_ID}/", f"condition/{HIV_ID}"],
+    ids=["urn-in-capitals", "trailing-slash", "type-in-lower-case"],
+)
+def test_a_reason_imported_before_is_followed_however_it_is_written(
+    tmp_path, written_as
+):
+    _import_hiv_condition_first(tmp_path)
+    path, _ = _bundle_of(tmp_path, "later", _condition(
+        "5f1e8a8e-2222-4c3b-9a55-000000000002", _patient_url(), "38341003",
+        "Hypertension", evidence=[{"detail": [{"reference": written_as}]}],
+    ))  # fmt: skip
+
+    call_command("import_fhir", str(path))
+
+    assert {c.description: c.sensitivity for c in Condition.objects.all()} == {
+        "HIV infection": "hiv", "Hypertension": "hiv",
+    }  # fmt: skip
+
+
+def test_a_reason_named_by_an_identifier_alone_refuses_the_bundle(tmp_path, capsys):
+    evidence = [{"detail": [{"identifier": {"value": f"urn:uuid:{HIV_ID}"}}]}]
+    path, _ = _bundle_of(tmp_path, "logical", _condition(
+        HIV_ID, _patient_url(), "38341003", "Hypertension", evidence=evidence
+    ))  # fmt: skip
+
+    with pytest.raises(CommandError):
+        call_command("import_fhir", str(path))
+
+    assert "by an identifier alone cannot be followed" in capsys.readouterr().err
+    assert not Condition.objects.exists()
+
+
+def test_an_edited_copy_of_a_sensitive_reason_does_not_make_its_care_routine(
+    tmp_path,
+):
+    _import_hiv_condition_first(tmp_path)
+    edited = _condition(HIV_ID, _patient_url(), "38341003", "HIV infection")
+    path, _ = _bundle_of(tmp_path, "edited", edited, _condition(
+        "5f1e8a8e-3333-4c3b-9a55-000000000003", _patient_url(), "38341003",
+        "Follow-up", evidence=[{"detail": [{"reference": f"urn:uuid:{HIV_ID}"}]}],
+    ))  # fmt: skip
+
+    call_command("import_fhir", str(path))
+
+    assert {c.description: c.sensitivity for c in Condition.objects.all()} == {
+        "HIV infection": "hiv", "Follow-up": "hiv",
+    }  # fmt: skip
+
+
+def test_a_report_the_portal_does_not_keep_carries_its_results_category(tmp_path):
+    _import_hiv_condition_first(tmp_path)
+    report = {
+        "resourceType": "DiagnosticReport", "id": "report-1", "status": "final",
+        "code": {"coding": [{"system": "urn:local", "code": "panel"}]},
+        "subject": {"reference": _patient_url()},
+        "result": [{"reference": f"Condition/{HIV_ID}"}],
+    }  # fmt: skip
+    path, _ = _bundle_of(tmp_path, "report", report, _condition(
+        "5f1e8a8e-4444-4c3b-9a55-000000000004", _patient_url(), "38341003",
+        "Follow-up", evidence=[{"detail": [{"reference": "urn:uuid:report-1"}]}],
+    ))  # fmt: skip
+
+    call_command("import_fhir", str(path))
+
+    follow_up = next(c for c in Condition.objects.all() if c.description == "Follow-up")
+    assert follow_up.sensitivity == "hiv"
+
+
+def test_a_prescription_of_a_listed_medication_by_reference_is_withheld(tmp_path):
+    import json
+
+    bundle = json.loads((SYNTHEA_DIR / SUD_BUNDLE).read_text())
+    prescription = next(
+        e["resource"] for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "MedicationRequest"
+    )  # fmt: skip
+    prescription = {**prescription, "id": "5f1e8a8e-5555-4c3b-9a55-000000000005"}
+    prescription.pop("medicationCodeableConcept", None)
+    prescription.pop("reasonReference", None)
+    prescription.pop("encounter", None)
+    prescription.pop("requester", None)
+    prescription["medicationReference"] = {"reference": "urn:uuid:medication-1"}
+    medication = {
+        "resourceType": "Medication", "id": "medication-1",
+        "code": {"coding": [{
+            "system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1010600",
+        }], "text": "buprenorphine 8 MG / naloxone 2 MG Sublingual Film"},
+    }  # fmt: skip
+    path, _ = _bundle_of(tmp_path, "medication", medication, prescription)
+
+    call_command("import_fhir", str(path))
+
+    assert MedicationRequest.objects.get().sensitivity == "substance_use"
