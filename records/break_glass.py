@@ -27,6 +27,7 @@ from records.models import BreakGlassAccess, BreakGlassReason, BreakGlassReview,
 logger = logging.getLogger(__name__)
 
 MINIMUM_JUSTIFICATION = 20
+MAXIMUM_JUSTIFICATION = 2000
 
 
 class BreakGlassRefused(Exception):
@@ -76,8 +77,17 @@ def request_access(
     if reason not in BreakGlassReason.values:
         _refuse(clinician, patient.pk, "no reason category chosen")
     justification = _visible(justification).strip()
-    if len(justification) < MINIMUM_JUSTIFICATION:
+    if len(justification) < MINIMUM_JUSTIFICATION or not _has_words(justification):
         _refuse(clinician, patient.pk, "justification shorter than 20 characters")
+    if len(justification) > MAXIMUM_JUSTIFICATION:
+        _refuse(clinician, patient.pk, "justification longer than 2000 characters")
+    one_time_code = one_time_code.strip()
+    if not (
+        len(one_time_code) == 6 and one_time_code.isascii() and one_time_code.isdigit()
+    ):
+        # Not a code at all (a typo, look-alike digits): said so, and not
+        # counted toward the lock, as at sign-in.
+        _refuse(clinician, patient.pk, "enter the six digits your app shows")
     # A fresh code proves the person at the keyboard is the signed-in user,
     # not someone at a workstation left unlocked.
     if not verify_second_factor(request, one_time_code, step_up=True):
@@ -101,7 +111,8 @@ def request_access(
 
 
 def _visible(text: str) -> str:
-    """``text`` without characters nobody sees (zero-width spaces, joiners).
+    """``text`` without characters nobody sees (zero-width spaces, joiners,
+    fillers and blank patterns).
 
     Twenty of them would pass as a justification and show the reviewer an
     empty one.
@@ -109,8 +120,29 @@ def _visible(text: str) -> str:
     return "".join(
         character
         for character in text
-        if character.isspace() or unicodedata.category(character) not in ("Cf", "Cc")
+        if character.isspace()
+        or (
+            unicodedata.category(character) not in ("Cf", "Cc")
+            and character not in _BLANK_LOOKING
+        )
     )
+
+
+def _has_words(text: str) -> bool:
+    """At least half of a minimum justification is characters one can read
+    (not spaces, nor marks that only sit on other characters)."""
+    seen = sum(
+        1
+        for character in text
+        if not character.isspace()
+        and unicodedata.category(character) not in ("Mn", "Me", "Zs")
+    )
+    return seen >= MINIMUM_JUSTIFICATION // 2
+
+
+# Letters and symbols that print as nothing: Hangul fillers, the blank
+# Braille pattern, the Mongolian vowel separator.
+_BLANK_LOOKING = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e")
 
 
 def _grant(clinician, patient: Patient, reason: str, justification: str):

@@ -82,28 +82,31 @@ class BreakGlassForm(forms.Form):
     a request that breaks one is refused and recorded like any other.
     """
 
-    reason = forms.ChoiceField(
+    reason = forms.CharField(
         label="Reason",
-        choices=[("", "Choose…"), *BreakGlassReason.choices],
         required=False,
-        widget=forms.Select(attrs={"required": True}),
+        widget=forms.Select(
+            choices=[("", "Choose…"), *BreakGlassReason.choices],
+            attrs={"required": True},
+        ),
     )
     justification = forms.CharField(
         label="Justification",
         required=False,
-        max_length=2000,
-        widget=forms.Textarea(attrs={"rows": 4, "required": True, "minlength": 20}),
+        widget=forms.Textarea(
+            attrs={"rows": 4, "required": True, "minlength": 20, "maxlength": 2000}
+        ),
         help_text="Why you need this chart now (at least 20 characters).",
     )
     one_time_code = forms.CharField(
         label="One-time code",
         required=False,
-        max_length=8,
         widget=forms.TextInput(
             attrs={
                 "autocomplete": "one-time-code",
                 "inputmode": "numeric",
                 "required": True,
+                "maxlength": 8,
             }
         ),
     )

@@ -325,9 +325,10 @@ def _review_queue_page(request, sent=None, sent_for=None, status=200):
     # ``sent`` is a review that did not validate, shown again on its own
     # row with what the officer typed.
     waiting, reviewed = break_glass.review_queue(request.user)
-    if sent is not None and all(access.pk != sent_for for access in waiting):
-        # Reviewed meanwhile (in another tab, by another officer), or no such
-        # access: there is no row to show the review on.
+    target = next((access for access in waiting if access.pk == sent_for), None)
+    if sent is not None and (target is None or target.clinician_id == request.user.pk):
+        # Reviewed meanwhile (in another tab, by another officer), no such
+        # access, or the officer's own: there is no form to show it on.
         refusal = break_glass.refuse_review(reviewer=request.user, access_id=sent_for)
         messages.error(request, f"Not recorded: {refusal}.")
     return render(

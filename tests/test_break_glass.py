@@ -300,15 +300,22 @@ def test_an_officer_never_reviews_their_own_emergency_access(
         follow=True,
     )
 
+    incomplete = own_client.post(
+        f"/compliance/break-glass/{access.pk}/review/", {"outcome": ""}
+    )
+
     assert "another compliance officer reviews it" in queue
     assert f"/compliance/break-glass/{access.pk}/review/" not in queue
     assert "this is your own emergency access" in own.content.decode()
+    assert incomplete.status_code == 400
+    assert "this is your own emergency access" in incomplete.content.decode()
     access.refresh_from_db()
     assert access.reviewed_at is None
-    refused = AuditEvent.objects.get(
+    refusals = AuditEvent.objects.filter(
         action=AuditAction.BREAK_GLASS_REVIEWED, outcome=AuditOutcome.DENIED
     )
-    assert (refused.reason, refused.actor_id) == ("own access", nurse.pk)
+    assert {(r.reason, r.actor_id) for r in refusals} == {("own access", nurse.pk)}
+    assert refusals.count() == 2
 
     verified_client(compliance_officer).post(
         f"/compliance/break-glass/{access.pk}/review/", {"outcome": "appropriate"}
@@ -486,15 +493,38 @@ def test_an_emergency_code_in_another_scripts_digits_opens_and_superscripts_do_n
     ("overrides", "refusal"),
     [
         ({"reason": ""}, "no reason category chosen"),
+        ({"reason": "bogus"}, "no reason category chosen"),
         ({"justification": "Need it"}, "justification shorter than 20 characters"),
         (
             {"justification": "\u200b" * 25},
             "justification shorter than 20 characters",
         ),
-        ({"one_time_code": "abc"}, "one-time code not accepted"),
+        (
+            {"justification": "\u3164" * 25},
+            "justification shorter than 20 characters",
+        ),
+        (
+            {"justification": "ab" + "\u034f" * 25},
+            "justification shorter than 20 characters",
+        ),
+        (
+            {"justification": "x" + "\u2800" * 25},
+            "justification shorter than 20 characters",
+        ),
+        (
+            {"justification": "Unresponsive. " * 150},
+            "justification longer than 2000 characters",
+        ),
+        ({"one_time_code": "abc"}, "enter the six digits your app shows"),
+        ({"one_time_code": "123456789"}, "enter the six digits your app shows"),
+        ({"one_time_code": "¹²³⁴⁵⁶"}, "enter the six digits your app shows"),
     ],
-    ids=["no-reason", "short", "invisible", "malformed-code"],
-)
+    ids=[
+        "no-reason", "unknown-reason", "short", "zero-width", "hangul-filler",
+        "combining-marks", "blank-braille", "too-long", "letters", "nine-digits",
+        "superscripts",
+    ],
+)  # fmt: skip
 def test_an_incomplete_emergency_request_is_refused_and_recorded(
     nurse, marker_patient, overrides, refusal
 ):
@@ -507,6 +537,9 @@ def test_an_incomplete_emergency_request_is_refused_and_recorded(
     assert not BreakGlassAccess.objects.exists()
     refused = AuditEvent.objects.get(action=AuditAction.BREAK_GLASS_REFUSED)
     assert (refused.patient_ref, refused.reason) == (str(marker_patient.pk), refusal)
+    if "six digits" in refusal:
+        # Not a code at all: not a wrong code toward the account lock.
+        assert not AuditEvent.objects.filter(action=AuditAction.OTP_FAILED).exists()
 
 
 def test_a_justification_is_stored_without_invisible_characters(nurse, marker_patient):
