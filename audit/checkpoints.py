@@ -22,6 +22,7 @@ from django.db import connections
 from audit.chain import chain_head
 from audit.routers import AUDIT_DATABASE
 from audit.verification import Checkpoint
+from ehr_portal.logging import error_kind
 
 logger = logging.getLogger(__name__)
 
@@ -136,11 +137,16 @@ def read_checkpoints(directory: Path | None = None) -> list[Checkpoint]:
 def _read(path: Path) -> Checkpoint:
     try:
         document = json.loads(path.read_text())
-        sequence = int(document["sequence"])
+        sequence = document["sequence"]
+        if not isinstance(sequence, int) or isinstance(sequence, bool):
+            raise TypeError("its event number is not a whole number")
         chain_hash = str(document["chain_hash"])
         signature = _signature(sequence, chain_hash, str(document["written_at"]))
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise CheckpointInvalid(f"{path.name} cannot be read ({error})") from None
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
+        # A damaged or hostile file (nested a million deep, a number JSON
+        # cannot hold) is reported as one, never a traceback.
+        reason = error_kind(error) if isinstance(error, RecursionError) else error
+        raise CheckpointInvalid(f"{path.name} cannot be read ({reason})") from None
 
     # As bytes: compare_digest refuses text that is not ASCII, and a damaged
     # file must be reported as one, not crash the verifier.

@@ -354,3 +354,31 @@ def test_a_checkpoint_whose_signature_is_not_ascii_is_reported(
         call_command("verify_audit")
 
     assert "has a signature that does not match" in str(refused.value)
+
+
+@pytest.mark.django_db(databases="__all__")
+@pytest.mark.parametrize(
+    "content",
+    [
+        *(
+            f'{{"sequence": {number}, "chain_hash": "x", "written_at": "x", '
+            '"signature": "x"}'
+            for number in ("Infinity", "1e400", "1.5")
+        ),
+        "[" * 100_000,
+    ],
+    ids=["infinity", "overflow", "fraction", "nested"],
+)
+def test_a_damaged_checkpoint_file_is_named_not_a_traceback(
+    settings, tmp_path, content
+):
+    from django.core.management import CommandError
+
+    settings.AUDIT_CHECKPOINT_DIR = tmp_path
+    write_events(2)
+    (tmp_path / "checkpoint-000000000000999.json").write_text(content)
+
+    with pytest.raises(CommandError) as refused:
+        call_command("verify_audit")
+
+    assert "checkpoint-000000000000999.json cannot be read" in str(refused.value)
