@@ -12,6 +12,10 @@ export PORTAL_DATA_DIR="${PORTAL_DATA_DIR:-$PWD/var}"
 export PORTAL_TIME_ZONE="${PORTAL_TIME_ZONE:-Australia/Brisbane}"
 FHIR_DIR="${DEMO_FHIR_DIR:-$PWD/../shared/data/synthea}"
 ADDRESS="${DEMO_ADDRESS:-127.0.0.1:8000}"
+# Links in the demo's e-mail (printed on the console) point where it runs.
+if [ -n "${DEMO_ADDRESS:-}" ]; then
+    export PORTAL_PUBLIC_URL="${PORTAL_PUBLIC_URL:-http://$DEMO_ADDRESS}"
+fi
 
 bash scripts/bootstrap.sh
 PY=.venv/bin/python
