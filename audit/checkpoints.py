@@ -135,6 +135,9 @@ def read_checkpoints(directory: Path | None = None) -> list[Checkpoint]:
 
 
 def _read(path: Path) -> Checkpoint:
+    if not path.is_file():
+        # A pipe or device would block the reader or never end.
+        raise CheckpointInvalid(f"{path.name} is not a regular file")
     try:
         document = json.loads(path.read_text())
         sequence = document["sequence"]

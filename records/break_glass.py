@@ -43,6 +43,20 @@ def _refuse(user, patient_ref, reason: str):
     raise BreakGlassRefused(reason)
 
 
+def refuse_unreadable_request(clinician, patient_id) -> None:
+    """Record a request the form could not read (a NUL character in it).
+
+    The form holds no rule of its own; what it cannot read is refused
+    before the service sees it, and is recorded as any refusal is.
+    """
+    record_event(
+        actor=clinician, action=AuditAction.BREAK_GLASS_REFUSED,
+        outcome=AuditOutcome.DENIED, patient_ref=str(patient_id),
+        record_type="BreakGlassAccess", purpose=Purpose.EMERGENCY,
+        reason="request held characters that are not allowed",
+    )  # fmt: skip
+
+
 def already_has_access(clinician, patient_id) -> bool:
     """True when the chart is open to the clinician without breaking the glass."""
     patient = Patient.objects.filter(pk=patient_id).first()

@@ -678,7 +678,10 @@ def _stored_categories_named(
     # keep can still be the reason a procedure was done.
     for entry in entries:
         for name in references_in(entry.resource) - inside:
-            outside.setdefault(name, entry)
+            # "#id" names a resource contained in the one naming it, whose
+            # codes and labels count as that resource's own.
+            if not name.startswith("#"):
+                outside.setdefault(name, entry)
     if BY_IDENTIFIER_ONLY in outside:
         raise BundleRejected(
             path,
@@ -693,8 +696,18 @@ def _stored_categories_named(
         if name.startswith("urn:uuid:"):
             types, resource_id = CLINICAL_MODELS, name.removeprefix("urn:uuid:")
         else:
-            *_, resource_type, resource_id = ["", *name.split("/")]
+            *_, resource_type, resource_id = ["", "", *name.split("/")]
             types = [resource_type] if resource_type in CLINICAL_MODELS else []
+        if not types:
+            # A record the portal never keeps (a Medication, a report) or a
+            # name with no type: nothing imported before can say what it is.
+            raise BundleRejected(
+                path,
+                "a reason, basis or whole it names is not in this bundle and is "
+                "not a record the portal keeps (or names no type), so its "
+                "sensitivity is unknown; send it in the same bundle",
+                outside[name],
+            )
         for resource_type in types:
             named_by[_source_key(resource_type, resource_id)] = name
     # And the bundle's own records, stored before under the same ids.
@@ -728,7 +741,8 @@ def _stored_categories_named(
             path,
             "a reason, basis or whole it names is neither in this bundle nor "
             "imported for this patient, so its sensitivity is unknown; import "
-            "the bundle that holds it first",
+            "the bundle that holds it first (a Medication or a report, which "
+            "the portal does not keep, must come in the same bundle)",
             outside[unknown[0]],
         )
     return found

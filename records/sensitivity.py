@@ -112,13 +112,13 @@ def sensitivities_of_bundle(
         }
         for names, resource in resources
     ]
-    position_of = {
-        name: position
-        for position, (names, _resource) in enumerate(resources)
-        for name in names
-    }
+    # A name two entries share may mean either: it carries both categories.
+    positions_of: dict[str, set[int]] = {}
+    for position, (names, _resource) in enumerate(resources):
+        for name in names:
+            positions_of.setdefault(name, set()).add(position)
     targets = [
-        {position_of[name] for name in references_in(resource) if name in position_of}
+        set().union(*(positions_of.get(name, ()) for name in references_in(resource)))
         for _names, resource in resources
     ]
 

@@ -293,7 +293,7 @@ def break_glass_request(request, patient_id):
         messages.info(request, "You already have access to this chart.")
         return redirect("records:chart", patient_id=patient_id)
 
-    form = BreakGlassForm(request.POST or None)
+    form = BreakGlassForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
             break_glass.request_access(
@@ -307,6 +307,8 @@ def break_glass_request(request, patient_id):
             form.add_error(None, f"Emergency access refused: {refusal}.")
         else:
             return redirect("records:chart", patient_id=patient_id)
+    elif request.method == "POST":
+        break_glass.refuse_unreadable_request(request.user, patient_id)
 
     return render(
         request,

@@ -1,6 +1,7 @@
 """Checkpoints: written by a real Celery worker over Redis, once each, and verified."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -382,3 +383,28 @@ def test_a_damaged_checkpoint_file_is_named_not_a_traceback(
         call_command("verify_audit")
 
     assert "checkpoint-000000000000999.json cannot be read" in str(refused.value)
+
+
+@pytest.mark.django_db(databases="__all__")
+def test_a_pipe_among_the_checkpoints_is_named_not_waited_on(settings, tmp_path):
+    from django.core.management import CommandError
+
+    settings.AUDIT_CHECKPOINT_DIR = tmp_path
+    write_events(2)
+    os.mkfifo(tmp_path / "checkpoint-000000000000002.json")
+
+    def waited_on(_signal, _frame):
+        raise AssertionError("verify_audit waited on the pipe")
+
+    # Opening a pipe blocks until a writer comes: without the check, the
+    # alarm ends the test instead of CI's time limit.
+    previous = signal.signal(signal.SIGALRM, waited_on)
+    signal.alarm(60)
+    try:
+        with pytest.raises(CommandError) as refused:
+            call_command("verify_audit")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+    assert "checkpoint-000000000000002.json is not a regular file" in str(refused.value)

@@ -592,3 +592,21 @@ def test_the_queue_records_the_identity_fields_each_row_shows(
     }
     assert shown[str(marker_patient.pk)] == ["mrn"]
     assert shown[str(other.pk)] == ["name", "mrn"]
+
+
+@pytest.mark.parametrize("field", ["reason", "justification", "one_time_code"])
+def test_an_emergency_request_with_a_nul_character_is_refused_and_recorded(
+    nurse, marker_patient, field
+):
+    form = {"reason": "emergency", "justification": JUSTIFICATION,
+            "one_time_code": current_code(nurse)}  # fmt: skip
+    form[field] = form[field][:3] + "\x00" + form[field][3:]
+
+    response = _request(verified_client(nurse), marker_patient, **form)
+
+    assert response.status_code == 200
+    assert "Null characters are not allowed" in response.content.decode()
+    assert not BreakGlassAccess.objects.exists()
+    refused = AuditEvent.objects.get(action=AuditAction.BREAK_GLASS_REFUSED)
+    assert refused.reason == "request held characters that are not allowed"
+    assert refused.patient_ref == str(marker_patient.pk)

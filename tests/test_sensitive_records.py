@@ -911,3 +911,69 @@ def test_a_prescription_of_a_listed_medication_by_reference_is_withheld(tmp_path
     call_command("import_fhir", str(path))
 
     assert MedicationRequest.objects.get().sensitivity == "substance_use"
+
+
+def _observation(observation_id: str, patient_url: str, **extra):
+    return {
+        "resourceType": "Observation", "id": observation_id, "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}],
+                 "text": "Heart rate"},
+        "subject": {"reference": patient_url},
+        "effectiveDateTime": "2015-03-01T10:00:00+00:00",
+        "valueQuantity": {"value": 70, "unit": "/min"},
+        **extra,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("shared", ["same-id", "full-url-is-type-and-id"])
+def test_a_name_two_entries_share_carries_both_categories(tmp_path, shared):
+    import json
+
+    hiv = _condition(HIV_ID, _patient_url(), "86406008", "HIV infection")
+    if shared == "same-id":
+        # Both answer to urn:uuid:<id>; the twin's own fullUrl differs.
+        twin_id, twin_url = HIV_ID, "urn:uuid:5f1e8a8e-8888-4c3b-9a55-000000000008"
+        reason = f"urn:uuid:{HIV_ID}"
+    else:
+        twin_id, twin_url = (
+            "5f1e8a8e-6666-4c3b-9a55-000000000006",
+            f"Condition/{HIV_ID}",
+        )
+        reason = f"Condition/{HIV_ID}"
+    care = _condition(
+        "5f1e8a8e-7777-4c3b-9a55-000000000007", _patient_url(), "38341003",
+        "Counselling", evidence=[{"detail": [{"reference": reason}]}],
+    )  # fmt: skip
+    path, _ = _bundle_of(
+        tmp_path, "shared", hiv, _observation(twin_id, _patient_url()), care
+    )
+    bundle = json.loads(path.read_text())
+    bundle["entry"][2]["fullUrl"] = twin_url
+    path.write_text(json.dumps(bundle))
+
+    call_command("import_fhir", str(path))
+
+    counselling = next(
+        c for c in Condition.objects.all() if c.description == "Counselling"
+    )
+    assert counselling.sensitivity == "hiv"
+
+
+@pytest.mark.parametrize(
+    "named",
+    ["Medication/medication-9", "DiagnosticReport/report-9", "report-9"],
+    ids=["medication", "report", "bare-id"],
+)
+def test_a_reason_outside_the_bundle_the_portal_never_keeps_refuses_it(
+    tmp_path, capsys, named
+):
+    path, _ = _bundle_of(tmp_path, "outside", _condition(
+        "5f1e8a8e-9999-4c3b-9a55-000000000009", _patient_url(), "38341003",
+        "Counselling", evidence=[{"detail": [{"reference": named}]}],
+    ))  # fmt: skip
+
+    with pytest.raises(CommandError):
+        call_command("import_fhir", str(path))
+
+    assert "send it in the same bundle" in capsys.readouterr().err
+    assert not Condition.objects.exists()
