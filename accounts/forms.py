@@ -1,10 +1,9 @@
-import unicodedata
-
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
 from django.core.exceptions import ValidationError
 
 from accounts.services import record_failed_password_sign_in
+from ehr_portal.digits import digits_as_ascii, is_ascii_digits
 
 BACKUP_CODE_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz234567-")
 
@@ -60,23 +59,6 @@ class SignInForm(AuthenticationForm):
         return super().clean()
 
 
-def digits_as_ascii(text: str) -> str:
-    """Digits of any script as ASCII digits ("١٢٣" is "123"); the rest as typed.
-
-    A phone or keyboard set to another script types its own digits for the
-    code the authenticator shows: they are the same code. Other characters
-    that count as digits (superscripts) are left, and refused as not digits.
-    """
-    return "".join(
-        str(unicodedata.decimal(character)) if character.isdecimal() else character
-        for character in text
-    )
-
-
-def is_code_digits(token: str) -> bool:
-    return token.isascii() and token.isdigit()
-
-
 class OneTimeCodeForm(forms.Form):
     """A six-digit authenticator code or, at the sign-in step, a backup code."""
 
@@ -97,7 +79,7 @@ class OneTimeCodeForm(forms.Form):
 
     def clean_token(self):
         token = digits_as_ascii("".join(self.cleaned_data["token"].split()).casefold())
-        if is_code_digits(token) and len(token) == 6:
+        if is_ascii_digits(token) and len(token) == 6:
             return token
         if self.allow_backup_code and set(token) <= BACKUP_CODE_CHARACTERS:
             return token
@@ -120,6 +102,6 @@ class PasswordChangeWithCodeForm(PasswordChangeForm):
 
     def clean_token(self):
         token = digits_as_ascii(self.cleaned_data["token"].strip())
-        if not is_code_digits(token):
+        if not is_ascii_digits(token):
             raise forms.ValidationError("Enter the six digits from your authenticator.")
         return token

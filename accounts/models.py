@@ -14,6 +14,7 @@ from django_otp.models import Device, ThrottlingMixin, TimestampMixin
 from django_otp.oath import hotp
 
 from accounts.roles import Role
+from ehr_portal.digits import is_ascii_digits
 from records import crypto
 from records.fields import EncryptedTextField, SealedModel
 
@@ -200,8 +201,7 @@ class TOTPAuthenticator(TimestampMixin, RefusingThrottleMixin, Device, SealedMod
             return False
 
         token = str(token).strip()
-        digits = token.isascii() and token.isdigit()
-        step = self._matching_step(token) if digits else None
+        step = self._matching_step(token) if is_ascii_digits(token) else None
         if step is not None and step > self.last_t:
             self.last_t = step
             self.throttle_reset(commit=False)

@@ -31,6 +31,7 @@ from accounts.sessions import SessionStore
 from audit.models import AuditAction, AuditOutcome
 from audit.services import record_event
 from ehr_portal import request_context
+from ehr_portal.digits import is_ascii_digits
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ def _session_owner(user_id):
 
 
 def _device_for_token(user, token: str):
-    if token.isascii() and token.isdigit():
+    if is_ascii_digits(token):
         devices = TOTPAuthenticator.objects.filter(user=user, confirmed=True)
     else:
         devices = BackupCodeDevice.objects.filter(user=user, confirmed=True)

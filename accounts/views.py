@@ -42,6 +42,7 @@ from accounts.services import (
     verify_second_factor,
 )
 from audit.models import AuditAction
+from ehr_portal.digits import is_ascii_digits
 
 logger = logging.getLogger(__name__)
 
@@ -236,6 +237,6 @@ def idle_ping(request):
     idle_for = request.GET.get("idleFor", "")
     # ASCII digits only (str.isdigit also takes "²"), and no more than a
     # session could ever be idle: anything else is ignored, not an error.
-    if idle_for.isascii() and idle_for.isdigit() and len(idle_for) <= 7:
+    if is_ascii_digits(idle_for) and len(idle_for) <= 7:
         report_client_activity(request.session, int(idle_for))
     return JsonResponse(idle_seconds(request.session) or 0, safe=False)

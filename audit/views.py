@@ -19,6 +19,7 @@ from audit.fhir import EXPORT_LIMIT, audit_bundle
 from audit.filters import AuditEventFilter
 from audit.models import AuditAction, AuditEvent, AuditOutcome
 from audit.services import record_event
+from ehr_portal.digits import is_ascii_digits
 
 PAGE_SIZE = 50
 
@@ -174,7 +175,7 @@ def _export_end(given: str | None) -> tuple[int | None, str]:
         f"'Up to event' must be the number of an event already in the trail, "
         f"from 1 to {newest}: keep the number of the export's first part."
     )
-    if not (given.isascii() and given.isdigit()) or len(given) > 19:
+    if not is_ascii_digits(given) or len(given) > 19:
         return None, refusal
     number = int(given)
     return (number, "") if 1 <= number <= newest else (None, refusal)

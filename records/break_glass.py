@@ -20,6 +20,7 @@ from accounts.roles import Role
 from accounts.services import verify_second_factor
 from audit.models import AuditAction, AuditOutcome
 from audit.services import record_event, record_events
+from ehr_portal.digits import is_ascii_digits
 from ehr_portal.logging import error_kind
 from records.access import ChartAction, Purpose, decide
 from records.models import BreakGlassAccess, BreakGlassReason, BreakGlassReview, Patient
@@ -96,9 +97,7 @@ def request_access(
     if len(justification) > MAXIMUM_JUSTIFICATION:
         _refuse(clinician, patient.pk, "justification longer than 2000 characters")
     one_time_code = one_time_code.strip()
-    if not (
-        len(one_time_code) == 6 and one_time_code.isascii() and one_time_code.isdigit()
-    ):
+    if not (len(one_time_code) == 6 and is_ascii_digits(one_time_code)):
         # Not a code at all (a typo, look-alike digits): said so, and not
         # counted toward the lock, as at sign-in.
         _refuse(clinician, patient.pk, "enter the six digits your app shows")

@@ -2,7 +2,7 @@ import datetime
 
 from django import forms
 
-from accounts.forms import digits_as_ascii
+from ehr_portal.digits import digits_as_ascii
 from records import mrn as mrn_rules
 from records.models import BreakGlassReason, BreakGlassReview, NoteKind
 
