@@ -136,7 +136,6 @@ class Command(BaseCommand):
                 "Warning: the trail holds no events and no checkpoint exists. "
                 "On a portal that has been in use, both have been removed."
             )
-            return
         if newest:
             self.stderr.write(
                 "Warning: no audit checkpoints found, so events cut from the end "
