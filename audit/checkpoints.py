@@ -22,7 +22,6 @@ from django.db import connections
 from audit.chain import chain_head
 from audit.routers import AUDIT_DATABASE
 from audit.verification import Checkpoint
-from ehr_portal.logging import error_kind
 
 logger = logging.getLogger(__name__)
 
@@ -148,8 +147,7 @@ def _read(path: Path) -> Checkpoint:
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
         # A damaged or hostile file (nested a million deep, a number JSON
         # cannot hold) is reported as one, never a traceback.
-        reason = error_kind(error) if isinstance(error, RecursionError) else error
-        raise CheckpointInvalid(f"{path.name} cannot be read ({reason})") from None
+        raise CheckpointInvalid(f"{path.name} cannot be read ({error})") from None
 
     # As bytes: compare_digest refuses text that is not ASCII, and a damaged
     # file must be reported as one, not crash the verifier.
