@@ -36,12 +36,16 @@ class BreakGlassRefused(Exception):
 
 
 def _refuse(user, patient_ref, reason: str):
+    _record_refusal(user, patient_ref, reason)
+    raise BreakGlassRefused(reason)
+
+
+def _record_refusal(user, patient_ref, reason: str) -> None:
     record_event(
         actor=user, action=AuditAction.BREAK_GLASS_REFUSED,
         outcome=AuditOutcome.DENIED, patient_ref=patient_ref,
         record_type="BreakGlassAccess", purpose=Purpose.EMERGENCY, reason=reason,
     )  # fmt: skip
-    raise BreakGlassRefused(reason)
 
 
 def refuse_unreadable_request(clinician, patient_id) -> None:
@@ -50,12 +54,9 @@ def refuse_unreadable_request(clinician, patient_id) -> None:
     The form holds no rule of its own; what it cannot read is refused
     before the service sees it, and is recorded as any refusal is.
     """
-    record_event(
-        actor=clinician, action=AuditAction.BREAK_GLASS_REFUSED,
-        outcome=AuditOutcome.DENIED, patient_ref=str(patient_id),
-        record_type="BreakGlassAccess", purpose=Purpose.EMERGENCY,
-        reason="request held characters that are not allowed",
-    )  # fmt: skip
+    _record_refusal(
+        clinician, str(patient_id), "request held characters that are not allowed"
+    )
 
 
 def already_has_access(clinician, patient_id) -> bool:
