@@ -778,22 +778,16 @@ def discard_note_draft(*, author, patient_id) -> bool:
     return bool(deleted)
 
 
-def _latest_chart_access(limit: int) -> CompiledChartQuery:
-    """The chart's latest access events, newest first in chain order.
-
-    The same query as ``audit.services.recent_events_for_patient``, compiled
-    once: it runs on every chart open.
-    """
-    return CompiledChartQuery(
-        AuditEvent,
-        lambda patient_id, _categories: recent_events_query(
-            str(patient_id), CHART_ACCESS_ACTIONS, limit
-        ),
-        patient_field="patient_ref",
-    )
-
-
-_RECENT_ACCESS = _latest_chart_access(10)
+# The chart's ten latest access events, newest first in chain order: the
+# reports' query (audit.services.recent_events_query), compiled once, as it
+# runs on every chart open.
+_RECENT_ACCESS = CompiledChartQuery(
+    AuditEvent,
+    lambda patient_id, _categories: recent_events_query(
+        str(patient_id), CHART_ACCESS_ACTIONS, 10
+    ),
+    patient_field="patient_ref",
+)
 
 
 def recent_access(chart: Chart) -> list[dict]:
