@@ -54,22 +54,32 @@ def test_the_summary_withholds_exactly_what_the_records_hold(
     assert checked >= 2, "the Synthea set holds patients with sensitive records"
 
 
-def test_a_note_written_and_removed_moves_the_withheld_count(
-    physician, nurse, marker_patient
-):
-    add_to_care_team(physician, marker_patient)
-    add_to_care_team(nurse, marker_patient)
+def _therapist_and_colleague(physician, nurse, patient):
+    """Clients for a physician granted psychotherapy notes and a nurse without,
+    both on the patient's care team."""
+    add_to_care_team(physician, patient)
+    add_to_care_team(nurse, patient)
     physician.user_permissions.add(
         Permission.objects.get(codename="view_psychotherapy")
     )
     therapist = verified_client(type(physician).objects.get(pk=physician.pk))
-    colleague = verified_client(nurse)
-    before = _withheld_on_the_summary(colleague, marker_patient)
+    return therapist, verified_client(nurse)
 
+
+def _write_a_psychotherapy_note(therapist, patient) -> None:
     therapist.post(
-        f"/patients/{marker_patient.pk}/notes/new/",
+        f"/patients/{patient.pk}/notes/new/",
         {"kind": "psychotherapy", "title": "Session 1", "body": "Coping plan."},
     )
+
+
+def test_a_note_written_and_removed_moves_the_withheld_count(
+    physician, nurse, marker_patient
+):
+    therapist, colleague = _therapist_and_colleague(physician, nurse, marker_patient)
+    before = _withheld_on_the_summary(colleague, marker_patient)
+
+    _write_a_psychotherapy_note(therapist, marker_patient)
     after_note = _withheld_on_the_summary(colleague, marker_patient)
     ClinicalNote.objects.get().delete()
     after_removal = _withheld_on_the_summary(colleague, marker_patient)
@@ -80,19 +90,11 @@ def test_a_note_written_and_removed_moves_the_withheld_count(
 def test_a_reader_with_the_grant_is_not_told_the_record_is_withheld(
     physician, nurse, marker_patient
 ):
-    add_to_care_team(physician, marker_patient)
-    add_to_care_team(nurse, marker_patient)
-    physician.user_permissions.add(
-        Permission.objects.get(codename="view_psychotherapy")
-    )
-    therapist = verified_client(type(physician).objects.get(pk=physician.pk))
-    therapist.post(
-        f"/patients/{marker_patient.pk}/notes/new/",
-        {"kind": "psychotherapy", "title": "Session 1", "body": "Coping plan."},
-    )
+    therapist, colleague = _therapist_and_colleague(physician, nurse, marker_patient)
+    _write_a_psychotherapy_note(therapist, marker_patient)
 
     for_the_therapist = _withheld_on_the_summary(therapist, marker_patient)
-    for_the_nurse = _withheld_on_the_summary(verified_client(nurse), marker_patient)
+    for_the_nurse = _withheld_on_the_summary(colleague, marker_patient)
 
     assert (for_the_therapist, for_the_nurse) == (0, 1)
 
