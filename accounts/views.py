@@ -118,11 +118,16 @@ def _code_page(request, template: str, *, step_up: bool):
 
 
 def _refusal_message(request) -> str:
-    if getattr(request, "otp_refusal", None) == Refusal.THROTTLED:
+    refusal = getattr(request, "otp_refusal", None)
+    if refusal == Refusal.THROTTLED:
         return (
             "Too many wrong codes in a row: wait a few seconds, then enter the "
             "code your app shows. Each try counts toward the account lock."
         )
+    if refusal == Refusal.REPLAYED:
+        # A code works once: signing in twice within its 30 seconds needs
+        # the next one, which retyping the same code will never give.
+        return "That code was already used: wait for the next code in your app."
     return "That code was not accepted. Try the current one."
 
 

@@ -54,7 +54,7 @@ def test_a_used_code_is_refused_in_a_second_sign_in_and_audited(client, nurse):
         response = submit_code(second, code)
 
     assert response.status_code == 200
-    assert "not accepted" in response.content.decode()
+    assert "already used: wait for the next code" in response.content.decode()
     assert second.get("/patients/").status_code == 302
     assert actions_for(nurse)[-1] == AuditAction.OTP_REPLAYED
 
