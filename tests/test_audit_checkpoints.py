@@ -195,6 +195,8 @@ def test_verify_audit_warns_that_without_checkpoints_a_cut_tail_goes_unseen(
         warning
     )
     assert "is it mounted" in warning
+    # One warning, not two saying the same thing.
+    assert warning.count("cannot be detected") == 1
 
 
 @pytest.mark.django_db(databases="__all__")

@@ -126,17 +126,18 @@ class Command(BaseCommand):
             )
         if not folder.is_dir():
             self.stderr.write(
-                f"Warning: the checkpoint folder {folder} does not exist "
-                "(PORTAL_AUDIT_CHECKPOINT_DIR), so events cut from the end of the "
-                "trail cannot be detected. If checkpoints go to a share, is it "
-                "mounted? The folder is made with the first checkpoint."
+                f"Warning: no audit checkpoints found: the checkpoint folder "
+                f"{folder} does not exist (PORTAL_AUDIT_CHECKPOINT_DIR), so events "
+                "cut from the end of the trail cannot be detected. If checkpoints "
+                "go to a share, is it mounted? The folder is made with the first "
+                "checkpoint."
             )
         elif not newest:
             self.stderr.write(
                 "Warning: the trail holds no events and no checkpoint exists. "
                 "On a portal that has been in use, both have been removed."
             )
-        if newest:
+        else:
             self.stderr.write(
                 "Warning: no audit checkpoints found, so events cut from the end "
                 "of the trail cannot be detected. Checkpoints are written by "
