@@ -13,6 +13,7 @@ import unicodedata
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.http import Http404
 from django.utils import timezone
 
 from accounts.models import Refusal
@@ -57,6 +58,23 @@ def refuse_unreadable_request(clinician, patient_id) -> None:
     _record_refusal(
         clinician, str(patient_id), "request held characters that are not allowed"
     )
+
+
+def refuse_unknown_patient(clinician, patient_id) -> None:
+    """Raise Http404 when no patient has this id, recorded as the chart records it.
+
+    A request form for nobody's chart is not found, as that chart's address
+    is: it tells the clinician no more than the chart already does.
+    """
+    if Patient.objects.filter(pk=patient_id).exists():
+        return
+    record_event(
+        actor=clinician, action=AuditAction.ACCESS_DENIED,
+        outcome=AuditOutcome.DENIED, patient_ref=str(patient_id),
+        record_type="BreakGlassAccess", purpose=Purpose.EMERGENCY,
+        reason="unknown patient",
+    )  # fmt: skip
+    raise Http404("No such patient")
 
 
 def already_has_access(clinician, patient_id) -> bool:

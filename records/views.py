@@ -289,6 +289,10 @@ def note_draft_discard(request, patient_id):
 @clinician_required(record_type="BreakGlassAccess")
 @require_http_methods(["GET", "POST"])
 def break_glass_request(request, patient_id):
+    # A request sent for nobody is refused and recorded by the service, as
+    # any refused request is; only the form page needs the check here.
+    if request.method == "GET":
+        break_glass.refuse_unknown_patient(request.user, patient_id)
     if break_glass.already_has_access(request.user, patient_id):
         messages.info(request, "You already have access to this chart.")
         return redirect("records:chart", patient_id=patient_id)

@@ -116,6 +116,37 @@ def test_each_rule_must_hold(nurse, marker_patient, overrides, reason):
     assert client.get(f"/patients/{marker_patient.pk}/").status_code == 403
 
 
+def test_the_request_page_for_an_unknown_patient_is_not_found_and_audited(
+    nurse, marker_patient
+):
+    client = verified_client(nurse)
+    unknown = "00000000-0000-4000-8000-000000000000"
+
+    response = client.get(f"/patients/{unknown}/emergency-access/")
+
+    assert response.status_code == 404
+    assert "There is nothing at this address." in response.content.decode()
+    denial = AuditEvent.objects.get(action=AuditAction.ACCESS_DENIED)
+    assert (denial.patient_ref, denial.reason) == (unknown, "unknown patient")
+    known = client.get(f"/patients/{marker_patient.pk}/emergency-access/")
+    assert known.status_code == 200, "a patient off the team is still offered it"
+
+
+@pytest.mark.parametrize("persona", ["compliance_officer", "export_staff"])
+def test_a_non_clinician_is_refused_alike_for_known_and_unknown_patients(
+    request, persona, marker_patient
+):
+    client = verified_client(request.getfixturevalue(persona))
+    unknown = "00000000-0000-4000-8000-000000000000"
+
+    answers = {
+        client.get(f"/patients/{patient_id}/emergency-access/").status_code
+        for patient_id in (marker_patient.pk, unknown)
+    }
+
+    assert answers == {403}
+
+
 def test_a_wrong_code_is_audited_as_refused(nurse, marker_patient):
     _request(verified_client(nurse), marker_patient, one_time_code="000000")
 
