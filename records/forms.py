@@ -26,7 +26,10 @@ class PatientSearchForm(forms.Form):
     )
 
     def clean_mrn(self):
-        value = self.cleaned_data["mrn"].strip()
+        # A keyboard set to another script types its own digits for the same
+        # MRN; look-alikes (superscripts, circled digits) are left as typed,
+        # and refused below as not an MRN.
+        value = digits_as_ascii(self.cleaned_data["mrn"]).strip()
         # A mistyped MRN must not reach a lookup: the check digit stops it here.
         if value and not mrn_rules.is_valid(value):
             raise forms.ValidationError(

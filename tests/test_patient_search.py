@@ -47,6 +47,34 @@ def test_search_by_mrn_as_typed_with_dash_and_spaces(search, marker_patient):
     assert _found(search(mrn=typed)) == [marker_patient.pk]
 
 
+def _spelled_with(digits: str, mrn: str) -> str:
+    """``mrn`` with each ASCII digit replaced by its place in ``digits``."""
+    return "".join(digits[int(c)] if c.isdigit() else c for c in mrn)
+
+
+@pytest.mark.parametrize(
+    "digits",
+    ["٠١٢٣٤٥٦٧٨٩", "۰۱۲۳۴۵۶۷۸۹", "०१२३४५६७८९", "０１２３４５６７８９"],
+    ids=["arabic-indic", "persian", "devanagari", "full-width"],
+)
+def test_search_by_mrn_in_another_scripts_digits(search, marker_patient, digits):
+    typed = _spelled_with(digits, marker_patient.mrn_display)
+
+    assert _found(search(mrn=typed)) == [marker_patient.pk]
+
+
+@pytest.mark.parametrize(
+    "digits", ["⁰¹²³⁴⁵⁶⁷⁸⁹", "⓪①②③④⑤⑥⑦⑧⑨"], ids=["superscripts", "circled"]
+)
+def test_an_mrn_in_look_alike_digits_is_refused_as_not_valid(
+    search, marker_patient, digits
+):
+    response = search(mrn=_spelled_with(digits, marker_patient.mrn))
+
+    assert "This is not a valid MRN" in response.content.decode()
+    assert not AuditEvent.objects.filter(action=AuditAction.PATIENT_SEARCH).exists()
+
+
 @pytest.mark.parametrize(
     "typed",
     ["O'Néill-Brontë", "o'neill-bronte", "  O'NEILL-BRONTE  ", "ö'nèill-brontë"],
