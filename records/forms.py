@@ -119,12 +119,16 @@ class BreakGlassForm(forms.Form):
 
 
 class BreakGlassReviewForm(forms.Form):
+    """The review of one access: the queue shows one per waiting row."""
+
     # No outcome is preselected: one click must not approve an unread review.
     outcome = forms.ChoiceField(
+        label="Outcome",
         choices=[("", "Choose an outcome…"), *BreakGlassReview.choices],
         error_messages={"required": "Choose an outcome for the review."},
     )
     note = forms.CharField(
+        label="Review note (optional)",
         required=False,
         max_length=2000,
         widget=forms.Textarea(attrs={"rows": 2}),
@@ -133,6 +137,12 @@ class BreakGlassReviewForm(forms.Form):
             "(it has %(show_value)d)."
         },
     )
+
+    def __init__(self, *args, access_id, **kwargs):
+        # Ids named after the access keep each row's fields (and the labels
+        # pointing at them) apart on the queue page; the names the review
+        # view reads stay the same.
+        super().__init__(*args, auto_id=f"review-{access_id}-%s", **kwargs)
 
 
 class PatientLookupForm(forms.Form):

@@ -337,16 +337,19 @@ def _review_queue_page(request, sent=None, sent_for=None, status=200):
         # access, or the officer's own: there is no form to show it on.
         refusal = break_glass.refuse_review(reviewer=request.user, access_id=sent_for)
         messages.error(request, f"Not recorded: {refusal}.")
+    rows = [
+        (
+            access,
+            sent
+            if sent is not None and access.pk == sent_for
+            else BreakGlassReviewForm(access_id=access.pk),
+        )
+        for access in waiting
+    ]
     return render(
         request,
         "records/break_glass_queue.html",
-        {
-            "waiting": waiting,
-            "reviewed": reviewed,
-            "form": BreakGlassReviewForm(),
-            "sent": sent,
-            "sent_for": sent_for,
-        },
+        {"waiting": waiting, "rows": rows, "reviewed": reviewed},
         status=status,
     )
 
@@ -354,7 +357,7 @@ def _review_queue_page(request, sent=None, sent_for=None, status=200):
 @role_required(Role.COMPLIANCE_OFFICER, record_type="BreakGlassAccess")
 @require_POST
 def break_glass_review(request, access_id):
-    form = BreakGlassReviewForm(request.POST)
+    form = BreakGlassReviewForm(request.POST, access_id=access_id)
     if form.is_valid():
         try:
             break_glass.review(

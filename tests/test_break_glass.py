@@ -3,6 +3,7 @@
 import datetime
 import re
 import time
+from html.parser import HTMLParser
 from unittest import mock
 
 import pytest
@@ -223,6 +224,46 @@ def test_compliance_reviews_the_access(nurse, compliance_officer, marker_patient
     )
     assert refused.patient_ref == str(marker_patient.pk)
     assert refused.reason == "already reviewed"
+
+
+class _FormFields(HTMLParser):
+    """The ids on a page, and which of them a <label for> names."""
+
+    def __init__(self):
+        super().__init__()
+        self.ids, self.labelled, self.fields = [], set(), []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.append(attrs["id"])
+        if tag == "label" and "for" in attrs:
+            self.labelled.add(attrs["for"])
+        if tag in ("select", "textarea"):
+            self.fields.append((attrs.get("name"), attrs.get("id")))
+
+
+def test_each_queue_row_has_review_fields_of_its_own_with_labels(
+    nurse, physician, compliance_officer, marker_patient
+):
+    from records.models import PatientSource
+    from records.services import register_patient
+
+    other = register_patient(
+        given_name="Rowgiven", family_name="Rowfamily",
+        birth_date=datetime.date(1975, 4, 6), source=PatientSource.DEMO,
+    )  # fmt: skip
+    _request(verified_client(nurse), marker_patient, one_time_code=current_code(nurse))
+    _request(verified_client(physician), other, one_time_code=current_code(physician))
+
+    page = _FormFields()
+    page.feed(verified_client(compliance_officer).get("/compliance/break-glass/").text)
+
+    assert sorted(name for name, _id in page.fields) == [
+        "note", "note", "outcome", "outcome",
+    ]  # fmt: skip
+    assert len(page.ids) == len(set(page.ids)), "no id is repeated"
+    assert all(field_id in page.labelled for _name, field_id in page.fields)
 
 
 def test_a_review_of_an_access_that_does_not_exist_is_refused_and_recorded(
