@@ -3,6 +3,7 @@
 import datetime
 import re
 import time
+import zoneinfo
 from html.parser import HTMLParser
 from unittest import mock
 
@@ -78,6 +79,37 @@ def test_access_lasts_sixty_minutes(nurse, marker_patient):
             response = client.get(f"/patients/{marker_patient.pk}/")
 
     assert response.status_code == 403
+
+
+def test_the_banner_gives_the_end_of_access_with_its_date_and_zone(
+    nurse, marker_patient, settings
+):
+    settings.PORTAL_TIME_ZONE = "Australia/Brisbane"
+    client = verified_client(nurse)
+    _request(client, marker_patient, one_time_code=current_code(nurse))
+    ends = BreakGlassAccess.objects.get().expires_at.astimezone(
+        zoneinfo.ZoneInfo("Australia/Brisbane")
+    )
+
+    page = client.get(f"/patients/{marker_patient.pk}/").text
+    page = " ".join(re.sub(r"<[^>]+>", "", page).split())
+
+    assert (
+        f"until {ends:%H:%M} on {ends.day} {ends:%B %Y} (Australia/Brisbane time)"
+    ) in page
+
+
+def test_the_queue_gives_the_end_of_access_with_its_date_in_utc(
+    nurse, compliance_officer, marker_patient, settings
+):
+    settings.PORTAL_TIME_ZONE = "Australia/Brisbane"
+    _request(verified_client(nurse), marker_patient, one_time_code=current_code(nurse))
+    ends = BreakGlassAccess.objects.get().expires_at.astimezone(datetime.UTC)
+
+    queue = verified_client(compliance_officer).get("/compliance/break-glass/").text
+
+    assert "Expires (UTC)" in queue
+    assert f'<td class="nowrap">{ends:%Y-%m-%d %H:%M}</td>' in queue
 
 
 def test_access_covers_that_patient_only(nurse, marker_patient):
