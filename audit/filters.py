@@ -6,6 +6,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from audit.models import AuditAction, AuditEvent
+from ehr_portal.digits import digits_as_ascii
 
 
 def _patient_lookup():
@@ -16,7 +17,8 @@ class AuditFilterForm(forms.Form):
     """Refuses filters it cannot apply, so a review never silently sees too much."""
 
     def clean_patient_mrn(self):
-        mrn = (self.cleaned_data.get("patient_mrn") or "").strip()
+        # Digits of another script are the same MRN, as in the patient search.
+        mrn = digits_as_ascii(self.cleaned_data.get("patient_mrn") or "").strip()
         if mrn and _patient_lookup()(mrn) is None:
             raise forms.ValidationError(
                 "No patient has this MRN: check each digit and their order."

@@ -149,7 +149,8 @@ class PatientLookupForm(forms.Form):
     mrn = forms.CharField(label="MRN", max_length=12)
 
     def clean_mrn(self):
-        value = self.cleaned_data["mrn"]
+        # Digits of another script are the same MRN, as in the patient search.
+        value = digits_as_ascii(self.cleaned_data["mrn"])
         if not mrn_rules.is_valid(value):
             raise forms.ValidationError(
                 "This is not a valid MRN: check each digit and their order."

@@ -172,3 +172,27 @@ def test_search_without_its_rate_counter_is_refused_plainly_and_audited(
         ).count()
         == 1
     )
+
+
+@pytest.mark.parametrize(
+    "address, field",
+    [("/compliance/patient-access/", "mrn"), ("/compliance/audit/", "patient_mrn")],
+    ids=["who-viewed", "audit-trail"],
+)
+def test_compliance_screens_read_an_mrn_in_another_scripts_digits(
+    physician, compliance_officer, marker_patient, address, field
+):
+    from audit.models import AuditOutcome
+    from audit.services import record_event
+
+    record_event(
+        actor=physician, action=AuditAction.VIEWED, outcome=AuditOutcome.SUCCESS,
+        patient_ref=marker_patient.pk, record_type="ChartSummary",
+    )  # fmt: skip
+    officer = verified_client(compliance_officer)
+    typed = _spelled_with("٠١٢٣٤٥٦٧٨٩", marker_patient.mrn_display)
+
+    body = officer.post(address, {field: typed}).content.decode()
+
+    assert "not a valid MRN" not in body and "No patient has this MRN" not in body
+    assert physician.username in body and "No events match" not in body
