@@ -111,7 +111,9 @@ def request_access(
     if reason not in BreakGlassReason.values:
         _refuse(clinician, patient.pk, "no reason category chosen")
     justification = _visible(justification).strip()
-    if len(justification) < MINIMUM_JUSTIFICATION or not _has_words(justification):
+    if _readable_length(justification) < MINIMUM_JUSTIFICATION or not _has_words(
+        justification
+    ):
         _refuse(clinician, patient.pk, "justification shorter than 20 characters")
     if len(justification) > MAXIMUM_JUSTIFICATION:
         _refuse(clinician, patient.pk, "justification longer than 2000 characters")
@@ -157,6 +159,17 @@ def _visible(text: str) -> str:
             unicodedata.category(character) not in ("Cf", "Cc")
             and character not in _BLANK_LOOKING
         )
+    )
+
+
+def _readable_length(text: str) -> int:
+    """How many characters a reader counts: a mark that sits on a letter (an
+    accent typed as a character of its own, a stroke) is not one more."""
+    composed = unicodedata.normalize("NFC", text)
+    return sum(
+        1
+        for character in composed
+        if unicodedata.category(character) not in ("Mn", "Me")
     )
 
 

@@ -616,6 +616,11 @@ def test_an_emergency_code_in_another_scripts_digits_opens_and_superscripts_do_n
             "justification shorter than 20 characters",
         ),
         (
+            # 14 letters and 6 strokes drawn through them: 20 code points.
+            {"justification": "Unconscious pt" + "\u0336" * 6},
+            "justification shorter than 20 characters",
+        ),
+        (
             {"justification": "Unresponsive. " * 150},
             "justification longer than 2000 characters",
         ),
@@ -625,7 +630,7 @@ def test_an_emergency_code_in_another_scripts_digits_opens_and_superscripts_do_n
     ],
     ids=[
         "no-reason", "unknown-reason", "short", "zero-width", "hangul-filler",
-        "combining-marks", "blank-braille", "too-long", "letters", "nine-digits",
+        "combining-marks", "blank-braille", "marks-on-letters", "too-long", "letters", "nine-digits",
         "superscripts",
     ],
 )  # fmt: skip
@@ -644,6 +649,20 @@ def test_an_incomplete_emergency_request_is_refused_and_recorded(
     if "six digits" in refusal:
         # Not a code at all: not a wrong code toward the account lock.
         assert not AuditEvent.objects.filter(action=AuditAction.OTP_FAILED).exists()
+
+
+def test_a_justification_typed_with_separate_accents_is_accepted(nurse, marker_patient):
+    import unicodedata
+
+    # Some keyboards send each accent as a character of its own (NFD).
+    typed = unicodedata.normalize("NFD", "Inconsciente, arrivée en réanimation")
+
+    _request(
+        verified_client(nurse), marker_patient,
+        justification=typed, one_time_code=current_code(nurse),
+    )  # fmt: skip
+
+    assert BreakGlassAccess.objects.exists()
 
 
 def test_a_justification_is_stored_without_invisible_characters(nurse, marker_patient):
