@@ -630,8 +630,8 @@ def test_an_emergency_code_in_another_scripts_digits_opens_and_superscripts_do_n
     ],
     ids=[
         "no-reason", "unknown-reason", "short", "zero-width", "hangul-filler",
-        "combining-marks", "blank-braille", "marks-on-letters", "too-long", "letters", "nine-digits",
-        "superscripts",
+        "combining-marks", "blank-braille", "marks-on-letters", "too-long",
+        "letters", "nine-digits", "superscripts",
     ],
 )  # fmt: skip
 def test_an_incomplete_emergency_request_is_refused_and_recorded(
