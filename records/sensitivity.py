@@ -5,6 +5,7 @@ look up. A record matching none is routine. Psychotherapy is a kind of note,
 not a code, so it is set where the note is written.
 """
 
+import re
 import unicodedata
 
 from records.models import Sensitivity
@@ -140,7 +141,126 @@ def _categories_in(resource: dict) -> set[Sensitivity]:
     found = {
         SENSITIVE_CODES[code] for code in _codes_in(resource) if code in SENSITIVE_CODES
     }
-    return found | _labelled(resource)
+    return found | _classified(resource) | _labelled(resource)
+
+
+# ICD-10 and ICD-10-CM, by a code's first three characters (its category),
+# then by longer codes where only part of a category is sensitive. Matched on
+# the code's shape, a letter then two digits, whatever system names it: none
+# of the terminologies the portal reads spells a code that way, so a local
+# system's look-alike is withheld at worst, never shown.
+ICD10_CATEGORIES: dict[str, Sensitivity] = {
+    **dict.fromkeys(
+        # HIV disease; asymptomatic HIV status; inconclusive HIV test (R75).
+        ("B20", "B21", "B22", "B23", "B24", "Z21", "R75"),
+        Sensitivity.HIV,
+    ),
+    **dict.fromkeys(
+        # Mental and behavioural disorders due to alcohol, opioids, cannabis,
+        # sedatives, cocaine, stimulants, hallucinogens, inhalants, other
+        # drugs (F17, tobacco, is not a substance-use disorder under Part 2);
+        # poisoning by narcotics (T40), as "drug overdose" is above.
+        ("F10", "F11", "F12", "F13", "F14", "F15", "F16", "F18", "F19", "T40"),
+        Sensitivity.SUBSTANCE_USE,
+    ),
+}
+ICD10_CODES: dict[str, Sensitivity] = {
+    "O987": Sensitivity.HIV,  # HIV disease complicating pregnancy
+    "Z7141": Sensitivity.SUBSTANCE_USE,  # alcohol abuse counselling
+    "Z7151": Sensitivity.SUBSTANCE_USE,  # drug abuse counselling
+}
+
+# ICD-9-CM, only under its own system: its codes are digits, as others' are.
+ICD9_PREFIXES: dict[str, Sensitivity] = {
+    "042": Sensitivity.HIV,  # HIV disease
+    "V08": Sensitivity.HIV,  # asymptomatic HIV infection status
+    "07953": Sensitivity.HIV,  # HIV-2 infection
+    "79571": Sensitivity.HIV,  # nonspecific serologic evidence of HIV
+    "291": Sensitivity.SUBSTANCE_USE,  # alcohol-induced mental disorders
+    "292": Sensitivity.SUBSTANCE_USE,  # drug-induced mental disorders
+    "303": Sensitivity.SUBSTANCE_USE,  # alcohol dependence
+    "304": Sensitivity.SUBSTANCE_USE,  # drug dependence
+    "305": Sensitivity.SUBSTANCE_USE,  # nondependent abuse of drugs
+}
+ICD9_ROUTINE_PREFIXES = ("3051",)  # tobacco use disorder
+_ICD9_SYSTEMS = ("icd-9", "icd9", "2.16.840.1.113883.6.103", "2.16.840.1.113883.6.42")
+
+_ICD10_SHAPE = re.compile(r"[A-Z][0-9]{2}[0-9A-Z]{0,4}")
+
+# Words that name a category in a record's text, for records that carry no
+# code the lists know (text only, or a terminology the portal does not read).
+_SENSITIVE_WORDS: tuple[tuple[re.Pattern, Sensitivity], ...] = (
+    (
+        re.compile(r"\bhiv\b|human immunodeficiency virus|acquired immun"),
+        Sensitivity.HIV,
+    ),
+    (
+        re.compile(
+            r"\b(?:alcohol|drug|substance|opioid|opiate|heroin|cocaine|cannabis"
+            r"|amphetamine|methamphetamine|stimulant|sedative|hypnotic|inhalant"
+            r"|hallucinogen)s?\W+(?:\w+\W+)?(?:use disorder|abuse|dependence"
+            r"|misuse|addiction|withdrawal|overdose|detox)"
+            r"|\balcoholism\b|\baddiction\b|\boverdose\b|\bdetoxification\b"
+        ),
+        Sensitivity.SUBSTANCE_USE,
+    ),
+)
+
+
+def _classified(resource: dict) -> set[Sensitivity]:
+    """Categories named by ICD codes, or by the words of a record's text."""
+    found: set[Sensitivity] = set()
+    stack = [resource]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            code = item.get("code")
+            if isinstance(code, str | int) and not isinstance(code, bool):
+                found |= _icd_categories(str(code), item.get("system"))
+            for key in ("text", "display"):
+                if isinstance(item.get(key), str):
+                    found |= _named_in_words(item[key])
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def _icd_categories(code: str, system) -> set[Sensitivity]:
+    # Letters and digits only, in any script: "f11.20", "F 11.2", "Ｆ１１".
+    compact = "".join(
+        str(unicodedata.digit(character))
+        if unicodedata.digit(character, None) is not None
+        else character.upper()
+        for character in unicodedata.normalize("NFKC", code)
+        if character.isalnum()
+    )
+    found = set()
+    if _ICD10_SHAPE.fullmatch(compact):
+        for length, table in (
+            (3, ICD10_CATEGORIES),
+            (4, ICD10_CODES),
+            (5, ICD10_CODES),
+        ):
+            if compact[:length] in table:
+                found.add(table[compact[:length]])
+    icd9 = isinstance(system, str) and any(
+        name in system.lower() for name in _ICD9_SYSTEMS
+    )
+    if icd9 and not compact.startswith(ICD9_ROUTINE_PREFIXES):
+        found |= {
+            category
+            for prefix, category in ICD9_PREFIXES.items()
+            if compact.startswith(prefix)
+        }
+    return found
+
+
+def _named_in_words(text: str) -> set[Sensitivity]:
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return {
+        category for pattern, category in _SENSITIVE_WORDS if pattern.search(folded)
+    }
 
 
 def _labelled(resource: dict) -> set[Sensitivity]:

@@ -792,6 +792,68 @@ def test_any_spelling_of_a_listed_code_is_withheld(tmp_path, code):
     assert Condition.objects.get().sensitivity == "hiv"
 
 
+ICD10_CM = "http://hl7.org/fhir/sid/icd-10-cm"
+ICD9_CM = "http://hl7.org/fhir/sid/icd-9-cm"
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+ROUTINE = Sensitivity.ROUTINE.value
+
+
+@pytest.mark.parametrize(
+    "coding, category",
+    [
+        ({"system": ICD10_CM, "code": "B20"}, "hiv"),
+        ({"system": ICD10_CM, "code": "F11.20"}, "substance_use"),
+        ({"system": "urn:oid:2.16.840.1.113883.6.90", "code": "Z21"}, "hiv"),
+        ({"system": ICD10, "code": "f10.2"}, "substance_use"),
+        ({"system": ICD10_CM, "code": "O98.71"}, "hiv"),
+        ({"code": "Ｆ１４．１０"}, "substance_use"),
+        ({"system": ICD9_CM, "code": "042"}, "hiv"),
+        ({"system": ICD9_CM, "code": "V08"}, "hiv"),
+        ({"system": ICD9_CM, "code": "304.01"}, "substance_use"),
+        ({"system": ICD10_CM, "code": "F17.210"}, ROUTINE),
+        ({"system": ICD9_CM, "code": "305.1"}, ROUTINE),
+    ],
+    ids=[
+        "hiv-disease", "opioid-dependence", "asymptomatic-hiv-by-oid",
+        "alcohol-icd-10-lower-case", "hiv-in-pregnancy", "cocaine-no-system",
+        "icd-9-hiv", "icd-9-hiv-status", "icd-9-opioid-dependence",
+        "nicotine-dependence", "icd-9-tobacco-use",
+    ],
+)  # fmt: skip
+def test_icd_coded_diagnoses_take_their_category(tmp_path, coding, category):
+    condition = _condition(HIV_ID, _patient_url(), "0", "See the coding")
+    condition["code"] = {"coding": [coding], "text": "See the coding"}
+    path, _ = _bundle_of(tmp_path, "icd", condition)
+
+    call_command("import_fhir", str(path))
+
+    assert Condition.objects.get().sensitivity == category
+
+
+@pytest.mark.parametrize(
+    "text, category",
+    [
+        ("HIV positive", "hiv"),
+        ("Human immunodeficiency virus antigen test", "hiv"),
+        ("Opioid dependence, uncomplicated", "substance_use"),
+        ("Alcohol use disorder, moderate", "substance_use"),
+        ("Accidental overdose", "substance_use"),
+        ("Hearing aids fitted", ROUTINE),
+        ("Alcoholic drinks per day", ROUTINE),
+    ],
+)
+def test_a_record_coded_by_text_alone_takes_the_category_its_words_name(
+    tmp_path, text, category
+):
+    condition = _condition(HIV_ID, _patient_url(), "0", text)
+    condition["code"] = {"text": text}
+    path, _ = _bundle_of(tmp_path, "text", condition)
+
+    call_command("import_fhir", str(path))
+
+    assert Condition.objects.get().sensitivity == category
+
+
 def test_a_code_in_an_extensions_value_code_counts(tmp_path):
     extension = [{"url": "http://example.org/dx", "valueCode": "86406008"}]
     path, _ = _bundle_of(tmp_path, "ext", _condition(
