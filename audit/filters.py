@@ -36,11 +36,15 @@ class AuditFilterForm(forms.Form):
 class AuditEventFilter(django_filters.FilterSet):
     """Filters for the compliance screen; the patient is given by MRN."""
 
+    # No name or MRN is longer: a longer one is refused as such, rather than
+    # sent to SQLite, whose LIKE refuses a pattern of tens of thousands of
+    # characters as an error the screen would show as an outage.
     username = django_filters.CharFilter(
-        field_name="actor_username", lookup_expr="iexact", label="User"
-    )
+        field_name="actor_username", lookup_expr="iexact", label="User",
+        max_length=150,
+    )  # fmt: skip
     patient_mrn = django_filters.CharFilter(
-        method="filter_patient", label="Patient MRN"
+        method="filter_patient", label="Patient MRN", max_length=40
     )
     action = django_filters.ChoiceFilter(choices=AuditAction.choices)
     # Days in UTC, as the screen shows every time: the clinical pages' zone

@@ -109,6 +109,16 @@ def test_an_invalid_filter_on_export_shows_the_trail_with_its_errors(
     assert not AuditEvent.objects.filter(action=AuditAction.AUDIT_EXPORT).exists()
 
 
+@pytest.mark.parametrize("field", ["username", "patient_mrn"])
+def test_an_over_long_filter_is_refused_as_too_long(compliance_officer, field):
+    response = verified_client(compliance_officer).post(
+        "/compliance/audit/", {field: "a" * 60_000}
+    )
+
+    assert response.status_code == 200
+    assert "Ensure this value has at most" in response.content.decode()
+
+
 def test_filters_in_the_address_are_said_to_be_ignored(compliance_officer):
     client = verified_client(compliance_officer)
 
