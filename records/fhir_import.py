@@ -1225,11 +1225,17 @@ def _quantity_text(quantity: dict) -> str:
     unit = quantity.get("unit") or quantity.get("code") or ""
     if value is None:
         return ""
-    number = f"{round(_plausible(float(value)), 2):g}"
+    number = f"{round(_plausible(value), 2):g}"
     return f"{number} {unit}".strip()
 
 
-def _plausible(value: float) -> float:
+def _plausible(value) -> float:
+    try:
+        value = float(value)
+    except OverflowError:
+        # A whole number beyond any float (JSON sets no limit): as implausible
+        # as one that fits and is too large.
+        raise EntryInvalid("field value: not a plausible measurement") from None
     if not math.isfinite(value) or abs(value) > MAX_QUANTITY:
         raise EntryInvalid("field value: not a plausible measurement")
     return value
@@ -1260,8 +1266,8 @@ def _blood_pressure_text(components: list) -> str:
         return ""
     unit = systolic.get("unit") or systolic.get("code") or ""
     high, low = (
-        round(_plausible(float(systolic["value"]))),
-        round(_plausible(float(diastolic["value"]))),
+        round(_plausible(systolic["value"])),
+        round(_plausible(diastolic["value"])),
     )
     return f"{high}/{low} {unit}".strip()
 

@@ -262,6 +262,13 @@ def _first(bundle, resource_type):
             "field value: not a plausible measurement",
         ),
         (
+            # A whole number too large for a float (JSON allows it).
+            lambda b: next(
+                o for o in (e["resource"] for e in b["entry"]) if "valueQuantity" in o
+            )["valueQuantity"].update(value=10**400),
+            "field value: not a plausible measurement",
+        ),
+        (
             lambda b: _first(b, "Condition")["code"].update(text="x" * 200_000),
             "field text: longer than 100000 characters",
         ),
