@@ -138,14 +138,31 @@ class Entry:
     @property
     def label(self) -> str:
         # A Patient's id is the source system's patient identifier: name the
-        # type only. Other resources' ids identify a record, not a person.
-        if self.resource_type == "Patient":
-            return "Patient"
-        shown = self.resource_id or "(no id)"
-        if len(shown) > MAX_ID_SHOWN:
-            # FHIR ids have at most 64 characters: enough to find this one.
-            shown = shown[:MAX_ID_SHOWN] + "…"
-        return f"{self.resource_type}/{shown}"
+        # type only, as for the other types that are a person, and for a type
+        # FHIR does not have (a misspelt "Patientt" is still a patient). Other
+        # resources' ids identify a record, not a person.
+        if not _id_names_a_record(self.resource_type):
+            return _shortened(str(self.resource_type) or "(no type)")
+        return f"{self.resource_type}/{_shortened(self.resource_id or '(no id)')}"
+
+
+def _shortened(text: str) -> str:
+    # FHIR ids and type names have at most 64 characters: enough to find it.
+    return text if len(text) <= MAX_ID_SHOWN else text[:MAX_ID_SHOWN] + "…"
+
+
+# Types whose id identifies a person rather than a record.
+_PERSON_TYPES = frozenset({"Patient", "Person", "RelatedPerson"})
+
+
+def _id_names_a_record(resource_type) -> bool:
+    if not isinstance(resource_type, str) or resource_type in _PERSON_TYPES:
+        return False
+    try:
+        get_fhir_model_class(resource_type)
+    except (KeyError, ValueError):
+        return False
+    return True
 
 
 @dataclass

@@ -200,9 +200,26 @@ def test_unknown_resource_type_in_an_entry_changes_nothing(
     index = len(real_bundle["entry"]) - 1
     error = capsys.readouterr().err
     assert (
-        f"entry {index} (Patientt/" in error
+        f"entry {index} (Patientt)" in error
         and "unknown resourceType 'Patientt'" in error
     )
+    assert _stored_nothing()
+
+
+def test_a_misspelt_patient_is_named_without_its_id(tmp_path, real_bundle, capsys):
+    patient = next(
+        e["resource"]
+        for e in real_bundle["entry"]
+        if e["resource"]["resourceType"] == "Patient"
+    )
+    patient["resourceType"] = "Patientt"
+    path = _write(tmp_path, real_bundle)
+
+    _import_fails(path)
+
+    error = capsys.readouterr().err
+    assert "(Patientt)" in error
+    assert patient["id"] not in error
     assert _stored_nothing()
 
 
