@@ -174,6 +174,9 @@ def note_create(request, patient_id):
     if request.method == "GET":
         return _section_page(request, patient_id, "notes")
 
+    services.refuse_unwritable_chart(
+        request.user, patient_id, record_type="ClinicalNote"
+    )
     form = NoteCreateSerializer(data=request.data)
     form.is_valid(raise_exception=True)
 

@@ -666,6 +666,16 @@ def _note_sensitivity(kind: str, writer) -> Sensitivity:
     return Sensitivity.ROUTINE
 
 
+def refuse_unwritable_chart(author, patient_id, *, record_type: str) -> None:
+    """Refuse, and record, a write to a chart the author may not add to.
+
+    For a request to be checked before its body is: someone who may not
+    write to a chart is told so, and leaves an event on its trail, however
+    malformed what they sent.
+    """
+    _decided(author, patient_id, ChartAction.WRITE, Purpose.TREATMENT, record_type)
+
+
 def add_note(*, author, patient_id, kind: str, title: str, body: str) -> ClinicalNote:
     """Write a note to a chart the author may add to, and audit it.
 

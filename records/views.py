@@ -45,6 +45,7 @@ from records.services import (
     note_kinds_for,
     open_chart,
     recent_access,
+    refuse_unwritable_chart,
     search_patients,
 )
 
@@ -260,6 +261,12 @@ note_create.when_signed_out = _note_sent_after_sign_out
 @require_POST
 def note_draft_keep(request, patient_id):
     """Keep the note the page holds, as the idle warning shows (idle.js)."""
+    try:
+        refuse_unwritable_chart(request.user, patient_id, record_type="NoteDraft")
+    except PermissionDenied:
+        return JsonResponse({"kept": False}, status=403)
+    except Http404:
+        return JsonResponse({"kept": False}, status=404)
     form = NoteDraftForm(request.POST)
     if not form.is_valid():
         return JsonResponse({"kept": False, "errors": form.errors}, status=400)

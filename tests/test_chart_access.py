@@ -621,3 +621,36 @@ def test_every_chart_tab_leads_to_its_section(physician, marker_patient):
         reverse("records:chart_section", args=[marker_patient.pk, slug])
         for slug in CHART_SECTIONS
     ]
+
+
+@pytest.mark.parametrize(
+    "address, body, record_type",
+    [
+        ("/api/v1/patients/{}/notes/", {}, "ClinicalNote"),
+        ("/patients/{}/notes/draft/", {}, "NoteDraft"),
+    ],
+    ids=["api-note", "kept-note"],
+)
+def test_a_malformed_write_to_a_chart_off_the_team_is_refused_and_recorded(
+    nurse, marker_patient, address, body, record_type
+):
+    response = verified_client(nurse).post(address.format(marker_patient.pk), body)
+
+    assert response.status_code == 403
+    refused = AuditEvent.objects.get(patient_ref=str(marker_patient.pk))
+    assert (refused.action, refused.outcome, refused.record_type) == (
+        AuditAction.ACCESS_DENIED,
+        AuditOutcome.DENIED,
+        record_type,
+    )
+
+
+def test_a_note_kept_for_a_patient_that_does_not_exist_is_not_found_as_json(nurse):
+    import uuid
+
+    response = verified_client(nurse).post(
+        f"/patients/{uuid.uuid4()}/notes/draft/", {"kind": "progress", "body": "x"}
+    )
+
+    assert response.status_code == 404
+    assert response.json() == {"kept": False}
