@@ -28,6 +28,7 @@ from ehr_portal.failure_pages import API_PREFIX, SESSION_GONE
 
 logger = logging.getLogger(__name__)
 
+API_DOCS_PATH = "/api/docs/"
 OPEN_PATH_PREFIXES = (
     "/static/",
     "/accounts/login/",
@@ -112,8 +113,11 @@ class VerifiedSessionMiddleware:
         path = request.path
         # The API answers for itself (403 as JSON, from DRF's default
         # permission class, which demands the same verified second factor),
-        # never a redirect.
-        if path.startswith(OPEN_PATH_PREFIXES) or path.startswith(API_PREFIX):
+        # never a redirect. Its documentation is a page people read, and is
+        # signed in to as every other page is.
+        if path.startswith(OPEN_PATH_PREFIXES) or (
+            path.startswith(API_PREFIX) and not path.startswith(API_DOCS_PATH)
+        ):
             return self.get_response(request)
 
         user = request.user

@@ -45,7 +45,22 @@ def test_http_basic_is_not_a_way_in(physician, marker_patient):
 
 def test_schema_and_docs_need_a_verified_session(physician):
     assert Client().get("/api/schema/").status_code == 403
-    assert Client().get("/api/docs/").status_code == 403
+    # The docs are a page people read: sent to sign in, then to the code step.
+    anonymous = Client().get("/api/docs/")
+    assert (anonymous.status_code, anonymous["Location"]) == (
+        302,
+        "/accounts/login/?next=/api/docs/",
+    )
+    password_only = Client()
+    password_only.post(
+        "/accounts/login/",
+        {"username": physician.username, "password": "correct horse battery 9"},
+    )
+    halfway = password_only.get("/api/docs/")
+    assert (halfway.status_code, halfway["Location"]) == (
+        302,
+        "/accounts/verify/?next=/api/docs/",
+    )
 
     docs = verified_client(physician).get("/api/docs/")
     assert docs.status_code == 200
