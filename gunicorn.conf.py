@@ -7,6 +7,7 @@ TLS belong to the deployment and stay on the command line.
 """
 
 import gc
+import os
 
 # Gunicorn 25.1 and later open a control socket (worker counts, reloads) at
 # one path per user account: a second gunicorn on the machine takes it over
@@ -22,3 +23,15 @@ def post_worker_init(worker):
     # them again during chart opens; they live as long as the worker anyway.
     gc.collect()
     gc.freeze()
+
+
+def when_ready(server):
+    # The search and API rate limits are counted in the cache; without a
+    # shared one each worker counts alone and allows the whole limit.
+    if server.cfg.workers > 1 and not os.environ.get("PORTAL_CACHE_URL"):
+        server.log.warning(
+            "PORTAL_CACHE_URL is not set: each of the %d workers counts the "
+            "search and API rate limits on its own, allowing %d times each limit",
+            server.cfg.workers,
+            server.cfg.workers,
+        )

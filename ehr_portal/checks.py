@@ -122,5 +122,20 @@ def check_safeguards(app_configs, **kwargs):
     if settings.SECURE_HSTS_SECONDS < 31_536_000:
         issues.append(Warning("HSTS is shorter than one year.", id="hipaa.W001"))
     issues += database_errors(settings.DATABASES)
-    issues += _broker_errors() + _email_errors()
+    issues += _broker_errors() + _email_errors() + _cache_warnings()
     return issues
+
+
+def _cache_warnings() -> list[Warning]:
+    # The search and API rate limits count in the cache: in each process's
+    # own memory, N workers allow N times the limit.
+    if not settings.CACHES["default"]["BACKEND"].endswith("LocMemCache"):
+        return []
+    return [
+        Warning(
+            "The rate limits are counted in each process's own memory.",
+            hint="Set PORTAL_CACHE_URL (Redis) when the portal runs in more than "
+            "one process (gunicorn --workers), or each allows the full limit.",
+            id="hipaa.W002",
+        )
+    ]

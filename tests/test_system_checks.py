@@ -19,11 +19,25 @@ def production(settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST = "localhost"
     settings.CELERY_BROKER_URL = ""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:6379/1",
+        }
+    }
     return settings
 
 
 def test_a_sound_production_configuration_passes(production):
     assert _ids(production) == set()
+
+
+def test_rate_limits_kept_in_process_memory_are_warned_of(production):
+    production.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    }
+
+    assert _ids(production) == {"hipaa.W002"}
 
 
 def test_network_database_without_verified_tls_is_an_error():
