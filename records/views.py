@@ -168,8 +168,8 @@ def _section_response(request, patient_id, section, note_form=None, status=200):
         # kind of note, read by others.
         if kept_draft is not None and kept_draft.kind in kinds:
             note_form.initial = _draft_initial(kept_draft)
-    page = Paginator(chart_section.records_for(chart), PAGE_SIZE).get_page(
-        request.GET.get("page")
+    page = _nearest_page(
+        Paginator(chart_section.records_for(chart), PAGE_SIZE), request.GET.get("page")
     )
     return render(
         request,
@@ -200,6 +200,20 @@ def note_create(request, patient_id):
         # nothing from the chart: a note is not retyped from memory.
         logger.error("Note not saved: the audit trail is unavailable")
         return _note_not_saved(request, patient_id, form, refused=False)
+
+
+def _nearest_page(paginator: Paginator, asked: str | None):
+    """The page asked for, or the one nearest it: 0 or -3 give the first
+    page, a page past the end the last (Django's get_page gives the last for
+    both), and anything that is not a number the first."""
+    text = (asked or "").strip()
+    try:
+        number = int(text)
+    except ValueError:
+        # Too many digits for int() is far past the end; anything else is
+        # not a page number at all.
+        number = paginator.num_pages if text.isdigit() else 1
+    return paginator.get_page(max(1, min(number, paginator.num_pages)))
 
 
 def _save_note(request, patient_id, form):

@@ -654,3 +654,27 @@ def test_a_note_kept_for_a_patient_that_does_not_exist_is_not_found_as_json(nurs
 
     assert response.status_code == 404
     assert response.json() == {"kept": False}
+
+
+@pytest.mark.parametrize(
+    "asked, shown",
+    [("0", 1), ("-3", 1), ("x", 1), ("2", 2), ("99", 2), ("9" * 5000, 2)],
+    ids=["zero", "negative", "not-a-number", "last", "past-the-end", "huge"],
+)
+def test_a_section_page_that_does_not_exist_shows_the_nearest_one(
+    physician, marker_patient, asked, shown
+):
+    from records.models import Condition
+
+    add_to_care_team(physician, marker_patient)
+    for number in range(30):
+        Condition.objects.create(
+            patient=marker_patient, source_key=f"p{number}", description="Cough"
+        )
+
+    response = verified_client(physician).get(
+        f"/patients/{marker_patient.pk}/conditions/", {"page": asked}
+    )
+
+    assert response.status_code == 200
+    assert f"Page {shown} of 2" in response.content.decode()
