@@ -6,6 +6,7 @@ or typed: a wrong-patient error stopped before any lookup.
 """
 
 import secrets
+import unicodedata
 
 # The weakly totally anti-symmetric quasigroup of order 10 from Damm's thesis.
 _QUASIGROUP = (
@@ -50,8 +51,15 @@ def is_valid(mrn: str) -> bool:
 
 
 def normalise(mrn: str) -> str:
-    """Drop the spaces and dashes people type between digit groups."""
-    return "".join(mrn.split()).replace("-", "")
+    """Drop the spaces and dashes people type between digit groups.
+
+    Any dash: word processors and phones turn "1234-5678" into an en dash.
+    """
+    return "".join(
+        character
+        for character in "".join(mrn.split())
+        if unicodedata.category(character) != "Pd" and character != "\u2212"
+    )
 
 
 def generate() -> str:

@@ -47,6 +47,13 @@ def test_search_by_mrn_as_typed_with_dash_and_spaces(search, marker_patient):
     assert _found(search(mrn=typed)) == [marker_patient.pk]
 
 
+@pytest.mark.parametrize("dash", ["\u2013", "\u2010", "\u2212", "\uff0d"])
+def test_search_by_mrn_with_any_dash(search, marker_patient, dash):
+    typed = marker_patient.mrn_display.replace("-", dash)
+
+    assert _found(search(mrn=typed)) == [marker_patient.pk]
+
+
 def _spelled_with(digits: str, mrn: str) -> str:
     """``mrn`` with each ASCII digit replaced by its place in ``digits``."""
     return "".join(digits[int(c)] if c.isdigit() else c for c in mrn)
