@@ -80,7 +80,9 @@ def patient_search(request):
     try:
         patients = services.search_patients(request.user, query)
     except services.SearchRateExceeded as refusal:
-        raise Throttled(detail=str(refusal)) from refusal
+        raise Throttled(
+            wait=services.SEARCH_WINDOW_SECONDS, detail=str(refusal)
+        ) from refusal
     except services.SearchUnavailable as refusal:
         raise CounterUnavailable(detail=str(refusal)) from refusal
     return Response(PatientListEntrySerializer(patients, many=True).data)

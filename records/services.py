@@ -306,15 +306,19 @@ def _check_search_rate(user) -> None:
         raise SearchRateExceeded("too many searches; wait a minute")
 
 
+# A refused searcher may search again within this many seconds (Retry-After).
+SEARCH_WINDOW_SECONDS = 60
+
+
 def _count_search(user) -> int:
     # The window opens at the user's first search and lasts a minute, so a
     # burst cannot straddle a clock-minute boundary to get twice the quota.
     key = f"patient-search:{user.pk}"
-    cache.add(key, 0, timeout=60)
+    cache.add(key, 0, timeout=SEARCH_WINDOW_SECONDS)
     try:
         return cache.incr(key)
     except ValueError:  # the window closed between add and incr
-        cache.add(key, 1, timeout=60)
+        cache.add(key, 1, timeout=SEARCH_WINDOW_SECONDS)
         return 1
 
 

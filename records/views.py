@@ -30,6 +30,7 @@ from records.forms import (
 from records.models import NoteKind
 from records.services import (
     CHART_SECTIONS,
+    SEARCH_WINDOW_SECONDS,
     SUMMARY_FIELDS,
     NoteRefused,
     PatientQuery,
@@ -69,7 +70,9 @@ def patient_list(request):
         try:
             results = search_patients(request.user, query)
         except SearchRateExceeded:
-            return render(request, "records/search_rate.html", status=429)
+            refused = render(request, "records/search_rate.html", status=429)
+            refused["Retry-After"] = str(SEARCH_WINDOW_SECONDS)
+            return refused
         except SearchUnavailable as error:
             return stopped_response(
                 request,

@@ -141,14 +141,19 @@ def test_the_61st_search_in_a_minute_is_refused_and_audited(nurse, marker_patien
         for _ in range(60)
     ]  # fmt: skip
     page = client.post("/patients/", {"family_name": "Zyxwvutmarker"})
+    api = client.post(
+        "/api/v1/patients/search/", {"family_name": "Zyxwvutmarker"},
+        content_type="application/json",
+    )  # fmt: skip
 
     assert statuses == [200] * 60
-    assert page.status_code == 429
+    assert (page.status_code, page["Retry-After"]) == (429, "60")
+    assert (api.status_code, api["Retry-After"]) == (429, "60")
     assert (
         AuditEvent.objects.filter(
             action=AuditAction.ACCESS_DENIED, reason="search rate exceeded"
         ).count()
-        == 1
+        == 2
     )
 
 
