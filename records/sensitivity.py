@@ -138,10 +138,35 @@ def sensitivities_of_bundle(
 
 
 def _categories_in(resource: dict) -> set[Sensitivity]:
-    found = {
-        SENSITIVE_CODES[code] for code in _codes_in(resource) if code in SENSITIVE_CODES
-    }
-    return found | _classified(resource) | _labelled(resource)
+    """The categories named anywhere in a resource: by each Coding's code,
+    wherever it sits (a CodeableConcept, an extension's valueCoding or
+    valueCode, a bare Coding field), by the words of its texts and displays,
+    and by its security labels."""
+    found: set[Sensitivity] = set()
+    stack = [resource]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            system = item.get("system")
+            for key in ("code", "valueCode"):
+                code = item.get(key)
+                if isinstance(code, str | int) and not isinstance(code, bool):
+                    found |= _categories_of_code(str(code), system)
+            for key in ("text", "display"):
+                if isinstance(item.get(key), str):
+                    found |= _named_in_words(item[key])
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found | _labelled(resource)
+
+
+def _categories_of_code(code: str, system) -> set[Sensitivity]:
+    found = _icd_categories(code, system)
+    listed = SENSITIVE_CODES.get(comparable_code(code))
+    if listed is not None:
+        found.add(listed)
+    return found
 
 
 # ICD-10 and ICD-10-CM, by a code's first three characters (its category),
@@ -191,7 +216,10 @@ _ICD10_SHAPE = re.compile(r"[A-Z][0-9]{2}[0-9A-Z]{0,4}")
 # code the lists know (text only, or a terminology the portal does not read).
 _SENSITIVE_WORDS: tuple[tuple[re.Pattern, Sensitivity], ...] = (
     (
-        re.compile(r"\bhiv\b|human immunodeficiency virus|acquired immun"),
+        re.compile(
+            r"\b(?:hiv|vih)\b|human immunodeficiency virus"
+            r"|acquired immun(?:e\W*|o)deficiency"
+        ),
         Sensitivity.HIV,
     ),
     (
@@ -205,25 +233,6 @@ _SENSITIVE_WORDS: tuple[tuple[re.Pattern, Sensitivity], ...] = (
         Sensitivity.SUBSTANCE_USE,
     ),
 )
-
-
-def _classified(resource: dict) -> set[Sensitivity]:
-    """Categories named by ICD codes, or by the words of a record's text."""
-    found: set[Sensitivity] = set()
-    stack = [resource]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            code = item.get("code")
-            if isinstance(code, str | int) and not isinstance(code, bool):
-                found |= _icd_categories(str(code), item.get("system"))
-            for key in ("text", "display"):
-                if isinstance(item.get(key), str):
-                    found |= _named_in_words(item[key])
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return found
 
 
 def _icd_categories(code: str, system) -> set[Sensitivity]:
@@ -362,24 +371,6 @@ def comparable_code(code: str) -> str:
 
 # Dashes that are not in Unicode's dash punctuation category.
 _DASHES = frozenset("\u2212\u2796\ufe63\uff0d")
-
-
-def _codes_in(node) -> set[str]:
-    """Every code in a resource: each Coding's, wherever it sits (a
-    CodeableConcept, an extension's valueCoding, a bare Coding field)."""
-    codes: set[str] = set()
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            for key in ("code", "valueCode"):
-                code = item.get(key)
-                if isinstance(code, str | int) and not isinstance(code, bool):
-                    codes.add(comparable_code(str(code)))
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return codes
 
 
 def categories_visible_to(user) -> set[str]:
