@@ -227,8 +227,8 @@ def _import_bundle_file(path: Path, *, actor: str | None) -> ImportSummary:
     actor = actor or f"system:import_fhir ({getpass.getuser()})"
     storing = False
     try:
-        entries = _read_entries(path)
-        checked = _check_entries(path, entries)
+        bundle, entries = _read_entries(path)
+        checked = _check_entries(path, entries, bundle)
         with transaction.atomic():
             storing = True
             summary = _store(path, checked, actor=actor)
@@ -270,7 +270,8 @@ def _record_rejection(actor: str, problem: str, *, records_undone: bool) -> None
     )
 
 
-def _read_entries(path: Path) -> list[Entry]:
+def _read_entries(path: Path) -> tuple[dict, list[Entry]]:
+    """The bundle (its own fields) and its entries."""
     document = _read_json(path)
     if not isinstance(document, dict):
         raise BundleRejected(
@@ -297,7 +298,7 @@ def _read_entries(path: Path) -> list[Entry]:
             raise BundleRejected(path, "has no resource object", index)
         entries.append(Entry(index, str(raw.get("fullUrl") or ""), resource))
     _validate_bundle_shell(path, document, raw_entries)
-    return entries
+    return document, entries
 
 
 def _validate_bundle_shell(path: Path, document: dict, raw_entries: list) -> None:
@@ -632,7 +633,7 @@ class CheckedBundle:
     values: dict[int, dict]
 
 
-def _check_entries(path: Path, entries: list[Entry]) -> CheckedBundle:
+def _check_entries(path: Path, entries: list[Entry], bundle: dict) -> CheckedBundle:
     patient = None
     for entry in entries:
         _validate_resource(path, entry)
@@ -666,6 +667,8 @@ def _check_entries(path: Path, entries: list[Entry]) -> CheckedBundle:
     categories = sensitivities_of_bundle(
         [(_names_of(entry), entry.resource) for entry in entries],
         stored=_stored_categories_named(path, entries, patient),
+        # Its labels only: the bundle's meta names no record of its own.
+        bundle={"meta": bundle.get("meta")},
     )
     sensitivities = {
         entry.index: category

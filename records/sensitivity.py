@@ -35,16 +35,27 @@ SENSITIVE_CODES: dict[str, Sensitivity] = {
     "763302001": Sensitivity.SUBSTANCE_USE,  # Assessment using AUDIT-C
     "82666-9": Sensitivity.SUBSTANCE_USE,  # DAST-10 panel
     "82667-7": Sensitivity.SUBSTANCE_USE,  # Total score [DAST-10]
+    "3397-7": Sensitivity.SUBSTANCE_USE,  # Cocaine in urine
     # HIV diagnoses and results.
     "86406008": Sensitivity.HIV,  # Human immunodeficiency virus infection
     "165816005": Sensitivity.HIV,  # HIV positive
     "55277-8": Sensitivity.HIV,  # HIV status
     "75622-1": Sensitivity.HIV,  # HIV 1 and 2 Ab and HIV1 p24 Ag panel
     "7917-8": Sensitivity.HIV,  # HIV 1 Ab
+    "7918-6": Sensitivity.HIV,  # HIV 1+2 Ab
+    "5221-7": Sensitivity.HIV,  # HIV 1 Ab by immunoblot
+    "29893-5": Sensitivity.HIV,  # HIV 1 Ab by immunoassay
+    "31201-7": Sensitivity.HIV,  # HIV 1+2 Ab by rapid immunoassay
+    "56888-1": Sensitivity.HIV,  # HIV 1+2 Ab + HIV 1 p24 Ag by immunoassay
+    "20447-9": Sensitivity.HIV,  # HIV 1 RNA (viral load)
+    "25835-0": Sensitivity.HIV,  # HIV 1 RNA by NAA
+    "62479008": Sensitivity.HIV,  # AIDS (disorder)
     # Genetic test results.
     "21636-6": Sensitivity.GENETIC,  # BRCA1 gene mutations tested for
     "21637-4": Sensitivity.GENETIC,  # BRCA2 gene mutations tested for
     "51969-4": Sensitivity.GENETIC,  # Genetic analysis report
+    "81247-9": Sensitivity.GENETIC,  # Genetic variant reporting panel
+    "48018-6": Sensitivity.GENETIC,  # Gene studied
 }
 
 
@@ -77,6 +88,7 @@ SENSITIVE_SECURITY_LABELS: dict[str, Sensitivity] = {
     "OPIOIDUD": Sensitivity.SUBSTANCE_USE,  # opioid use disorder
     "GDIS": Sensitivity.GENETIC,  # genetic disease
     "PSYTHPN": Sensitivity.PSYCHOTHERAPY,  # psychotherapy note
+    "CFRPART": Sensitivity.SUBSTANCE_USE,  # 42CFRPart2, as letters compare it
 }
 
 
@@ -86,12 +98,15 @@ SENSITIVE_SECURITY_LABELS: dict[str, Sensitivity] = {
 REASON_REFERENCES = frozenset({
     "reasonReference", "addresses", "basedOn", "partOf", "hasMember",
     "derivedFrom", "diagnosis", "evidence", "result", "focus",
-    "medicationReference",
+    "medicationReference", "complicationDetail", "assessment", "supportingInfo",
+    "valueReference",
 })  # fmt: skip
 
 
 def sensitivities_of_bundle(
-    resources: list[tuple[set[str], dict]], stored: dict[str, str] | None = None
+    resources: list[tuple[set[str], dict]],
+    stored: dict[str, str] | None = None,
+    bundle: dict | None = None,
 ) -> list[str]:
     """The category of each resource of a bundle, following its references.
 
@@ -100,6 +115,8 @@ def sensitivities_of_bundle(
     resources it names as its reason, basis or whole, and of theirs in turn.
     ``stored`` gives the category of records imported before, by the names
     the bundle uses for them: those its references name, and its own.
+    Security labels on the ``bundle`` itself, or on its Patient, say the
+    whole record is sensitive: every resource takes their categories.
     """
     stored = stored or {}
     # A record takes its own stored category too: an edited copy of a
@@ -134,7 +151,14 @@ def sensitivities_of_bundle(
                     changed = True
         if not changed:
             break
-    return [_strictest(categories) for categories in found]
+    whole = labelled_categories(bundle or {}) | set().union(
+        *(
+            labelled_categories(resource)
+            for _names, resource in resources
+            if resource.get("resourceType") == "Patient"
+        )
+    )
+    return [_strictest(categories | whole) for categories in found]
 
 
 def _categories_in(resource: dict) -> set[Sensitivity]:
@@ -152,13 +176,14 @@ def _categories_in(resource: dict) -> set[Sensitivity]:
                 code = item.get(key)
                 if isinstance(code, str | int) and not isinstance(code, bool):
                     found |= _categories_of_code(str(code), system)
-            for key in ("text", "display"):
-                if isinstance(item.get(key), str):
-                    found |= _named_in_words(item[key])
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-    return found | _labelled(resource)
+        elif isinstance(item, str):
+            # Any text: a display, a note, a value written out ("HIV-1/2
+            # antibody: reactive").
+            found |= _named_in_words(item)
+    return found | labelled_categories(resource)
 
 
 def _categories_of_code(code: str, system) -> set[Sensitivity]:
@@ -188,9 +213,15 @@ ICD10_CATEGORIES: dict[str, Sensitivity] = {
         ("F10", "F11", "F12", "F13", "F14", "F15", "F16", "F18", "F19", "T40"),
         Sensitivity.SUBSTANCE_USE,
     ),
+    # Genetic carrier (Z14) and genetic susceptibility to disease (Z15).
+    **dict.fromkeys(("Z14", "Z15"), Sensitivity.GENETIC),
 }
 ICD10_CODES: dict[str, Sensitivity] = {
     "O987": Sensitivity.HIV,  # HIV disease complicating pregnancy
+    "Z206": Sensitivity.HIV,  # contact with and exposure to HIV
+    "O9931": Sensitivity.SUBSTANCE_USE,  # alcohol use complicating pregnancy
+    "O9932": Sensitivity.SUBSTANCE_USE,  # drug use complicating pregnancy
+    "T424": Sensitivity.SUBSTANCE_USE,  # poisoning by benzodiazepines
     "Z7141": Sensitivity.SUBSTANCE_USE,  # alcohol abuse counselling
     "Z7151": Sensitivity.SUBSTANCE_USE,  # drug abuse counselling
 }
@@ -210,76 +241,133 @@ ICD9_PREFIXES: dict[str, Sensitivity] = {
 ICD9_ROUTINE_PREFIXES = ("3051",)  # tobacco use disorder
 _ICD9_SYSTEMS = ("icd-9", "icd9", "2.16.840.1.113883.6.103", "2.16.840.1.113883.6.42")
 
-_ICD10_SHAPE = re.compile(r"[A-Z][0-9]{2}[0-9A-Z]{0,4}")
+# An ICD-10 code's category: a letter then two digits (an O or I typed for
+# a zero or a one still counts), then anything.
+_ICD10_START = re.compile(r"([A-Z])([0-9OIL]{2})([0-9A-Z]*)")
+_TYPED_AS_DIGIT = str.maketrans("OIL", "011")
+
+# Letters of other scripts drawn like Latin ones: "НІV" in Cyrillic, or a
+# Cyrillic "В20", reads as HIV or B20 to the clinician, so it is compared so.
+_LOOK_ALIKES = str.maketrans(
+    "АВЕЅІЈКМНОРСТХУаеіјорсухѕԁһӏΑΒΕΗΙΚΜΝΟΡΤΥΧΖοντ",
+    "ABESIJKMHOPCTXYaeijopcyxsdhlABEHIKMNOPTYXZovt",
+)
 
 # Words that name a category in a record's text, for records that carry no
-# code the lists know (text only, or a terminology the portal does not read).
+# code the lists know (text only, values written out, or a terminology the
+# portal does not read). Matched in lower case, look-alikes read as Latin.
+_SUBSTANCES = (
+    r"alcohol|alkohol|drug|drogen|substance|polysubstance|opioid|opiate|heroin"
+    r"|cocaine|crack|cannabis|marijuana|amphetamine|methamphetamine|stimulant"
+    r"|sedative|hypnotic|benzodiazepine|inhalant|hallucinogen|narcotic"
+)
 _SENSITIVE_WORDS: tuple[tuple[re.Pattern, Sensitivity], ...] = (
     (
         re.compile(
-            r"\b(?:hiv|vih)\b|human immunodeficiency virus"
+            r"\b(?:hiv|vih)(?![a-z])|human immunodeficiency virus"
             r"|acquired immun(?:e\W*|o)deficiency"
+            # Antiretrovirals (PrEP included): what the patient takes says it.
+            r"|\b(?:bictegravir|dolutegravir|raltegravir|elvitegravir"
+            r"|cabotegravir|emtricitabine|tenofovir|efavirenz|rilpivirine"
+            r"|nevirapine|zidovudine|abacavir|darunavir|atazanavir|lopinavir"
+            r"|maraviroc|enfuvirtide|lenacapavir)"
         ),
         Sensitivity.HIV,
     ),
     (
         re.compile(
-            r"\b(?:alcohol|drug|substance|opioid|opiate|heroin|cocaine|cannabis"
-            r"|amphetamine|methamphetamine|stimulant|sedative|hypnotic|inhalant"
-            r"|hallucinogen)s?\W+(?:\w+\W+)?(?:use disorder|abuse|dependence"
-            r"|misuse|addiction|withdrawal|overdose|detox)"
-            r"|\balcoholism\b|\baddiction\b|\boverdose\b|\bdetoxification\b"
+            rf"\b(?:{_SUBSTANCES})s?\W+(?:\w+\W+)?(?:use disorder|abuse|dependen"
+            r"|misuse|addict|withdrawal|overdose|detox|intoxication|treatment)"
+            rf"|\b(?:{_SUBSTANCES})(?:abh[aä]ngig|sucht|missbrauch)"
+            r"|\balcoholism|\bdetoxification|\b(?:opioid|opiate) treatment"
+            # Medicines given for substance-use disorders.
+            r"|\b(?:methadone|buprenorphine|naltrexone|disulfiram|acamprosate"
+            r"|lofexidine)"
         ),
         Sensitivity.SUBSTANCE_USE,
     ),
+    (
+        re.compile(
+            r"\bbrca[12]?\b|pathogenic variant|variant of uncertain significance"
+            r"|\bgermline|genetic (?:test|analysis|variant|carrier|susceptibility)"
+            r"|gene (?:mutation|variant)"
+        ),
+        Sensitivity.GENETIC,
+    ),
+    (
+        re.compile(r"psychotherapy (?:progress |session |process )?notes?"),
+        Sensitivity.PSYCHOTHERAPY,
+    ),
 )
+# Cased: "AIDS", not "hearing aids".
+_AIDS = re.compile(r"\bAIDS\b")
 
 
 def _icd_categories(code: str, system) -> set[Sensitivity]:
-    # Letters and digits only, in any script: "f11.20", "F 11.2", "Ｆ１１".
-    compact = "".join(
-        str(unicodedata.digit(character))
-        if unicodedata.digit(character, None) is not None
-        else character.upper()
-        for character in unicodedata.normalize("NFKC", code)
-        if character.isalnum()
-    )
-    found = set()
-    if _ICD10_SHAPE.fullmatch(compact):
-        for length, table in (
-            (3, ICD10_CATEGORIES),
-            (4, ICD10_CODES),
-            (5, ICD10_CODES),
-        ):
-            if compact[:length] in table:
-                found.add(table[compact[:length]])
+    # Letters and digits of any script, in groups: "f11.20", "Ｆ１１",
+    # "ICD10CM:F11.20" (a prefix before the code), a Cyrillic "В20".
+    letters = unicodedata.normalize("NFKC", code).translate(_LOOK_ALIKES).upper()
+    groups = [
+        "".join(
+            str(unicodedata.digit(character))
+            if unicodedata.digit(character, None) is not None
+            else character
+            for character in group
+        )
+        for group in re.split(r"[^\w.]+|_", letters)
+    ]
     icd9 = isinstance(system, str) and any(
         name in system.lower() for name in _ICD9_SYSTEMS
     )
-    if icd9 and not compact.startswith(ICD9_ROUTINE_PREFIXES):
-        found |= {
-            category
-            for prefix, category in ICD9_PREFIXES.items()
-            if compact.startswith(prefix)
-        }
+    found = set()
+    for group in groups:
+        compact = group.replace(".", "")
+        start = _ICD10_START.fullmatch(compact)
+        # An O or I for a digit only beside a real digit ("F1O"): "FILM"
+        # is a word, not F11.
+        if start is not None and (any(character.isdigit() for character in start[2])):
+            compact = start[1] + start[2].translate(_TYPED_AS_DIGIT) + start[3]
+            for length, table in (
+                (3, ICD10_CATEGORIES),
+                (4, ICD10_CODES),
+                (5, ICD10_CODES),
+            ):
+                if compact[:length] in table:
+                    found.add(table[compact[:length]])
+        if icd9 and not compact.startswith(ICD9_ROUTINE_PREFIXES):
+            found |= {
+                category
+                for prefix, category in ICD9_PREFIXES.items()
+                if compact.startswith(prefix)
+            }
     return found
 
 
 def _named_in_words(text: str) -> set[Sensitivity]:
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    return {
+    # As the clinician would read it: without the invisible characters a
+    # browser does not draw, and with look-alike letters as Latin ones.
+    shown = "".join(
+        character
+        for character in unicodedata.normalize("NFKC", text)
+        if unicodedata.category(character) != "Cf"
+    ).translate(_LOOK_ALIKES)
+    folded = shown.casefold()
+    found = {
         category for pattern, category in _SENSITIVE_WORDS if pattern.search(folded)
     }
+    if _AIDS.search(shown):
+        found.add(Sensitivity.HIV)
+    return found
 
 
-def _labelled(resource: dict) -> set[Sensitivity]:
+def labelled_categories(resource: dict) -> set[Sensitivity]:
     """The categories the security labels of a resource (and of the
     resources it contains) name."""
     found = set()
     contained = resource.get("contained")
     for inner in contained if isinstance(contained, list) else ():
         if isinstance(inner, dict):
-            found |= _labelled(inner)
+            found |= labelled_categories(inner)
     meta = resource.get("meta")
     labels = meta.get("security") if isinstance(meta, dict) else None
     for label in labels if isinstance(labels, list) else ():
@@ -305,19 +393,27 @@ BY_IDENTIFIER_ONLY = "(named by an identifier only)"
 
 
 def references_in(resource: dict) -> set[str]:
-    """What ``resource`` names as its reason, basis or whole (as reference names)."""
+    """What ``resource`` names as its reason, basis or whole (as reference names).
+
+    The reason fields count wherever they sit: a condition's stage names its
+    assessment, an extension its ``valueReference``.
+    """
     names: set[str] = set()
-    stack = [value for key, value in resource.items() if key in REASON_REFERENCES]
+    # (value, under a reason field)
+    stack: list[tuple[object, bool]] = [(resource, False)]
     while stack:
-        item = stack.pop()
+        item, reason = stack.pop()
         if isinstance(item, dict):
-            if isinstance(item.get("reference"), str):
+            if reason and isinstance(item.get("reference"), str):
                 names.add(reference_name(item["reference"]))
-            elif isinstance(item.get("identifier"), dict):
+            elif reason and isinstance(item.get("identifier"), dict):
                 names.add(BY_IDENTIFIER_ONLY)
-            stack.extend(item.values())
+            stack.extend(
+                (value, reason or key in REASON_REFERENCES)
+                for key, value in item.items()
+            )
         elif isinstance(item, list):
-            stack.extend(item)
+            stack.extend((value, reason) for value in item)
     return names
 
 

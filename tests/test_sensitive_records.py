@@ -605,7 +605,8 @@ def test_a_code_outside_a_codeable_concept_counts(tmp_path):
 @pytest.mark.parametrize(
     ("label", "category"),
     [("HIV", "hiv"), ("ETH", "substance_use"), ("OPIOIDUD", "substance_use"),
-     ("GDIS", "genetic"), ("PSYTHPN", "psychotherapy")],
+     ("GDIS", "genetic"), ("PSYTHPN", "psychotherapy"),
+     ("42CFRPart2", "substance_use")],
 )  # fmt: skip
 def test_a_security_label_puts_a_record_in_its_category(tmp_path, label, category):
     routine = {"system": "http://snomed.info/sct", "code": "38341003"}
@@ -810,6 +811,12 @@ ROUTINE = Sensitivity.ROUTINE.value
         ({"system": ICD9_CM, "code": "042"}, "hiv"),
         ({"system": ICD9_CM, "code": "V08"}, "hiv"),
         ({"system": ICD9_CM, "code": "304.01"}, "substance_use"),
+        ({"system": ICD10_CM, "code": "\u041220"}, "hiv"),  # Cyrillic B
+        ({"system": ICD10_CM, "code": "ICD10CM:F11.20"}, "substance_use"),
+        ({"system": ICD10_CM, "code": "F11.20XXX"}, "substance_use"),
+        ({"system": ICD10, "code": "F1O.2"}, "substance_use"),
+        ({"system": ICD10_CM, "code": "Z20.6"}, "hiv"),
+        ({"system": ICD10_CM, "code": "Z15.01"}, "genetic"),
         ({"system": ICD10_CM, "code": "F17.210"}, ROUTINE),
         ({"system": ICD9_CM, "code": "305.1"}, ROUTINE),
     ],
@@ -817,6 +824,8 @@ ROUTINE = Sensitivity.ROUTINE.value
         "hiv-disease", "opioid-dependence", "asymptomatic-hiv-by-oid",
         "alcohol-icd-10-lower-case", "hiv-in-pregnancy", "cocaine-no-system",
         "icd-9-hiv", "icd-9-hiv-status", "icd-9-opioid-dependence",
+        "cyrillic-b", "prefixed", "padded", "letter-o-for-zero",
+        "hiv-exposure", "genetic-susceptibility",
         "nicotine-dependence", "icd-9-tobacco-use",
     ],
 )  # fmt: skip
@@ -830,6 +839,76 @@ def test_icd_coded_diagnoses_take_their_category(tmp_path, coding, category):
     assert Condition.objects.get().sensitivity == category
 
 
+def test_a_result_written_out_in_a_value_takes_its_category(tmp_path):
+    serology = _observation(
+        HIV_ID, _patient_url(),
+        code={"text": "Infectious serology"},
+        valueString="HIV-1/2 antibody: reactive",
+    )  # fmt: skip
+    del serology["valueQuantity"]
+    path, _ = _bundle_of(tmp_path, "value", serology)
+
+    call_command("import_fhir", str(path))
+
+    assert Observation.objects.get().sensitivity == "hiv"
+
+
+def test_an_icd_code_in_an_extension_counts(tmp_path):
+    condition = _condition(HIV_ID, _patient_url(), "0", "Chronic viral infection")
+    condition["code"] = {"text": "Chronic viral infection"}
+    condition["extension"] = [{"url": "http://example.org/dx", "valueCode": "B20"}]
+    path, _ = _bundle_of(tmp_path, "extension", condition)
+
+    call_command("import_fhir", str(path))
+
+    assert Condition.objects.get().sensitivity == "hiv"
+
+
+@pytest.mark.parametrize("where", ["patient", "bundle"])
+def test_a_label_on_the_patient_or_the_bundle_covers_every_record(tmp_path, where):
+    import json
+
+    label = {"security": [{"code": "HIV"}]}
+    condition = _condition(HIV_ID, _patient_url(), "38341003", "Hypertension")
+    path, _ = _bundle_of(tmp_path, "whole", condition)
+    bundle = json.loads(path.read_text())
+    if where == "patient":
+        bundle["entry"][0]["resource"]["meta"] = label
+    else:
+        bundle["meta"] = label
+    path.write_text(json.dumps(bundle))
+
+    call_command("import_fhir", str(path))
+
+    assert Condition.objects.get().sensitivity == "hiv"
+
+
+@pytest.mark.parametrize(
+    "pointing",
+    [
+        lambda url: {"extension": [{
+            "url": "http://hl7.org/fhir/StructureDefinition/condition-dueTo",
+            "valueReference": {"reference": url},
+        }]},
+        lambda url: {"stage": [{"assessment": [{"reference": url}]}]},
+    ],
+    ids=["due-to-extension", "stage-assessment"],
+)  # fmt: skip
+def test_a_condition_pointing_at_an_hiv_diagnosis_in_other_ways_is_withheld(
+    tmp_path, pointing
+):
+    hiv = _condition(HIV_ID, _patient_url(), "86406008", "HIV infection")
+    pneumonia = _condition(
+        "5f1e8a8e-1111-4c3b-9a55-000000000002", _patient_url(), "233604007",
+        "Pneumonia", **pointing(f"urn:uuid:{HIV_ID}"),
+    )  # fmt: skip
+    path, _ = _bundle_of(tmp_path, "pointing", hiv, pneumonia)
+
+    call_command("import_fhir", str(path))
+
+    assert {c.sensitivity for c in Condition.objects.all()} == {"hiv"}
+
+
 @pytest.mark.parametrize(
     "text, category",
     [
@@ -837,7 +916,22 @@ def test_icd_coded_diagnoses_take_their_category(tmp_path, coding, category):
         ("Human immunodeficiency virus antigen test", "hiv"),
         ("Opioid dependence, uncomplicated", "substance_use"),
         ("Alcohol use disorder, moderate", "substance_use"),
-        ("Accidental overdose", "substance_use"),
+        ("Accidental opioid overdose", "substance_use"),
+        ("AIDS", "hiv"),
+        ("HIV1 infection", "hiv"),
+        ("\u041d\u0406V infection", "hiv"),  # Cyrillic H and I
+        ("H\u200bIV infection", "hiv"),  # a zero-width space inside
+        ("Opiate addicted", "substance_use"),
+        ("Polysubstance abuse", "substance_use"),
+        ("Benzodiazepine dependence", "substance_use"),
+        ("Alkoholabh\u00e4ngigkeit", "substance_use"),
+        ("Methadone 10 MG Oral Tablet", "substance_use"),
+        ("Emtricitabine / Tenofovir", "hiv"),
+        ("BRCA1 pathogenic variant carrier", "genetic"),
+        ("Psychotherapy progress note", "psychotherapy"),
+        ("Nicotine addiction", ROUTINE),
+        ("Gambling addiction", ROUTINE),
+        ("Accidental insulin overdose", ROUTINE),
         ("Acquired immunodeficiency syndrome", "hiv"),
         ("Acquired immune deficiency syndrome", "hiv"),
         ("Infection par le VIH", "hiv"),
