@@ -16,10 +16,17 @@ def _patient_lookup():
 class AuditFilterForm(forms.Form):
     """Refuses filters it cannot apply, so a review never silently sees too much."""
 
+    # The patient the filter names, once it is valid: a review of one
+    # patient's accesses is itself an access to that patient's trail.
+    patient_ref: str | None = None
+
     def clean_patient_mrn(self):
         # Digits of another script are the same MRN, as in the patient search.
         mrn = digits_as_ascii(self.cleaned_data.get("patient_mrn") or "").strip()
-        if mrn and _patient_lookup()(mrn) is None:
+        if not mrn:
+            return mrn
+        self.patient_ref = _patient_lookup()(mrn)
+        if self.patient_ref is None:
             raise forms.ValidationError(
                 "No patient has this MRN: check each digit and their order."
             )

@@ -53,6 +53,7 @@ def audit_events(request):
         record_type="AuditEvent",
         fields=_filters_used(data),
         purpose="compliance review",
+        patient_ref=_reviewed_patient(event_filter),
     )
     # A link or bookmark with filters in its address shows the whole trail:
     # the reviewer is told, rather than left to think the trail was filtered.
@@ -113,6 +114,7 @@ def audit_export(request):
         record_type="AuditEvent",
         fields=_filters_used(request.POST),
         purpose="compliance review",
+        patient_ref=_reviewed_patient(event_filter),
         reason=f"{exported} of {total} event(s) exported as FHIR AuditEvent"
         f" (part {part} of {parts}"
         + ("" if up_to is None else f", events up to {up_to}")
@@ -179,6 +181,13 @@ def _export_end(given: str | None) -> tuple[int | None, str]:
         return None, refusal
     number = int(given)
     return (number, "") if 1 <= number <= newest else (None, refusal)
+
+
+def _reviewed_patient(event_filter) -> str:
+    """The patient whose trail a valid filter selects, if it names one."""
+    if not event_filter.is_bound or not event_filter.is_valid():
+        return ""
+    return str(event_filter.form.patient_ref or "")
 
 
 def _filters_used(data) -> list[str]:

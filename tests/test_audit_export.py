@@ -288,3 +288,22 @@ def test_the_last_day_there_is_can_be_a_filters_end(compliance_officer):
     export = client.post("/compliance/audit/export/", {"occurred_to": "9999-12-31"})
 
     assert screen.status_code == 200 and export.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "address, action",
+    [
+        ("/compliance/audit/", AuditAction.AUDIT_QUERY),
+        ("/compliance/audit/export/", AuditAction.AUDIT_EXPORT),
+    ],
+    ids=["screen", "export"],
+)
+def test_a_review_of_one_patients_trail_names_that_patient(
+    compliance_officer, marker_patient, address, action
+):
+    officer = verified_client(compliance_officer)
+
+    officer.post(address, {"patient_mrn": marker_patient.mrn})
+
+    review = AuditEvent.objects.get(action=action)
+    assert review.patient_ref == str(marker_patient.pk)
