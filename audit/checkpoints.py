@@ -133,21 +133,55 @@ def read_checkpoints(directory: Path | None = None) -> list[Checkpoint]:
     )
 
 
+def _document(path: Path) -> dict:
+    """The checkpoint's JSON object, or CheckpointInvalid saying what is wrong.
+
+    A damaged or hostile file (nested a million deep, a number JSON cannot
+    hold, a list) is reported as one, in words of its own, never a traceback.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CheckpointInvalid(
+            f"{path.name} cannot be read (it is not text)"
+        ) from None
+    except OSError as error:
+        reason = error.strerror or "the file system refused it"
+        raise CheckpointInvalid(f"{path.name} cannot be read ({reason})") from None
+    try:
+        document = json.loads(text)
+    except RecursionError:
+        raise CheckpointInvalid(
+            f"{path.name} cannot be read (it is nested too deep)"
+        ) from None
+    except ValueError:
+        raise CheckpointInvalid(
+            f"{path.name} cannot be read (it is not JSON)"
+        ) from None
+    if not isinstance(document, dict):
+        raise CheckpointInvalid(f"{path.name} cannot be read (it is not a JSON object)")
+    return document
+
+
 def _read(path: Path) -> Checkpoint:
     if not path.is_file():
         # A pipe or device would block the reader or never end.
         raise CheckpointInvalid(f"{path.name} is not a regular file")
-    try:
-        document = json.loads(path.read_text())
-        sequence = document["sequence"]
-        if not isinstance(sequence, int) or isinstance(sequence, bool):
-            raise TypeError("its event number is not a whole number")
-        chain_hash = str(document["chain_hash"])
-        signature = _signature(sequence, chain_hash, str(document["written_at"]))
-    except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
-        # A damaged or hostile file (nested a million deep, a number JSON
-        # cannot hold) is reported as one, never a traceback.
-        raise CheckpointInvalid(f"{path.name} cannot be read ({error})") from None
+    document = _document(path)
+    missing = [
+        field
+        for field in ("sequence", "chain_hash", "written_at")
+        if field not in document
+    ]
+    if missing:
+        raise CheckpointInvalid(f"{path.name} has no {', '.join(missing)}")
+    sequence = document["sequence"]
+    if not isinstance(sequence, int) or isinstance(sequence, bool):
+        raise CheckpointInvalid(
+            f"{path.name} cannot be read (its event number is not a whole number)"
+        )
+    chain_hash = str(document["chain_hash"])
+    signature = _signature(sequence, chain_hash, str(document["written_at"]))
 
     # As bytes: compare_digest refuses text that is not ASCII, and a damaged
     # file must be reported as one, not crash the verifier.

@@ -351,19 +351,26 @@ def test_a_checkpoint_whose_signature_is_not_ascii_is_reported(
 
 @pytest.mark.django_db(databases="__all__")
 @pytest.mark.parametrize(
-    "content",
+    "content, says",
     [
         *(
-            f'{{"sequence": {number}, "chain_hash": "x", "written_at": "x", '
-            '"signature": "x"}'
+            (
+                f'{{"sequence": {number}, "chain_hash": "x", "written_at": "x", '
+                '"signature": "x"}',
+                "cannot be read (its event number is not a whole number)",
+            )
             for number in ("Infinity", "1e400", "1.5")
         ),
-        "[" * 100_000,
+        ("[" * 100_000, "cannot be read (it is nested too deep)"),
+        ("[1, 2]", "cannot be read (it is not a JSON object)"),
+        ('{"sequence": 999', "cannot be read (it is not JSON)"),
+        ('{"sequence": 999}', "has no chain_hash, written_at"),
     ],
-    ids=["infinity", "overflow", "fraction", "nested"],
-)
+    ids=["infinity", "overflow", "fraction", "nested", "a-list", "cut-short",
+         "fields-missing"],
+)  # fmt: skip
 def test_a_damaged_checkpoint_file_is_named_not_a_traceback(
-    settings, tmp_path, content
+    settings, tmp_path, content, says
 ):
     from django.core.management import CommandError
 
@@ -374,7 +381,7 @@ def test_a_damaged_checkpoint_file_is_named_not_a_traceback(
     with pytest.raises(CommandError) as refused:
         call_command("verify_audit")
 
-    assert "checkpoint-000000000000999.json cannot be read" in str(refused.value)
+    assert f"checkpoint-000000000000999.json {says}" in str(refused.value)
 
 
 @pytest.mark.django_db(databases="__all__")
