@@ -19,7 +19,7 @@ from audit.fhir import EXPORT_LIMIT, audit_bundle
 from audit.filters import AuditEventFilter
 from audit.models import AuditAction, AuditEvent, AuditOutcome
 from audit.services import record_event
-from ehr_portal.digits import is_ascii_digits
+from ehr_portal.digits import digits_as_ascii, is_ascii_digits
 
 PAGE_SIZE = 50
 
@@ -156,11 +156,8 @@ def _export_part(given: str | None, parts: int) -> int | None:
     """The part asked for (1 when none is), or None for one the export lacks."""
     if given in (None, ""):
         return 1
-    try:
-        part = int(given)
-    except ValueError:
-        return None
-    return part if 1 <= part <= parts else None
+    part = _typed_number(given)
+    return part if part is not None and 1 <= part <= parts else None
 
 
 def _export_end(given: str | None) -> tuple[int | None, str]:
@@ -177,10 +174,20 @@ def _export_end(given: str | None) -> tuple[int | None, str]:
         f"'Up to event' must be the number of an event already in the trail, "
         f"from 1 to {newest}: keep the number of the export's first part."
     )
-    if not is_ascii_digits(given) or len(given) > 19:
+    number = _typed_number(given)
+    if number is None:
         return None, refusal
-    number = int(given)
     return (number, "") if 1 <= number <= newest else (None, refusal)
+
+
+def _typed_number(given: str) -> int | None:
+    """A whole number as typed: spaces around it and digits of any script
+    allowed, as in the rest of the portal; None for anything else, or one of
+    more digits than an event number can have."""
+    text = digits_as_ascii(given).strip()
+    if not is_ascii_digits(text) or len(text) > 19:
+        return None
+    return int(text)
 
 
 def _reviewed_patient(event_filter) -> str:
