@@ -2,10 +2,12 @@ from django import forms
 from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
 from django.core.exceptions import ValidationError
 
-from accounts.services import record_failed_password_sign_in
+from accounts.services import BACKUP_CODE_BYTES, record_failed_password_sign_in
 from ehr_portal.digits import digits_as_ascii, is_ascii_digits
 
 BACKUP_CODE_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz234567-")
+# Base32 letters in a backup code: eight for every five bytes.
+BACKUP_CODE_LETTERS = BACKUP_CODE_BYTES * 8 // 5
 
 
 class SignInForm(AuthenticationForm):
@@ -64,9 +66,11 @@ class OneTimeCodeForm(forms.Form):
 
     allow_backup_code = True
 
+    # No min_length: a short code gets the same plain message as any other
+    # that is not one, from clean_token, rather than Django's count of
+    # characters.
     token = forms.CharField(
         label="One-time code",
-        min_length=6,
         max_length=40,
         widget=forms.TextInput(
             attrs={
@@ -81,7 +85,14 @@ class OneTimeCodeForm(forms.Form):
         token = digits_as_ascii("".join(self.cleaned_data["token"].split()).casefold())
         if is_ascii_digits(token) and len(token) == 6:
             return token
-        if self.allow_backup_code and set(token) <= BACKUP_CODE_CHARACTERS:
+        # Only something shaped like a backup code is tried as one: six
+        # letters are no code at all, refused as such and not counted as a
+        # wrong code toward the lock.
+        if (
+            self.allow_backup_code
+            and set(token) <= BACKUP_CODE_CHARACTERS
+            and len(token.replace("-", "")) == BACKUP_CODE_LETTERS
+        ):
             return token
         raise forms.ValidationError("Enter the six digits shown by your authenticator.")
 

@@ -178,3 +178,19 @@ def test_characters_that_are_only_like_digits_are_refused_not_a_500(client, nurs
     assert response.status_code == 200
     assert "Enter the six digits" in response.content.decode()
     assert client.get("/patients/").status_code == 302
+
+
+@pytest.mark.parametrize("typed", ["abcdef", "12345", "ab12"])
+def test_what_is_no_code_at_all_is_refused_as_such_and_not_counted(
+    client, nurse, typed
+):
+    sign_in_with_password(client, "nurse.jones")
+
+    response = submit_code(client, typed)
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "Enter the six digits" in page and "Ensure this value" not in page
+    assert AuditAction.OTP_FAILED not in actions_for(nurse)
+    # Not a wrong code: the right one is taken at once, with no wait.
+    assert submit_code(client, current_code(nurse)).status_code == 302
