@@ -24,7 +24,12 @@ from accounts.services import (
     session_end_due,
 )
 from audit.models import AuditAction
-from ehr_portal.failure_pages import API_PREFIX, SESSION_GONE
+from ehr_portal.failure_pages import (
+    API_PREFIX,
+    SESSION_ENDED_KEY,
+    SESSION_GONE,
+    names_a_lost_session,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +105,7 @@ def _session_gone_unexplained(request) -> bool:
     # The browser names a session that no longer exists (ended by the sweep
     # of abandoned sessions, by an administrator, or long expired), and this
     # request did not end it itself, which says why on its own.
-    return settings.SESSION_COOKIE_NAME in request.COOKIES and not hasattr(
-        request, SESSION_END_ATTRIBUTE
-    )
+    return not hasattr(request, SESSION_END_ATTRIBUTE) and names_a_lost_session(request)
 
 
 class VerifiedSessionMiddleware:
@@ -127,6 +130,9 @@ class VerifiedSessionMiddleware:
                 return given_back
             if _session_gone_unexplained(request):
                 messages.info(request, SESSION_GONE)
+                # Said once: the next page a signed-out visitor opens is not
+                # told again.
+                request.session.pop(SESSION_ENDED_KEY, None)
             return redirect(
                 f"{reverse('accounts:login')}?next={quote(_return_to(request))}"
             )

@@ -32,6 +32,7 @@ from audit.models import AuditAction, AuditOutcome
 from audit.services import record_event
 from ehr_portal import request_context
 from ehr_portal.digits import is_ascii_digits
+from ehr_portal.failure_pages import SESSION_ENDED_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ def start_session_clock(request) -> None:
     """
     request.session.pop(django_otp.DEVICE_ID_SESSION_KEY, None)
     request.session.pop(OTP_AT_SESSION_KEY, None)
+    request.session.pop(SESSION_ENDED_KEY, None)
     user = getattr(request, "user", None)
     if user is not None and hasattr(user, "otp_device"):
         user.otp_device = None
@@ -118,6 +120,9 @@ def end_session(request, action: AuditAction | None) -> None:
             action = None
     setattr(request, SESSION_END_ATTRIBUTE, action)
     logout(request)
+    # The fresh session says this browser's session ended, so that another
+    # tab still open on it is told so, not that it never signed in.
+    request.session[SESSION_ENDED_KEY] = True
 
 
 def session_end_due(session, now: datetime.datetime) -> AuditAction | None:

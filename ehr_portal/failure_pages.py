@@ -44,6 +44,27 @@ def stopped_response(
     return render(request, template, values, status=status)
 
 
+# Kept in the fresh session a sign-out leaves behind: this browser's session
+# ended, as opposed to one that never signed in.
+SESSION_ENDED_KEY = "_portal_session_ended"
+
+
+def names_a_lost_session(request) -> bool:
+    """True when the browser's session cookie names a session that has ended.
+
+    Either it is gone (ended by the sweep of abandoned sessions, by an
+    administrator, or long expired), or it is the one a sign-out left, in
+    this tab or another. Not for a live session that never signed in (the
+    sign-in page starts one): that visitor has had no session end.
+    """
+    sent = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
+    if not sent:
+        return False
+    # Loading drops a key that names no live session (deleted or expired).
+    ended = request.session.get(SESSION_ENDED_KEY, False)
+    return ended or request.session.session_key != sent
+
+
 def api_exception_handler(exc, context):
     """DRF's error answers, each naming its request id beside its detail.
 
@@ -57,7 +78,7 @@ def api_exception_handler(exc, context):
             # The session ended with this request (idle, or its 12 hours):
             # say so, rather than that no credentials came with it.
             response.data["detail"] = reason
-        elif request is not None and settings.SESSION_COOKIE_NAME in request.COOKIES:
+        elif request is not None and names_a_lost_session(request):
             # A session cookie came, for a session that is gone: signed out
             # in another tab, ended by an administrator, or long expired.
             response.data["detail"] = SESSION_GONE

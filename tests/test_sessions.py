@@ -573,6 +573,19 @@ def test_the_api_says_a_session_signed_out_elsewhere_has_ended(nurse, marker_pat
     )
 
 
+def test_a_visitor_who_never_signed_in_is_not_told_a_session_ended(marker_patient):
+    visitor = Client()
+    visitor.get("/accounts/login/")  # the sign-in page starts a session
+    assert "sessionid" in visitor.cookies
+
+    api = visitor.get(f"/api/v1/patients/{marker_patient.pk}/")
+    page = visitor.get("/patients/", follow=True)
+
+    assert api.status_code == 403
+    assert "session has ended" not in api.json()["detail"]
+    assert "session has ended" not in page.content.decode()
+
+
 def test_a_session_ended_by_several_requests_at_once_is_recorded_once(
     nurse, monkeypatch
 ):
