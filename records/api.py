@@ -152,7 +152,12 @@ def _section_page(request, patient_id, section: str):
         record_type=chart_section.record_type,
         fields=chart_section.fields,
     )
-    serializer = record_serializer_for(chart_section)(page, many=True)
+    # A note reads back as it was written (its title, not the model's
+    # "description"): the list and the reply to a POST agree.
+    serializer_class = (
+        NoteSerializer if section == "notes" else record_serializer_for(chart_section)
+    )
+    serializer = serializer_class(page, many=True)
     response = paginator.get_paginated_response(serializer.data)
     response.data["withheld"] = chart_section.withheld_count(chart)
     return response

@@ -254,7 +254,7 @@ def test_the_notes_section_reads_through_the_api_like_any_other(
     add_to_care_team(physician, marker_patient)
     client = verified_client(physician)
     notes_url = f"/api/v1/patients/{marker_patient.pk}/notes/"
-    client.post(
+    written = client.post(
         notes_url,
         {"kind": "progress", "title": "Ward round", "body": "Walking unaided."},
         content_type="application/json",
@@ -265,7 +265,8 @@ def test_the_notes_section_reads_through_the_api_like_any_other(
 
     assert page.status_code == 200
     [note] = page.json()["results"]
-    assert (note["description"], note["body"]) == ("Ward round", "Walking unaided.")
+    assert (note["title"], note["body"]) == ("Ward round", "Walking unaided.")
+    assert note == written.json(), "a note reads back as the POST answered it"
     viewed = AuditEvent.objects.filter(action=AuditAction.VIEWED).last()
     assert (viewed.actor_id, viewed.record_type) == (physician.pk, "ClinicalNote")
     assert off_team.status_code == 403
