@@ -13,5 +13,5 @@ class AuditConfig(AppConfig):
     def ready(self):
         from audit import checks  # noqa: F401 (registers the audit checks)
 
-        if not settings.CELERY_BROKER_URL:
+        if settings.CELERY_TASK_ALWAYS_EAGER:
             logger.info("CELERY_BROKER_URL is not set: background tasks run in-process")

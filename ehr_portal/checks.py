@@ -40,7 +40,8 @@ def database_errors(databases: dict) -> list[Error]:
 
 def _broker_errors() -> list[Error]:
     broker = urlparse(settings.CELERY_BROKER_URL or "")
-    if not broker.scheme or _is_loopback(broker.hostname):
+    # "memory" is the in-process stand-in used when no broker is set.
+    if broker.scheme in ("", "memory") or _is_loopback(broker.hostname):
         return []
     if broker.scheme != "rediss":
         return [

@@ -441,8 +441,12 @@ if not DEVELOPMENT:
 
 # Celery: JSON only (a pickled message could run code in the worker). Without
 # a broker the tasks run in-process, and the audit app says so once at start.
-CELERY_BROKER_URL = env.read("CELERY_BROKER_URL") or ""
-CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+# Unset, tasks run in-process. Celery still takes a connection from its pool
+# for an eager task: with no address, kombu warned on every one that it fell
+# back to localhost; the in-memory transport says what happens (nothing
+# leaves the process).
+CELERY_TASK_ALWAYS_EAGER = not env.read("CELERY_BROKER_URL")
+CELERY_BROKER_URL = env.read("CELERY_BROKER_URL") or "memory://localhost/"
 CELERY_TASK_EAGER_PROPAGATES = False
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"

@@ -67,6 +67,26 @@ def test_break_the_glass_opens_the_chart_with_a_banner_and_alerts_compliance(
     assert "https://ehr.hospital.test/compliance/break-glass/" in mail.outbox[0].body
 
 
+def test_an_alert_sent_in_process_leaves_no_broker_warning(
+    nurse,
+    compliance_officer,
+    marker_patient,
+    django_capture_on_commit_callbacks,
+    caplog,
+):
+    compliance_officer.email = "privacy@hospital.test"
+    compliance_officer.save()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        _request(
+            verified_client(nurse), marker_patient, one_time_code=current_code(nurse)
+        )
+
+    assert len(mail.outbox) == 1
+    # Tasks run in-process here: no broker is missing, and none is named.
+    assert "No hostname was supplied" not in caplog.text
+
+
 def test_access_lasts_sixty_minutes(nurse, marker_patient):
     client = verified_client(nurse)
     _request(client, marker_patient, one_time_code=current_code(nurse))
