@@ -9,6 +9,26 @@ from records.models import BreakGlassReason, BreakGlassReview, NoteKind
 NAME_MAX = 100
 
 
+def checked_mrn(typed: str) -> str:
+    """The MRN typed, as stored, or a ValidationError saying what is wrong.
+
+    A keyboard set to another script types its own digits for the same MRN;
+    look-alikes (superscripts, circled digits) are left as typed, and refused
+    as not an MRN. A mistyped MRN must not reach a lookup: the check digit
+    stops it here.
+    """
+    value = mrn_rules.normalise(digits_as_ascii(typed).strip())
+    if mrn_rules.is_valid(value):
+        return value
+    if value.isascii() and value.isdigit() and len(value) != mrn_rules.LENGTH:
+        raise forms.ValidationError(
+            f"An MRN has {mrn_rules.LENGTH} digits; this has {len(value)}."
+        )
+    raise forms.ValidationError(
+        "This is not a valid MRN: check each digit and their order."
+    )
+
+
 class PatientSearchForm(forms.Form):
     """Exact-match search; sent by POST so nothing typed here lands in a URL."""
 
@@ -26,16 +46,8 @@ class PatientSearchForm(forms.Form):
     )
 
     def clean_mrn(self):
-        # A keyboard set to another script types its own digits for the same
-        # MRN; look-alikes (superscripts, circled digits) are left as typed,
-        # and refused below as not an MRN.
-        value = digits_as_ascii(self.cleaned_data["mrn"]).strip()
-        # A mistyped MRN must not reach a lookup: the check digit stops it here.
-        if value and not mrn_rules.is_valid(value):
-            raise forms.ValidationError(
-                "This is not a valid MRN: check each digit and their order."
-            )
-        return mrn_rules.normalise(value)
+        typed = self.cleaned_data["mrn"]
+        return checked_mrn(typed) if typed.strip() else ""
 
     def clean(self):
         cleaned = super().clean()
@@ -149,10 +161,4 @@ class PatientLookupForm(forms.Form):
     mrn = forms.CharField(label="MRN", max_length=12)
 
     def clean_mrn(self):
-        # Digits of another script are the same MRN, as in the patient search.
-        value = digits_as_ascii(self.cleaned_data["mrn"])
-        if not mrn_rules.is_valid(value):
-            raise forms.ValidationError(
-                "This is not a valid MRN: check each digit and their order."
-            )
-        return mrn_rules.normalise(value)
+        return checked_mrn(self.cleaned_data["mrn"])

@@ -203,3 +203,11 @@ def test_compliance_screens_read_an_mrn_in_another_scripts_digits(
 
     assert "not a valid MRN" not in body and "No patient has this MRN" not in body
     assert physician.username in body and "No events match" not in body
+
+
+@pytest.mark.parametrize("typed, count", [("12", 2), ("1234-567", 7), ("123456789", 9)])
+def test_an_mrn_of_the_wrong_length_is_said_to_be_so(search, typed, count):
+    page = search(mrn=typed).content.decode()
+
+    assert f"An MRN has 8 digits; this has {count}." in page
+    assert 'role="alert"' in page
