@@ -678,3 +678,16 @@ def test_a_section_page_that_does_not_exist_shows_the_nearest_one(
 
     assert response.status_code == 200
     assert f"Page {shown} of 2" in response.content.decode()
+
+
+def test_a_chart_page_has_one_main_heading_and_a_way_past_the_menu(
+    physician, marker_patient
+):
+    add_to_care_team(physician, marker_patient)
+
+    page = verified_client(physician).get(f"/patients/{marker_patient.pk}/").content
+    page = page.decode()
+
+    headings = re.findall(r"<h1[^>]*>(.*?)</h1>", page, re.S)
+    assert len(headings) == 1 and marker_patient.family_name in headings[0]
+    assert '<a class="skip-link" href="#main">' in page and 'id="main"' in page
