@@ -104,3 +104,37 @@ def test_a_chart_cannot_be_framed_by_another_site(live_server, browser, tmp_path
     frame = page.frame_locator("#chart")
     assert frame.locator("h2").count() == 0
     assert blocked, "the browser should report the refused frame"
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_pages_do_not_scroll_sideways(live_server, browser, marker_patient, width):
+    from audit.models import AuditAction, AuditOutcome
+    from audit.services import record_event
+
+    physician = make_user("dr.layout", Role.PHYSICIAN)
+    officer = make_user("compliance.layout", Role.COMPLIANCE_OFFICER)
+    add_to_care_team(physician, marker_patient)
+    for _ in range(3):
+        record_event(
+            actor=physician, action=AuditAction.VIEWED,
+            outcome=AuditOutcome.SUCCESS, patient_ref=marker_patient.pk,
+            record_type="ChartSummary", fields=("mrn", "given_name", "family_name"),
+            reason="care team member (attending physician)",
+        )  # fmt: skip
+    chart = f"/patients/{marker_patient.pk}"
+    visits = {
+        physician: [f"{chart}/", f"{chart}/labs/"],
+        officer: ["/compliance/audit/"],
+    }
+
+    for user, paths in visits.items():
+        context = browser.new_context(viewport={"width": width, "height": 900})
+        page = context.new_page()
+        _sign_in(page, live_server.url, user)
+        for path in paths:
+            page.goto(f"{live_server.url}{path}")
+            overflow = page.evaluate(
+                "document.documentElement.scrollWidth - window.innerWidth"
+            )
+            assert overflow <= 0, f"{path} at {width} px is {overflow} px too wide"
+        context.close()
