@@ -1,8 +1,11 @@
-"""Which clinical codes fall in a sensitive category.
+"""Which clinical records fall in a sensitive category.
 
-The sets are deliberately short and explicit: each code is one a reviewer can
-look up. A record matching none is routine. Psychotherapy is a kind of note,
-not a code, so it is set where the note is written.
+By their codes (short, explicit lists, each code one a reviewer can look up,
+and ICD categories), by the words of their texts, by the security labels a
+sender put on them, and by the records they name as their reason. A record
+matching none is routine. The lists cannot be complete: where they err, they
+are meant to withhold too much rather than show too much. A note written in
+the portal takes its category from its kind, where it is written.
 """
 
 import re
@@ -164,8 +167,8 @@ def sensitivities_of_bundle(
 def _categories_in(resource: dict) -> set[Sensitivity]:
     """The categories named anywhere in a resource: by each Coding's code,
     wherever it sits (a CodeableConcept, an extension's valueCoding or
-    valueCode, a bare Coding field), by the words of its texts and displays,
-    and by its security labels."""
+    valueCode, a bare Coding field), by the words of any text in it, and by
+    its security labels."""
     found: set[Sensitivity] = set()
     stack = [resource]
     while stack:
