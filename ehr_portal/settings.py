@@ -441,10 +441,9 @@ if not DEVELOPMENT:
 
 # Celery: JSON only (a pickled message could run code in the worker). Without
 # a broker the tasks run in-process, and the audit app says so once at start.
-# Unset, tasks run in-process. Celery still takes a connection from its pool
-# for an eager task: with no address, kombu warned on every one that it fell
-# back to localhost; the in-memory transport says what happens (nothing
-# leaves the process).
+# Celery still takes a connection from its pool for an in-process task: with
+# no address kombu warned on each one that it fell back to localhost, so the
+# in-memory transport is named (nothing leaves the process).
 CELERY_TASK_ALWAYS_EAGER = not env.read("CELERY_BROKER_URL")
 CELERY_BROKER_URL = env.read("CELERY_BROKER_URL") or "memory://localhost/"
 CELERY_TASK_EAGER_PROPAGATES = False
