@@ -280,9 +280,10 @@ _SENSITIVE_WORDS: tuple[tuple[re.Pattern, Sensitivity], ...] = (
     (
         re.compile(
             rf"\b(?:{_SUBSTANCES})s?\W+(?:\w+\W+)?(?:use disorder|abuse|dependen"
-            r"|misuse|addict|withdrawal|overdose|detox|intoxication|treatment)"
+            r"|misuse|addict|withdrawal|overdose|detox|intoxication)"
             rf"|\b(?:{_SUBSTANCES})(?:abh[aä]ngig|sucht|missbrauch)"
             r"|\balcoholism|\bdetoxification|\b(?:opioid|opiate) treatment"
+            r"|\bsubstance use\b"
             # Medicines given for substance-use disorders.
             r"|\b(?:methadone|buprenorphine|naltrexone|disulfiram|acamprosate"
             r"|lofexidine)"

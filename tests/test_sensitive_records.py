@@ -929,6 +929,8 @@ def test_a_condition_pointing_at_an_hiv_diagnosis_in_other_ways_is_withheld(
         ("Emtricitabine / Tenofovir", "hiv"),
         ("BRCA1 pathogenic variant carrier", "genetic"),
         ("Psychotherapy progress note", "psychotherapy"),
+        ("Substance use assessment", "substance_use"),
+        ("Drug treatment started for hypertension", ROUTINE),
         ("Nicotine addiction", ROUTINE),
         ("Gambling addiction", ROUTINE),
         ("Accidental insulin overdose", ROUTINE),
