@@ -138,3 +138,21 @@ def test_pages_do_not_scroll_sideways(live_server, browser, marker_patient, widt
             )
             assert overflow <= 0, f"{path} at {width} px is {overflow} px too wide"
         context.close()
+
+
+def test_a_form_sent_back_with_an_error_puts_the_keyboard_on_it(
+    live_server, browser, marker_patient
+):
+    physician = make_user("dr.focus", Role.PHYSICIAN)
+    page = browser.new_context().new_page()
+    violations = _record_violations(page)
+    _sign_in(page, live_server.url, physician)
+
+    page.goto(f"{live_server.url}/patients/")
+    page.fill("#id_mrn", "12")
+    page.click("button:has-text('Search')")
+    page.wait_for_load_state("networkidle")
+
+    assert page.evaluate("document.activeElement.id") == "id_mrn"
+    assert "An MRN has 8 digits" in page.content()
+    assert violations == []
