@@ -108,20 +108,25 @@ def request_access(
         )  # fmt: skip
         raise PermissionDenied(decision.reason)
 
+    # Every mistake in the form is named at once (one refusal, one event):
+    # in an emergency, each round trip to learn the next one costs time.
+    mistakes = []
     if reason not in BreakGlassReason.values:
-        _refuse(clinician, patient.pk, "no reason category chosen")
+        mistakes.append("no reason category chosen")
     justification = _visible(justification).strip()
     if _readable_length(justification) < MINIMUM_JUSTIFICATION or not _has_words(
         justification
     ):
-        _refuse(clinician, patient.pk, "justification shorter than 20 characters")
+        mistakes.append("justification shorter than 20 characters")
     if len(justification) > MAXIMUM_JUSTIFICATION:
-        _refuse(clinician, patient.pk, "justification longer than 2000 characters")
+        mistakes.append("justification longer than 2000 characters")
     one_time_code = one_time_code.strip()
     if not (len(one_time_code) == 6 and is_ascii_digits(one_time_code)):
         # Not a code at all (a typo, look-alike digits): said so, and not
         # counted toward the lock, as at sign-in.
-        _refuse(clinician, patient.pk, "enter the six digits your app shows")
+        mistakes.append("enter the six digits your app shows")
+    if mistakes:
+        _refuse(clinician, patient.pk, "; ".join(mistakes))
     # A fresh code proves the person at the keyboard is the signed-in user,
     # not someone at a workstation left unlocked.
     if not verify_second_factor(request, one_time_code, step_up=True):

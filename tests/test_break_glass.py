@@ -753,3 +753,19 @@ def test_an_emergency_request_with_a_nul_character_is_refused_and_recorded(
     refused = AuditEvent.objects.get(action=AuditAction.BREAK_GLASS_REFUSED)
     assert refused.reason == "request held characters that are not allowed"
     assert refused.patient_ref == str(marker_patient.pk)
+
+
+def test_every_mistake_in_an_emergency_request_is_named_at_once(nurse, marker_patient):
+    response = _request(
+        verified_client(nurse), marker_patient,
+        reason="", justification="Need it", one_time_code="abc",
+    )  # fmt: skip
+
+    both = (
+        "no reason category chosen; justification shorter than 20 characters; "
+        "enter the six digits your app shows"
+    )
+    assert f"Emergency access refused: {both}." in response.content.decode()
+    refused = AuditEvent.objects.get(action=AuditAction.BREAK_GLASS_REFUSED)
+    assert refused.reason == both
+    assert not AuditEvent.objects.filter(action=AuditAction.OTP_FAILED).exists()
