@@ -122,16 +122,17 @@ def sensitivities_of_bundle(
     whole record is sensitive: every resource takes their categories.
     """
     stored = stored or {}
+    named = [references_in(resource) for _names, resource in resources]
     # A record takes its own stored category too: an edited copy of a
     # sensitive record imported before must not carry "routine" onwards.
     found = [
         _categories_in(resource)
         | {
             Sensitivity(stored[name])
-            for name in names | references_in(resource)
+            for name in names | reasons
             if stored.get(name, Sensitivity.ROUTINE.value) != Sensitivity.ROUTINE
         }
-        for names, resource in resources
+        for (names, resource), reasons in zip(resources, named, strict=True)
     ]
     # A name two entries share may mean either: it carries both categories.
     positions_of: dict[str, set[int]] = {}
@@ -139,8 +140,8 @@ def sensitivities_of_bundle(
         for name in names:
             positions_of.setdefault(name, set()).add(position)
     targets = [
-        set().union(*(positions_of.get(name, ()) for name in references_in(resource)))
-        for _names, resource in resources
+        set().union(*(positions_of.get(name, ()) for name in reasons))
+        for reasons in named
     ]
 
     # Each round carries categories one reference further; a chain is never
@@ -179,14 +180,29 @@ def _categories_in(resource: dict) -> set[Sensitivity]:
                 code = item.get(key)
                 if isinstance(code, str | int) and not isinstance(code, bool):
                     found |= _categories_of_code(str(code), system)
-            stack.extend(item.values())
+            for key, value in item.items():
+                if isinstance(value, str):
+                    # Any text: a display, a note, a value written out
+                    # ("HIV-1/2 antibody: reactive"); not the fields FHIR
+                    # keeps for addresses, ids and times, which hold none.
+                    if key not in _NOT_PROSE and not key.endswith(_TIME_FIELDS):
+                        found |= _named_in_words(value)
+                else:
+                    stack.append(value)
         elif isinstance(item, list):
             stack.extend(item)
         elif isinstance(item, str):
-            # Any text: a display, a note, a value written out ("HIV-1/2
-            # antibody: reactive").
             found |= _named_in_words(item)
     return found | labelled_categories(resource)
+
+
+# Fields whose text is an address, an id, a token or a time, never words.
+_NOT_PROSE = frozenset({
+    "system", "url", "reference", "fullUrl", "id", "resourceType", "status",
+    "use", "version", "gender", "language", "start", "end", "issued",
+    "authoredOn", "recorded", "lastUpdated",
+})  # fmt: skip
+_TIME_FIELDS = ("DateTime", "Date", "Instant")
 
 
 def _categories_of_code(code: str, system) -> set[Sensitivity]:
@@ -303,23 +319,33 @@ _SENSITIVE_WORDS: tuple[tuple[re.Pattern, Sensitivity], ...] = (
         Sensitivity.PSYCHOTHERAPY,
     ),
 )
+# One search for any of them first: most text names none.
+_ANY_SENSITIVE_WORD = re.compile(
+    "|".join(f"(?:{pattern.pattern})" for pattern, _category in _SENSITIVE_WORDS)
+)
 # Cased: "AIDS", not "hearing aids".
 _AIDS = re.compile(r"\bAIDS\b")
+
+
+_GROUP_SEPARATORS = re.compile(r"[^\w.]+|_")
 
 
 def _icd_categories(code: str, system) -> set[Sensitivity]:
     # Letters and digits of any script, in groups: "f11.20", "Ｆ１１",
     # "ICD10CM:F11.20" (a prefix before the code), a Cyrillic "В20".
-    letters = unicodedata.normalize("NFKC", code).translate(_LOOK_ALIKES).upper()
-    groups = [
-        "".join(
-            str(unicodedata.digit(character))
-            if unicodedata.digit(character, None) is not None
-            else character
-            for character in group
-        )
-        for group in re.split(r"[^\w.]+|_", letters)
-    ]
+    if code.isascii():
+        groups = _GROUP_SEPARATORS.split(code.upper())
+    else:
+        letters = unicodedata.normalize("NFKC", code).translate(_LOOK_ALIKES).upper()
+        groups = [
+            "".join(
+                str(unicodedata.digit(character))
+                if unicodedata.digit(character, None) is not None
+                else character
+                for character in group
+            )
+            for group in _GROUP_SEPARATORS.split(letters)
+        ]
     icd9 = isinstance(system, str) and any(
         name in system.lower() for name in _ICD9_SYSTEMS
     )
@@ -350,16 +376,23 @@ def _icd_categories(code: str, system) -> set[Sensitivity]:
 def _named_in_words(text: str) -> set[Sensitivity]:
     # As the clinician would read it: without the invisible characters a
     # browser does not draw, and with look-alike letters as Latin ones.
-    shown = "".join(
-        character
-        for character in unicodedata.normalize("NFKC", text)
-        if unicodedata.category(character) != "Cf"
-    ).translate(_LOOK_ALIKES)
-    folded = shown.casefold()
-    found = {
-        category for pattern, category in _SENSITIVE_WORDS if pattern.search(folded)
-    }
-    if _AIDS.search(shown):
+    # Most text is plain ASCII, which has neither: it is read as it is, as
+    # every string of every record of a bundle comes through here.
+    if text.isascii():
+        shown, folded = text, text.lower()
+    else:
+        shown = "".join(
+            character
+            for character in unicodedata.normalize("NFKC", text)
+            if unicodedata.category(character) != "Cf"
+        ).translate(_LOOK_ALIKES)
+        folded = shown.casefold()
+    found = set()
+    if _ANY_SENSITIVE_WORD.search(folded):
+        found = {
+            category for pattern, category in _SENSITIVE_WORDS if pattern.search(folded)
+        }
+    if "AIDS" in shown and _AIDS.search(shown):
         found.add(Sensitivity.HIV)
     return found
 
