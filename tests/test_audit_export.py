@@ -11,6 +11,18 @@ from tests.conftest import add_to_care_team, verified_client
 pytestmark = pytest.mark.django_db(databases="__all__")
 
 
+def _write_views(count: int) -> None:
+    """``count`` chart views by a system actor, numbered in their reason."""
+    from audit.models import AuditOutcome
+    from audit.services import record_event
+
+    for number in range(count):
+        record_event(
+            actor="system:test", action=AuditAction.VIEWED,
+            outcome=AuditOutcome.SUCCESS, reason=f"event {number}",
+        )  # fmt: skip
+
+
 @pytest.fixture
 def opened_and_refused(physician, nurse, marker_patient):
     add_to_care_team(physician, marker_patient)
@@ -136,15 +148,9 @@ def test_a_trail_longer_than_one_export_is_exported_in_parts(
     compliance_officer, monkeypatch
 ):
     from audit import views
-    from audit.models import AuditOutcome
-    from audit.services import record_event
 
     monkeypatch.setattr(views, "EXPORT_LIMIT", 2)
-    for number in range(5):
-        record_event(
-            actor="system:test", action=AuditAction.VIEWED,
-            outcome=AuditOutcome.SUCCESS, reason=f"event {number}",
-        )  # fmt: skip
+    _write_views(5)
     client = verified_client(compliance_officer)
 
     screen = client.post("/compliance/audit/", {}).content.decode()
@@ -176,18 +182,9 @@ def test_parts_of_one_export_stay_apart_while_the_trail_grows(
     import re
 
     from audit import views
-    from audit.models import AuditOutcome
-    from audit.services import record_event
-
-    def write(count):
-        for number in range(count):
-            record_event(
-                actor="system:test", action=AuditAction.VIEWED,
-                outcome=AuditOutcome.SUCCESS, reason=f"event {number}",
-            )  # fmt: skip
 
     monkeypatch.setattr(views, "EXPORT_LIMIT", 3)
-    write(5)
+    _write_views(5)
     client = verified_client(compliance_officer)
     screen = client.post("/compliance/audit/", {"action": "VIEWED"}).content.decode()
     up_to = re.search(r'name="up_to"[^>]* value="(\d+)"', screen).group(1)
@@ -195,7 +192,7 @@ def test_parts_of_one_export_stay_apart_while_the_trail_grows(
     first = client.post(
         "/compliance/audit/export/", {"action": "VIEWED", "up_to": up_to, "part": "1"}
     )
-    write(2)  # clinicians keep working between the two downloads
+    _write_views(2)  # clinicians keep working between the two downloads
     second = client.post(
         "/compliance/audit/export/", {"action": "VIEWED", "up_to": up_to, "part": "2"}
     )
@@ -214,14 +211,7 @@ def test_parts_of_one_export_stay_apart_while_the_trail_grows(
 
 
 def test_the_screen_counts_what_its_export_holds(compliance_officer):
-    from audit.models import AuditOutcome
-    from audit.services import record_event
-
-    for number in range(3):
-        record_event(
-            actor="system:test", action=AuditAction.VIEWED,
-            outcome=AuditOutcome.SUCCESS, reason=f"event {number}",
-        )  # fmt: skip
+    _write_views(3)
     client = verified_client(compliance_officer)
 
     screen = client.post("/compliance/audit/", {})
@@ -310,14 +300,7 @@ def test_a_review_of_one_patients_trail_names_that_patient(
 
 
 def test_an_export_number_is_read_as_typed_elsewhere(compliance_officer):
-    from audit.models import AuditOutcome
-    from audit.services import record_event
-
-    for number in range(3):
-        record_event(
-            actor="system:test", action=AuditAction.VIEWED,
-            outcome=AuditOutcome.SUCCESS, reason=f"event {number}",
-        )  # fmt: skip
+    _write_views(3)
     client = verified_client(compliance_officer)
 
     typed = client.post(
