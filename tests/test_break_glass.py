@@ -20,6 +20,17 @@ pytestmark = pytest.mark.django_db(databases="__all__")
 JUSTIFICATION = "Unresponsive in the emergency department, no relatives present"
 
 
+def _another_patient(family_name: str):
+    """A second patient, on no one's care team."""
+    from records.models import PatientSource
+    from records.services import register_patient
+
+    return register_patient(
+        given_name="Another", family_name=family_name,
+        birth_date=datetime.date(1980, 5, 5), source=PatientSource.DEMO,
+    )  # fmt: skip
+
+
 def _request(client, patient, **overrides):
     form = {"reason": "emergency", "justification": JUSTIFICATION, "one_time_code": ""}
     form.update(overrides)
@@ -133,13 +144,7 @@ def test_the_queue_gives_the_end_of_access_with_its_date_in_utc(
 
 
 def test_access_covers_that_patient_only(nurse, marker_patient):
-    from records.models import PatientSource
-    from records.services import register_patient
-
-    other = register_patient(
-        given_name="Another", family_name="Patientmarker",
-        birth_date=datetime.date(1980, 5, 5), source=PatientSource.DEMO,
-    )  # fmt: skip
+    other = _another_patient("Patientmarker")
     client = verified_client(nurse)
     _request(client, marker_patient, one_time_code=current_code(nurse))
 
@@ -298,13 +303,7 @@ class _FormFields(HTMLParser):
 def test_each_queue_row_has_review_fields_of_its_own_with_labels(
     nurse, physician, compliance_officer, marker_patient
 ):
-    from records.models import PatientSource
-    from records.services import register_patient
-
-    other = register_patient(
-        given_name="Rowgiven", family_name="Rowfamily",
-        birth_date=datetime.date(1975, 4, 6), source=PatientSource.DEMO,
-    )  # fmt: skip
+    other = _another_patient("Rowfamily")
     _request(verified_client(nurse), marker_patient, one_time_code=current_code(nurse))
     _request(verified_client(physician), other, one_time_code=current_code(physician))
 
@@ -709,13 +708,7 @@ def test_a_right_code_too_soon_after_a_wrong_one_says_to_wait(nurse, marker_pati
 def test_the_queue_records_the_identity_fields_each_row_shows(
     nurse, physician, compliance_officer, marker_patient
 ):
-    from records.models import PatientSource
-    from records.services import register_patient
-
-    other = register_patient(
-        given_name="Queuegiven", family_name="Queuefamily",
-        birth_date=datetime.date(1980, 2, 3), source=PatientSource.DEMO,
-    )  # fmt: skip
+    other = _another_patient("Queuefamily")
     _request(verified_client(nurse), marker_patient, one_time_code=current_code(nurse))
     reviewer = verified_client(compliance_officer)
     reviewer.post(
