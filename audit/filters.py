@@ -84,7 +84,8 @@ class AuditEventFilter(django_filters.FilterSet):
         )
 
     def filter_patient(self, queryset, name, value):
-        patient_ref = _patient_lookup()(value)
+        # The form looked the patient up when it checked the MRN.
+        patient_ref = self.form.patient_ref
         if patient_ref is None:
             return queryset.none()
         return queryset.filter(patient_ref=patient_ref)
