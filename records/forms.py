@@ -2,7 +2,7 @@ import datetime
 
 from django import forms
 
-from ehr_portal.digits import digits_as_ascii
+from ehr_portal.digits import digits_as_ascii, is_ascii_digits
 from records import mrn as mrn_rules
 from records.models import BreakGlassReason, BreakGlassReview, NoteKind
 
@@ -20,7 +20,7 @@ def checked_mrn(typed: str) -> str:
     value = mrn_rules.normalise(digits_as_ascii(typed).strip())
     if mrn_rules.is_valid(value):
         return value
-    if value.isascii() and value.isdigit() and len(value) != mrn_rules.LENGTH:
+    if is_ascii_digits(value) and len(value) != mrn_rules.LENGTH:
         raise forms.ValidationError(
             f"An MRN has {mrn_rules.LENGTH} digits; this has {len(value)}."
         )
