@@ -13,7 +13,6 @@ import unicodedata
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import Http404
 from django.utils import timezone
 
 from accounts.models import Refusal
@@ -23,6 +22,7 @@ from audit.models import AuditAction, AuditOutcome
 from audit.services import record_event, record_events
 from ehr_portal.digits import is_ascii_digits
 from ehr_portal.logging import error_kind
+from records import services
 from records.access import ChartAction, Purpose, decide
 from records.models import BreakGlassAccess, BreakGlassReason, BreakGlassReview, Patient
 
@@ -66,15 +66,11 @@ def refuse_unknown_patient(clinician, patient_id) -> None:
     A request form for nobody's chart is not found, as that chart's address
     is: it tells the clinician no more than the chart already does.
     """
-    if Patient.objects.filter(pk=patient_id).exists():
-        return
-    record_event(
-        actor=clinician, action=AuditAction.ACCESS_DENIED,
-        outcome=AuditOutcome.DENIED, patient_ref=str(patient_id),
-        record_type="BreakGlassAccess", purpose=Purpose.EMERGENCY,
-        reason="unknown patient",
-    )  # fmt: skip
-    raise Http404("No such patient")
+    if not Patient.objects.filter(pk=patient_id).exists():
+        services.refuse_unknown_patient(
+            clinician, patient_id, record_type="BreakGlassAccess",
+            purpose=Purpose.EMERGENCY,
+        )  # fmt: skip
 
 
 def already_has_access(clinician, patient_id) -> bool:

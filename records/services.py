@@ -238,8 +238,12 @@ def _decided(user, patient_id, action, purpose, record_type):
     denies, each after recording the refusal.
     """
     found = _PATIENT_BY_ID.run(patient_id)
-    patient = found[0] if found else None
-    decision = None if patient is None else decide(user, patient, action, purpose)
+    if not found:
+        refuse_unknown_patient(
+            user, patient_id, record_type=record_type, purpose=purpose
+        )
+    patient = found[0]
+    decision = decide(user, patient, action, purpose)
     if decision:
         return patient, decision
 
@@ -247,14 +251,26 @@ def _decided(user, patient_id, action, purpose, record_type):
         actor=user,
         action=AuditAction.ACCESS_DENIED,
         outcome=AuditOutcome.DENIED,
-        patient_ref=str(patient_id) if patient is None else patient.pk,
+        patient_ref=patient.pk,
         record_type=record_type,
         purpose=purpose,
-        reason="unknown patient" if patient is None else decision.reason,
+        reason=decision.reason,
     )
-    if patient is None:
-        raise Http404("No such patient")
     raise PermissionDenied(decision.reason)
+
+
+def refuse_unknown_patient(user, patient_id, *, record_type: str, purpose) -> None:
+    """Record an open of an id that names no patient, and raise Http404."""
+    record_event(
+        actor=user,
+        action=AuditAction.ACCESS_DENIED,
+        outcome=AuditOutcome.DENIED,
+        patient_ref=str(patient_id),
+        record_type=record_type,
+        purpose=purpose,
+        reason="unknown patient",
+    )
+    raise Http404("No such patient")
 
 
 def _purpose_for(decision: Decision, requested: Purpose) -> str:
