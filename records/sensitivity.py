@@ -333,19 +333,11 @@ _GROUP_SEPARATORS = re.compile(r"[^\w.]+|_")
 def _icd_categories(code: str, system) -> set[Sensitivity]:
     # Letters and digits of any script, in groups: "f11.20", "Ｆ１１",
     # "ICD10CM:F11.20" (a prefix before the code), a Cyrillic "В20".
-    if code.isascii():
-        groups = _GROUP_SEPARATORS.split(code.upper())
-    else:
-        letters = unicodedata.normalize("NFKC", code).translate(_LOOK_ALIKES).upper()
-        groups = [
-            "".join(
-                str(unicodedata.digit(character))
-                if unicodedata.digit(character, None) is not None
-                else character
-                for character in group
-            )
-            for group in _GROUP_SEPARATORS.split(letters)
-        ]
+    if not code.isascii():
+        code = _with_ascii_digits(
+            unicodedata.normalize("NFKC", code).translate(_LOOK_ALIKES)
+        )
+    groups = _GROUP_SEPARATORS.split(code.upper())
     icd9 = isinstance(system, str) and any(
         name in system.lower() for name in _ICD9_SYSTEMS
     )
@@ -355,7 +347,7 @@ def _icd_categories(code: str, system) -> set[Sensitivity]:
         start = _ICD10_START.fullmatch(compact)
         # An O or I for a digit only beside a real digit ("F1O"): "FILM"
         # is a word, not F11.
-        if start is not None and (any(character.isdigit() for character in start[2])):
+        if start is not None and any(character.isdigit() for character in start[2]):
             compact = start[1] + start[2].translate(_TYPED_AS_DIGIT) + start[3]
             for length, table in (
                 (3, ICD10_CATEGORIES),
@@ -371,6 +363,17 @@ def _icd_categories(code: str, system) -> set[Sensitivity]:
                 if compact.startswith(prefix)
             }
     return found
+
+
+def _with_ascii_digits(text: str) -> str:
+    """Digits of any script as 0-9 (superscripts too: withholding more is
+    the safe mistake); every other character as it is."""
+    return "".join(
+        character
+        if (digit := unicodedata.digit(character, None)) is None
+        else str(digit)
+        for character in text
+    )
 
 
 def _named_in_words(text: str) -> set[Sensitivity]:
@@ -492,10 +495,9 @@ def comparable_code(code: str) -> str:
     a record is withheld by mistake at worst, never shown.
     """
     kept = []
-    for character in unicodedata.normalize("NFKC", code):
-        digit = unicodedata.digit(character, None)
-        if digit is not None:
-            kept.append(str(digit))
+    for character in _with_ascii_digits(unicodedata.normalize("NFKC", code)):
+        if "0" <= character <= "9":
+            kept.append(character)
         elif character in _DASHES or unicodedata.category(character) == "Pd":
             kept.append("-")
     parts = [part.lstrip("0") or "0" for part in "".join(kept).split("-") if part]
