@@ -142,25 +142,24 @@ def _document(path: Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise CheckpointInvalid(
-            f"{path.name} cannot be read (it is not text)"
-        ) from None
+        raise _unreadable(path, "it is not text") from None
     except OSError as error:
-        reason = error.strerror or "the file system refused it"
-        raise CheckpointInvalid(f"{path.name} cannot be read ({reason})") from None
+        raise _unreadable(
+            path, error.strerror or "the file system refused it"
+        ) from None
     try:
         document = json.loads(text)
     except RecursionError:
-        raise CheckpointInvalid(
-            f"{path.name} cannot be read (it is nested too deep)"
-        ) from None
+        raise _unreadable(path, "it is nested too deep") from None
     except ValueError:
-        raise CheckpointInvalid(
-            f"{path.name} cannot be read (it is not JSON)"
-        ) from None
+        raise _unreadable(path, "it is not JSON") from None
     if not isinstance(document, dict):
-        raise CheckpointInvalid(f"{path.name} cannot be read (it is not a JSON object)")
+        raise _unreadable(path, "it is not a JSON object")
     return document
+
+
+def _unreadable(path: Path, why: str) -> CheckpointInvalid:
+    return CheckpointInvalid(f"{path.name} cannot be read ({why})")
 
 
 def _read(path: Path) -> Checkpoint:
@@ -177,9 +176,7 @@ def _read(path: Path) -> Checkpoint:
         raise CheckpointInvalid(f"{path.name} has no {', '.join(missing)}")
     sequence = document["sequence"]
     if not isinstance(sequence, int) or isinstance(sequence, bool):
-        raise CheckpointInvalid(
-            f"{path.name} cannot be read (its event number is not a whole number)"
-        )
+        raise _unreadable(path, "its event number is not a whole number")
     chain_hash = str(document["chain_hash"])
     signature = _signature(sequence, chain_hash, str(document["written_at"]))
 
