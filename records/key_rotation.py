@@ -25,7 +25,13 @@ from django.db.models.sql import UpdateQuery
 from audit.models import AuditAction, AuditOutcome
 from audit.services import record_event
 from records import crypto
-from records.fields import EncryptedField, SealedBytes, loaded_token, sealed_as_loaded
+from records.fields import (
+    EncryptedField,
+    SealedBytes,
+    is_in_host,
+    loaded_token,
+    sealed_as_loaded,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -413,7 +419,8 @@ def key_version_counts() -> dict[str, dict[int | str, int]]:
         # values_list gives each sealed value as stored: ciphertext.
         for row in model._base_manager.values_list(*names).iterator(chunk_size=2000):
             for token in row:
-                if token is not None:
+                # A companion's empty column holds no value: its host counts it.
+                if token is not None and not is_in_host(token):
                     version = _version_or_unreadable(token)
                     per_version[version] = per_version.get(version, 0) + 1
         counts[model._meta.label] = per_version

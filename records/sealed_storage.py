@@ -1,14 +1,30 @@
-"""Moving sealed columns from text to binary storage, for the migrations.
+"""Changes to how sealed values are stored, for the migrations.
 
 Sealed values were text (``a1.<version>.<base64>``) until the binary format;
 their columns become BLOB (SQLite) or bytea (PostgreSQL). Values already
 stored keep their bytes and stay readable in the text format until
 ``rotate_keys`` seals them again as binary. No key is needed to migrate.
+
+Fields sealed with another (``sealed_with``) move their values into their
+host's; that migration opens and seals values, so it needs the data keys.
 """
+
+import logging
 
 from django.db import migrations, models
 
-from records.fields import EncryptedField
+from records import crypto
+from records.fields import (
+    IN_HOST,
+    EncryptedField,
+    SealedBytes,
+    companions_of,
+    is_in_host,
+    joined_group,
+    parted_group,
+)
+
+logger = logging.getLogger(__name__)
 
 
 def store_sealed_columns_as_binary(app_label: str) -> migrations.RunPython:
@@ -29,3 +45,98 @@ def _alter_from_text(schema_editor, model, field) -> None:
     as_text.set_attributes_from_name(field.name)
     as_text.model = model
     schema_editor.alter_field(model, as_text, field, strict=True)
+
+
+def seal_companions_with_hosts(app_label: str) -> migrations.RunPython:
+    """Move each companion's value (``sealed_with``) into its host's value.
+
+    Needs the data keys, as every value moved is opened and sealed again.
+    A row whose values do not open is left as it was, still readable (or
+    failing) exactly as before; the portal reads both forms.
+    """
+
+    def forwards(apps, schema_editor):
+        for model, host, members in _groups(apps, app_label):
+            _in_batches(model, host, members, schema_editor, _joined_row)
+
+    def backwards(apps, schema_editor):
+        for model, host, members in _groups(apps, app_label):
+            _in_batches(model, host, members, schema_editor, _parted_row)
+
+    return migrations.RunPython(forwards, backwards)
+
+
+def _groups(apps, app_label: str):
+    for model in apps.get_app_config(app_label).get_models():
+        sealed = [
+            field
+            for field in model._meta.local_concrete_fields
+            if isinstance(field, EncryptedField)
+        ]
+        for host in sealed:
+            members = companions_of(host, sealed)
+            if members:
+                yield model, host, members
+
+
+def _in_batches(model, host, members, schema_editor, change, size: int = 500) -> None:
+    database = schema_editor.connection.alias
+    rows = model._base_manager.using(database).order_by("pk")
+    names = [host.attname, *(member.attname for member in members)]
+    last_pk = None
+    while True:
+        batch = rows if last_pk is None else rows.filter(pk__gt=last_pk)
+        batch = list(batch.values_list("pk", *names)[:size])
+        if not batch:
+            return
+        for pk, *tokens in batch:
+            try:
+                columns = change(model, host, members, pk, tokens)
+            except crypto.IntegrityError:
+                logger.warning(
+                    "A sealed value of %s does not open: its row keeps its form",
+                    model._meta.label,
+                )
+                continue
+            if columns:
+                rows.filter(pk=pk).update(**columns)
+        last_pk = batch[-1][0]
+
+
+def _prefix(model, field) -> bytes:
+    return f"{model._meta.db_table}.{field.column}:".encode()
+
+
+def _joined_row(model, host, members, pk, tokens) -> dict | None:
+    host_token, *member_tokens = tokens
+    if all(is_in_host(token) for token in member_tokens):
+        return None
+    # A companion added to an earlier group would need that group's own
+    # layout: this migration makes the first groups, from values sealed alone.
+    texts = [crypto.open_stored(host_token, _prefix(model, host), pk)]
+    if parted_group(texts[0], len(members) + 1) is not None:
+        raise crypto.IntegrityError("a group's companion holds a value of its own")
+    for member, token in zip(members, member_tokens, strict=True):
+        texts.append(crypto.open_stored(token, _prefix(model, member), pk))
+    sealed = crypto.seal(
+        joined_group(texts), crypto.associated_data_of(_prefix(model, host), pk)
+    )
+    return {
+        host.attname: SealedBytes(sealed),
+        **{member.attname: IN_HOST for member in members},
+    }
+
+
+def _parted_row(model, host, members, pk, tokens) -> dict | None:
+    host_token, *member_tokens = tokens
+    if not all(is_in_host(token) for token in member_tokens):
+        return None
+    opened = crypto.open_stored(host_token, _prefix(model, host), pk)
+    texts = parted_group(opened, len(members) + 1)
+    if texts is None:
+        return None
+    columns = {}
+    for field, text in zip((host, *members), texts, strict=True):
+        associated_data = crypto.associated_data_of(_prefix(model, field), pk)
+        columns[field.attname] = SealedBytes(crypto.seal(text, associated_data))
+    return columns

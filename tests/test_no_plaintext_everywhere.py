@@ -70,7 +70,7 @@ def test_no_marker_in_either_database_even_after_rotation(chart, physician):
     clinical, audit = _stored_bytes("default"), _stored_bytes("audit")
 
     # Each dump holds what was written: a value sealed under the new key.
-    sealed = bytes(Encounter.objects.values_list("description", flat=True).first())
+    sealed = bytes(Encounter.objects.values_list("code", flat=True).first())
     assert sealed[:3] == bytes((2, 0, 2))
     assert as_dumped(sealed, "default") in clinical and b"PATIENT_SEARCH" in audit
     assert _leaks(clinical) == []
