@@ -10,8 +10,11 @@ through template rendering.
 A field may be sealed with another of its row (``sealed_with``): the host's
 column then holds one sealed value carrying both, and the companion's column
 holds no value of its own (empty bytes). A chart's record opens with one
-AES-GCM call instead of three; the value is still bound to its table, host
-column and row, so moved anywhere else it does not open.
+AES-GCM call instead of three. The group's associated data names its table,
+the host's and companions' columns and the row, so moved anywhere else it
+does not open. Whether a host holds a group is told by the row's empty
+companion columns, never by the plaintext: a host value sealed alone (before
+grouping) may hold any text.
 
 Models with sealed fields inherit from ``SealedModel``, which keeps a loaded
 row's ciphertexts beside its attributes (``values()`` and ``values_list()``
@@ -88,11 +91,11 @@ def joined_group(texts: list[str]) -> str:
     return _GROUP_MARK + _SEPARATOR.join(texts)
 
 
-def parted_group(text: str, count: int) -> list[str] | None:
-    """The ``count`` texts of a host's plaintext; None for a host value sealed
-    alone (before it had companions). IntegrityError if it is neither."""
+def parted_group(text: str, count: int) -> list[str]:
+    """The ``count`` texts of a group's plaintext; IntegrityError if it is not
+    one of that size."""
     if not text.startswith(_GROUP_MARK):
-        return None
+        raise crypto.IntegrityError("a sealed group of values is malformed")
     # One split in C: opening a group must cost less than the AES-GCM calls
     # it saves.
     parts = text[1:].split(_SEPARATOR)
@@ -108,6 +111,18 @@ def parted_group(text: str, count: int) -> list[str] | None:
             for part in parts
         ]
     return parts
+
+
+def group_prefix(table: str, host_column: str, companion_columns) -> bytes:
+    """``table.host+companion+...:``, the associated data of a group before its
+    row id: it names every column the group holds, in the group's order."""
+    return f"{table}.{'+'.join((host_column, *companion_columns))}:".encode()
+
+
+def holds_group(companion_tokens) -> bool:
+    """Whether a row's host value is a group, from its companions' values as
+    loaded: some companion column is empty."""
+    return any(is_in_host(token) for token in companion_tokens)
 
 
 def sealed_as_loaded(token) -> SealedBytes | SealedText:
@@ -288,19 +303,20 @@ class _LoadedTogether:
 
     def open_column(self, field) -> None:
         host, companions = field.group()
-        grouped = bool(companions) and field is host
         attname = field.attname
-        if companions and not grouped:
+        if companions and field is not host:
             # A companion's value is in its host's: opening the host opens it.
-            # Left to open here are values sealed alone, before grouping.
+            # One left sealed (stored before grouping, or not opening) opens
+            # on its own when read.
             if host.attname not in self.opened:
                 self.open_column(host)
             self.opened.add(attname)
-            if all(is_in_host(row_tokens.get(attname)) for row_tokens in self.tokens):
-                return
+            return
 
         self.opened.add(attname)
         pk_attname, prefix = field._binding or field.binding()
+        if companions:
+            prefix = field.group_binding()
         if self.row_ids is None:
             self._identify_rows(pk_attname)
 
@@ -321,18 +337,22 @@ class _LoadedTogether:
             attributes = instance.__dict__
             if attributes.get(pk_attname) is not pk:
                 continue
-            if grouped:
-                # _open_into's work, written out: a call per row costs about
+            if companions:
+                # _open_group's work, written out: a call per row costs about
                 # as much as the AES-GCM call the group saves.
                 try:
-                    parts = parted_group(text, len(names) + 1) or (text,)
+                    parts = parted_group(text, len(names) + 1)
                 except crypto.IntegrityError:
                     continue  # left sealed: reading the row raises the error
-                # A host sealed alone (before grouping) gives no parts to place.
-                for name, part in zip(names, parts[1:], strict=False):
-                    if name not in attributes and row_tokens.get(name) == IN_HOST:
-                        attributes[name] = part
-                if attname not in attributes:
+                grouped = False
+                for name, part in zip(names, parts[1:], strict=True):
+                    if row_tokens.get(name) == IN_HOST:
+                        grouped = True
+                        if name not in attributes:
+                            attributes[name] = part
+                # A row whose columns say its code is alone is left sealed:
+                # read, it fails to open as a code alone.
+                if grouped and attname not in attributes:
                     attributes[attname] = parts[0]
                 continue
             if attname in attributes:
@@ -418,58 +438,64 @@ class EncryptedAttribute(DeferredAttribute):
         token = tokens[attname]
         host, companions = field.group()
         if companions and (field is host or is_in_host(token)):
-            _open_group(instance, host, pk, tokens)
+            _open_group(instance, host, companions, pk, tokens)
             if attname not in attributes:
                 raise crypto.IntegrityError(
                     f"{field.model.__name__}.{field.name} is missing from the "
                     f"value of {host.name} it is sealed with"
                 )
             return attributes[attname]
+        if companions and holds_group(tokens.get(c.attname) for c in companions):
+            # Its own value, in a row whose texts are sealed with the host:
+            # one column put back from elsewhere, not a row stored earlier.
+            raise crypto.IntegrityError(
+                f"{field.model.__name__}.{field.name} holds a value of its own, "
+                f"though its row's texts are sealed with {host.name}"
+            )
 
         value = field.open_token(pk, token)
         attributes[attname] = value
         return value
 
 
-def _open_group(instance, host, pk, tokens) -> None:
-    """Open a host's value as loaded, into its row's missing attributes."""
-    attributes = instance.__dict__
-    token = tokens.get(host.attname)
-    if token is None and host.attname not in attributes:
-        # The host was deferred: its value as stored is read on its own.
+def _open_group(instance, host, companions, pk, tokens) -> None:
+    """Open a host's value as stored, into its row's attributes still missing.
+
+    The row's companion columns say whether the host holds a group, and the
+    group's associated data differs from the host's own, so a row whose
+    columns were changed to say otherwise does not open.
+    """
+    names = [host.attname, *(companion.attname for companion in companions)]
+    deferred = [name for name in names if name not in tokens]
+    if deferred:
+        # Not loaded with the row: read as stored now, as together they say
+        # what the host holds.
         manager = type(instance)._base_manager.using(instance._state.db)
-        token = manager.values_list(host.attname, flat=True).get(pk=pk)
-        if token is not None:
-            tokens[host.attname] = token
+        stored = manager.values_list(*deferred).get(pk=pk)
+        for name, token in zip(deferred, stored, strict=True):
+            if token is not None:
+                tokens[name] = token
+    token = tokens.get(host.attname)
     if token is None:
         raise crypto.IntegrityError(
             f"{host.model.__name__}.{host.name} holds no value, though values "
             "are sealed with it"
         )
     host._check_row(pk)
-    _open_into(
-        attributes, tokens, host, crypto.open_stored(token, host.binding()[1], pk)
-    )
 
-
-def _open_into(attributes: dict, tokens: dict, host, text: str) -> None:
-    """Place a host's opened text, and its companions' parts, where still missing.
-
-    A companion takes its part only where its column says it is sealed with
-    the host: one holding a value of its own (sealed before it had a host)
-    opens that instead.
-    """
-    companions = host.group()[1]
-    parts = parted_group(text, len(companions) + 1)
-    if parts is None:
-        parts = (text,)
-    else:
+    attributes = instance.__dict__
+    if holds_group(tokens.get(companion.attname) for companion in companions):
+        text = crypto.open_stored(token, host.group_binding(), pk)
+        parts = parted_group(text, len(companions) + 1)
         for companion, part in zip(companions, parts[1:], strict=True):
             name = companion.attname
             if name not in attributes and is_in_host(tokens.get(name)):
                 attributes[name] = part
+        value = parts[0]
+    else:
+        value = crypto.open_stored(token, host.binding()[1], pk)
     if host.attname not in attributes:
-        attributes[host.attname] = parts[0]
+        attributes[host.attname] = value
 
 
 class SealedExact(Exact):
@@ -516,6 +542,16 @@ class EncryptedField(models.TextField):
         if self._group is None:
             self._group = _sealed_group(self)
         return self._group
+
+    _group_binding = None
+
+    def group_binding(self) -> bytes:
+        """A host's group prefix (see ``group_prefix``), worked out once."""
+        if self._group_binding is None:
+            options = self.model._meta
+            columns = [companion.column for companion in self.group()[1]]
+            self._group_binding = group_prefix(options.db_table, self.column, columns)
+        return self._group_binding
 
     def check(self, **kwargs):
         errors = super().check(**kwargs)
@@ -588,13 +624,15 @@ class EncryptedField(models.TextField):
         text = self.to_plaintext(value)
         return SealedBytes(crypto.seal(text, self.associated_data_for(pk)))
 
-    def reseal(self, pk, token) -> SealedBytes | None:
+    def reseal(self, pk, token, *, group: bool = False) -> SealedBytes | None:
         """``token`` sealed again under the current key in the binary format;
-        None if it is so already, or if its value is sealed in its host's."""
+        None if it is so already, or if its value is sealed in its host's.
+        ``group``: the token is a host's group, as its row's columns say."""
         if self.sealed_with and is_in_host(token):
             return None
         self._check_row(pk)
-        resealed = crypto.reseal(token, self.binding()[1], pk)
+        prefix = self.group_binding() if group else self.binding()[1]
+        resealed = crypto.reseal(token, prefix, pk)
         return None if resealed is None else SealedBytes(resealed)
 
     def pre_save(self, model_instance, add):
@@ -606,10 +644,11 @@ class EncryptedField(models.TextField):
                 member.to_plaintext(getattr(model_instance, member.attname))
                 for member in (host, *companions)
             ]
-            sealed = crypto.seal(
-                joined_group(texts), self.associated_data_for(model_instance.pk)
+            self._check_row(model_instance.pk)
+            associated_data = crypto.associated_data_of(
+                self.group_binding(), model_instance.pk
             )
-            return SealedBytes(sealed)
+            return SealedBytes(crypto.seal(joined_group(texts), associated_data))
 
         value = getattr(model_instance, self.attname)
         if value is None:

@@ -28,6 +28,7 @@ from records import crypto
 from records.fields import (
     EncryptedField,
     SealedBytes,
+    holds_group,
     is_in_host,
     loaded_token,
     sealed_as_loaded,
@@ -222,8 +223,10 @@ def _row_update(model, fields, row: _StoredRow, reindex, progress) -> tuple | No
     for field, token in tokens.items():
         if token is None:
             continue
+        host, companions = field.group()
+        group = field is host and holds_group(tokens.get(c) for c in companions)
         try:
-            resealed = field.reseal(row.pk, token)
+            resealed = field.reseal(row.pk, token, group=group)
         except crypto.IntegrityError:
             progress.damaged.add(_damaged_value(model, row, field))
             damaged.append(field)

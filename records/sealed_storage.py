@@ -19,6 +19,7 @@ from records.fields import (
     EncryptedField,
     SealedBytes,
     companions_of,
+    group_prefix,
     is_in_host,
     joined_group,
     parted_group,
@@ -52,7 +53,9 @@ def seal_companions_with_hosts(app_label: str) -> migrations.RunPython:
 
     Needs the data keys, as every value moved is opened and sealed again.
     A row whose values do not open is left as it was, still readable (or
-    failing) exactly as before; the portal reads both forms.
+    failing) exactly as before, and counted in one warning; the portal reads
+    both forms. When no row of a table opens, the keys are taken to be the
+    wrong ones and the migration stops.
     """
 
     def forwards(apps, schema_editor):
@@ -83,46 +86,63 @@ def _in_batches(model, host, members, schema_editor, change, size: int = 500) ->
     database = schema_editor.connection.alias
     rows = model._base_manager.using(database).order_by("pk")
     names = [host.attname, *(member.attname for member in members)]
+    changed = failed = 0
     last_pk = None
     while True:
         batch = rows if last_pk is None else rows.filter(pk__gt=last_pk)
         batch = list(batch.values_list("pk", *names)[:size])
         if not batch:
-            return
+            break
         for pk, *tokens in batch:
             try:
                 columns = change(model, host, members, pk, tokens)
             except crypto.IntegrityError:
-                logger.warning(
-                    "A sealed value of %s does not open: its row keeps its form",
-                    model._meta.label,
-                )
+                failed += 1
                 continue
             if columns:
                 rows.filter(pk=pk).update(**columns)
+                changed += 1
         last_pk = batch[-1][0]
+
+    if failed and not changed:
+        # Not one row opens: other keys than the ones these rows were sealed
+        # with, far more likely than every row damaged. The migration stops
+        # and its transaction keeps every row as it was.
+        raise crypto.IntegrityError(
+            f"none of the {failed} row(s) of {model._meta.label} to regroup opens "
+            "with these keys: are they this installation's? Nothing was changed"
+        )
+    if failed:
+        logger.warning(
+            "%d row(s) of %s do not open and keep their form",
+            failed,
+            model._meta.label,
+        )
 
 
 def _prefix(model, field) -> bytes:
     return f"{model._meta.db_table}.{field.column}:".encode()
 
 
+def _group_prefix(model, host, members) -> bytes:
+    columns = [member.column for member in members]
+    return group_prefix(model._meta.db_table, host.column, columns)
+
+
 def _joined_row(model, host, members, pk, tokens) -> dict | None:
     host_token, *member_tokens = tokens
-    if all(is_in_host(token) for token in member_tokens):
+    grouped = [is_in_host(token) for token in member_tokens]
+    if all(grouped):
         return None
-    # A companion added to an earlier group would need that group's own
-    # layout: this migration makes the first groups, from values sealed alone.
+    if any(grouped):
+        # Some texts grouped and some not: only a row changed by hand.
+        raise crypto.IntegrityError("a row's texts are partly grouped")
     texts = [crypto.open_stored(host_token, _prefix(model, host), pk)]
-    if parted_group(texts[0], len(members) + 1) is not None:
-        raise crypto.IntegrityError("a group's companion holds a value of its own")
     for member, token in zip(members, member_tokens, strict=True):
         texts.append(crypto.open_stored(token, _prefix(model, member), pk))
-    sealed = crypto.seal(
-        joined_group(texts), crypto.associated_data_of(_prefix(model, host), pk)
-    )
+    associated_data = crypto.associated_data_of(_group_prefix(model, host, members), pk)
     return {
-        host.attname: SealedBytes(sealed),
+        host.attname: SealedBytes(crypto.seal(joined_group(texts), associated_data)),
         **{member.attname: IN_HOST for member in members},
     }
 
@@ -131,10 +151,8 @@ def _parted_row(model, host, members, pk, tokens) -> dict | None:
     host_token, *member_tokens = tokens
     if not all(is_in_host(token) for token in member_tokens):
         return None
-    opened = crypto.open_stored(host_token, _prefix(model, host), pk)
-    texts = parted_group(opened, len(members) + 1)
-    if texts is None:
-        return None
+    prefix = _group_prefix(model, host, members)
+    texts = parted_group(crypto.open_stored(host_token, prefix, pk), len(members) + 1)
     columns = {}
     for field, text in zip((host, *members), texts, strict=True):
         associated_data = crypto.associated_data_of(_prefix(model, field), pk)

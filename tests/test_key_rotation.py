@@ -485,7 +485,7 @@ def test_a_number_where_a_sealed_value_belongs_does_not_stall_the_rotation(
     # SQLite keeps what it is given: a number stays a number in a BLOB column.
     with connection.cursor() as cursor:
         cursor.execute(
-            "UPDATE records_condition SET description = %s WHERE id = %s",
+            "UPDATE records_condition SET code = %s WHERE id = %s",
             [
                 42 if connection.vendor == "sqlite" else b"42",
                 Condition._meta.pk.get_db_prep_value(damaged.pk, connection),
@@ -497,9 +497,8 @@ def test_a_number_where_a_sealed_value_belongs_does_not_stall_the_rotation(
 
     assert crypto.keyring().rotation is None
     assert AuditEvent.objects.filter(action=AuditAction.INTEGRITY_FAILURE).count() == 1
-    # The row's other sealed value (its code) was sealed again all the same.
-    # The other row's description is inside its code's value, not counted apart.
-    assert key_version_counts()["records.Condition"] == {2: 2, "unreadable": 1}
+    # The other row (its code, carrying its description) was sealed again.
+    assert key_version_counts()["records.Condition"] == {2: 1, "unreadable": 1}
 
 
 def test_an_index_key_asked_for_while_a_data_key_rotation_is_unfinished_is_refused(

@@ -1,7 +1,7 @@
 """A record's short texts sealed inside its code's value (``sealed_with``).
 
 A chart row opens with one AES-GCM call for its code, description and value
-or reason; the group is still bound to its table, column and row, and rows
+or reason; the group is bound to its table, its columns and its row, and rows
 stored before grouping read and rotate as they did.
 """
 
@@ -14,7 +14,12 @@ from django.core.management import call_command
 from django.db import connection
 
 from records import crypto
-from records.fields import EncryptedTextField, joined_group, parted_group
+from records.fields import (
+    EncryptedTextField,
+    group_prefix,
+    joined_group,
+    parted_group,
+)
 from records.key_rotation import key_version_counts
 from records.models import Condition, Encounter
 from records.sealed_storage import seal_companions_with_hosts
@@ -80,6 +85,14 @@ def _opened_alone(record, column: str) -> str:
     )
 
 
+def _opened_group(record) -> list[str]:
+    """An encounter's code column opened as the group it holds."""
+    prefix = group_prefix("records_encounter", "code", ["description", "reason"])
+    return parted_group(
+        crypto.open_stored(_column(record, "code"), prefix, record.pk), 3
+    )
+
+
 def test_a_records_texts_are_stored_as_one_value_in_its_code_column(
     marker_patient,
 ):
@@ -87,7 +100,7 @@ def test_a_records_texts_are_stored_as_one_value_in_its_code_column(
 
     assert _column(record, "description") == b""
     assert _column(record, "reason") == b""
-    assert parted_group(_opened_alone(record, "code"), 3) == list(TEXTS.values())
+    assert _opened_group(record) == list(TEXTS.values())
     assert b"Markvisit" not in _column(record, "code")
 
 
@@ -115,7 +128,7 @@ def test_a_record_stored_before_grouping_reads_and_is_grouped_when_saved(
     stored.save()
 
     assert _column(record, "description") == b""
-    assert parted_group(_opened_alone(record, "code"), 3) == list(TEXTS.values())
+    assert _opened_group(record) == list(TEXTS.values())
 
 
 def test_a_text_read_after_the_code_changed_is_the_stored_one(marker_patient):
@@ -172,16 +185,36 @@ def test_a_group_copied_from_another_row_opens_nothing(marker_patient):
             getattr(stored, name)
 
 
-def test_an_emptied_column_does_not_borrow_a_value_its_host_lacks(marker_patient):
+@pytest.mark.parametrize("loaded", ["alone", "with others", "copied"])
+def test_an_emptied_column_does_not_make_a_code_alone_a_group(marker_patient, loaded):
     record = _encounter(marker_patient)
+    _encounter(marker_patient, "e2")
     _store_ungrouped(record, TEXTS)
-    # Emptied by someone with the database: the code's value does not hold it.
+    # Emptied by someone with the database: the row now claims a group, and
+    # its code, sealed alone, does not open as one.
     _write_column(record, "reason", b"")
 
-    stored = Encounter.objects.get(pk=record.pk)
-    assert stored.description == TEXTS["description"]
-    with pytest.raises(crypto.IntegrityError, match="missing from the value"):
-        _ = stored.reason
+    stored = _loaded(record, loaded)
+    for name in ("code", "reason"):
+        with pytest.raises(crypto.IntegrityError, match="integrity check"):
+            getattr(stored, name)
+    with pytest.raises(crypto.IntegrityError, match="holds a value of its own"):
+        _ = stored.description
+
+
+@pytest.mark.parametrize("loaded", ["alone", "with others", "copied"])
+def test_texts_put_back_in_their_columns_do_not_make_a_group_a_code(
+    marker_patient, loaded
+):
+    record = _encounter(marker_patient)
+    _encounter(marker_patient, "e2")
+    # Each text's column given a value sealed alone for it (a backup's), so
+    # that the row claims its code is alone: the group does not open as one.
+    _store_ungrouped(record, {"description": "Markold", "reason": "Markold"})
+
+    stored = _loaded(record, loaded)
+    with pytest.raises(crypto.IntegrityError, match="integrity check"):
+        _ = stored.code
 
 
 def test_the_migration_groups_stored_rows_and_reverses(marker_patient):
@@ -199,10 +232,11 @@ def test_the_migration_groups_stored_rows_and_reverses(marker_patient):
 
     for record in records[:2]:
         assert _column(record, "description") == b""
-        assert parted_group(_opened_alone(record, "code"), 3) == list(TEXTS.values())
-    # The row that does not open is left as it was, and still fails alone.
+        assert _opened_group(record) == list(TEXTS.values())
+    # The row that does not open is left as it was.
     assert _column(damaged, "description") == bytes(flipped)
     assert _opened_alone(damaged, "code") == TEXTS["code"]
+    assert Encounter.objects.get(pk=damaged.pk).code == TEXTS["code"]
 
     migration.reverse_code(apps, schema_editor)
 
@@ -240,7 +274,8 @@ def test_a_group_holds_any_text_its_members_hold(marker_patient):
     texts = ["\x1e\x1f\x1b", "", "a\x1bs\x1b\x1bes\x1f", "\x1bs"]
 
     assert parted_group(joined_group(texts), 4) == texts
-    assert parted_group("8480-6", 4) is None
+    with pytest.raises(crypto.IntegrityError, match="malformed"):
+        parted_group("8480-6", 4)
     record = _encounter(marker_patient, code=texts[0], description=texts[2])
     stored = Encounter.objects.get(pk=record.pk)
     assert (stored.code, stored.description) == (texts[0], texts[2])
@@ -263,14 +298,75 @@ def test_a_field_that_cannot_carry_its_companion_fails_the_checks(sealed_with, n
 
 
 @pytest.mark.parametrize("loaded", ["alone", "with others", "copied"])
-def test_a_text_in_its_own_column_is_read_from_there(marker_patient, loaded):
+def test_a_text_put_back_in_its_own_column_is_refused(marker_patient, loaded):
     record = _encounter(marker_patient)
     _encounter(marker_patient, "e2")
-    # As a row written before grouping keeps it (the code holds a group too).
-    _store_ungrouped(record, {"description": "Markvisit own column"})
+    # One column given a value sealed alone for it (from a backup taken
+    # before grouping, say) while its row's texts are in the code's group.
+    _store_ungrouped(record, {"description": "Markvisit old text"})
 
     stored = _loaded(record, loaded)
 
-    # The code first: opening its group must leave the description alone.
+    # The code first: opening its group must not place the group's text
+    # where the column holds another.
     assert (stored.code, stored.reason) == (TEXTS["code"], TEXTS["reason"])
-    assert stored.description == "Markvisit own column"
+    with pytest.raises(crypto.IntegrityError, match="holds a value of its own"):
+        _ = stored.description
+
+
+@pytest.mark.parametrize("loaded", ["alone", "with others", "copied"])
+def test_a_code_stored_before_grouping_reads_whatever_it_holds(marker_patient, loaded):
+    # The importer accepted control characters in a code; a code sealed alone
+    # is read as itself, whatever it looks like.
+    texts = {**TEXTS, "code": "\x1eSPOOF\x1fShown instead\x1f"}
+    record = _encounter(marker_patient)
+    _encounter(marker_patient, "e2")
+    _store_ungrouped(record, texts)
+
+    stored = _loaded(record, loaded)
+    assert (stored.code, stored.description, stored.reason) == tuple(texts.values())
+
+    seal_companions_with_hosts("records").code(
+        apps, SimpleNamespace(connection=connection)
+    )
+
+    assert _opened_group(record) == list(texts.values())
+    again = Encounter.objects.get(pk=record.pk)
+    assert (again.code, again.description, again.reason) == tuple(texts.values())
+
+
+def test_a_deferred_code_read_first_still_opens_its_texts(marker_patient):
+    record = _encounter(marker_patient)
+
+    stored = Encounter.objects.defer("code").get(pk=record.pk)
+    assert stored.code == TEXTS["code"]
+    assert stored.description == TEXTS["description"]
+
+    changed = Encounter.objects.defer("code", "reason").get(pk=record.pk)
+    changed.code = "390906007"
+    changed.save(update_fields=["code"])
+    again = Encounter.objects.get(pk=record.pk)
+    assert (again.code, again.description, again.reason) == (
+        "390906007",
+        TEXTS["description"],
+        TEXTS["reason"],
+    )
+
+
+def test_the_migration_stops_when_no_row_opens_with_the_keys(marker_patient):
+    records = [_encounter(marker_patient, f"e{number}") for number in range(2)]
+    # Sealed for other rows: as if under another installation's keys.
+    for record, other in zip(records, reversed(records), strict=True):
+        for column, text in TEXTS.items():
+            associated_data = crypto.associated_data_of(
+                _prefix(record, column), other.pk
+            )
+            _write_column(record, column, crypto.seal(text, associated_data))
+    before = [_column(record, "code") for record in records]
+
+    with pytest.raises(crypto.IntegrityError, match="none of the 2 row"):
+        seal_companions_with_hosts("records").code(
+            apps, SimpleNamespace(connection=connection)
+        )
+
+    assert [_column(record, "code") for record in records] == before
