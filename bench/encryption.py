@@ -11,6 +11,7 @@ a whole chart read at most 1.1x plain; rotation at least 2,000 rows/s.
 import argparse
 import datetime
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -349,4 +350,8 @@ def print_table(rows) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        # The throwaway folder holds the bench's keys and databases.
+        shutil.rmtree(os.environ["PORTAL_DATA_DIR"], ignore_errors=True)
