@@ -169,14 +169,29 @@ class SealedModel(models.Model):
         update_fields = kwargs.get("update_fields")
         if update_fields is None:
             attributes = self.__dict__
-            for attname in attributes.get(_TOKENS, ()):
+            # A list: opening a value can read a deferred one into the dict.
+            for attname in list(attributes.get(_TOKENS, ())):
                 if attname not in attributes:
                     getattr(self, attname)
+            self._load_deferred_group_members()
         else:
             # A host's column holds its companions' values too: writing one
             # of them alone would leave the other column out of date.
             kwargs["update_fields"] = _with_sealed_groups(type(self), update_fields)
         super().save(*args, **kwargs)
+
+    def _load_deferred_group_members(self) -> None:
+        # Django writes only the fields a row was loaded with. A group is one
+        # value: if any member is written, its host must be, with every text.
+        deferred = self.get_deferred_fields()
+        if not deferred:
+            return
+        for members in _sealed_groups_of(type(self)):
+            names = [member.attname for member in members]
+            if not deferred.issuperset(names):
+                for name in names:
+                    if name in deferred:
+                        getattr(self, name)
 
     @classmethod
     def from_db(cls, db, field_names, values):
@@ -227,6 +242,23 @@ def _with_sealed_groups(model, names) -> set[str]:
             host, companions = field.group()
             names.update(member.name for member in (host, *companions))
     return names
+
+
+_SEALED_GROUPS: dict[type, list[tuple]] = {}
+
+
+def _sealed_groups_of(model) -> list[tuple]:
+    """Each group of ``model``: its host, then its companions."""
+    groups = _SEALED_GROUPS.get(model)
+    if groups is None:
+        groups = []
+        for field in model._meta.concrete_fields:
+            if isinstance(field, EncryptedField) and not field.sealed_with:
+                host, companions = field.group()
+                if companions:
+                    groups.append((host, *companions))
+        _SEALED_GROUPS[model] = groups
+    return groups
 
 
 # Per model class: how many columns a full row has, and where its sealed
@@ -445,17 +477,29 @@ class EncryptedAttribute(DeferredAttribute):
                     f"value of {host.name} it is sealed with"
                 )
             return attributes[attname]
-        if companions and holds_group(tokens.get(c.attname) for c in companions):
-            # Its own value, in a row whose texts are sealed with the host:
-            # one column put back from elsewhere, not a row stored earlier.
-            raise crypto.IntegrityError(
-                f"{field.model.__name__}.{field.name} holds a value of its own, "
-                f"though its row's texts are sealed with {host.name}"
-            )
+        if companions:
+            _check_stored_alone(instance, field, host, companions, pk, tokens)
 
         value = field.open_token(pk, token)
         attributes[attname] = value
         return value
+
+
+def _check_stored_alone(instance, field, host, companions, pk, tokens) -> None:
+    """Refuse a companion's own value unless its whole row is stored as before
+    grouping: no companion column empty, and the host opening alone.
+
+    Otherwise the value was put back from elsewhere (a backup, say) beside
+    a group, and would show a text the row no longer holds.
+    """
+    if holds_group(tokens.get(companion.attname) for companion in companions):
+        raise crypto.IntegrityError(
+            f"{field.model.__name__}.{field.name} holds a value of its own, "
+            f"though its row's texts are sealed with {host.name}"
+        )
+    # Raises unless the host opens alone, as it does in a row stored before
+    # grouping; a group there means every text column was put back.
+    _open_group(instance, host, companions, pk, tokens)
 
 
 def _open_group(instance, host, companions, pk, tokens) -> None:

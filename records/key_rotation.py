@@ -220,13 +220,24 @@ def _row_update(model, fields, row: _StoredRow, reindex, progress) -> tuple | No
     tokens = row.tokens
     changes = {}
     damaged = []
-    for field, token in tokens.items():
+    # Hosts first: whether a companion's own value counts depends on its host.
+    for field, token in sorted(
+        tokens.items(), key=lambda item: bool(item[0].sealed_with)
+    ):
         if token is None:
             continue
         host, companions = field.group()
-        group = field is host and holds_group(tokens.get(c) for c in companions)
+        grouped = holds_group(tokens.get(c) for c in companions)
         try:
-            resealed = field.reseal(row.pk, token, group=group)
+            if (
+                field is not host
+                and not is_in_host(token)
+                and (grouped or host in damaged)
+            ):
+                # Read as the portal reads it: a text of its own counts only
+                # in a row stored whole before grouping (fields.py).
+                raise crypto.IntegrityError("a text beside a group, or its code")
+            resealed = field.reseal(row.pk, token, group=field is host and grouped)
         except crypto.IntegrityError:
             progress.damaged.add(_damaged_value(model, row, field))
             damaged.append(field)

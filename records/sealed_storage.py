@@ -11,6 +11,7 @@ host's; that migration opens and seals values, so it needs the data keys.
 
 import logging
 
+from django.core.management.base import CommandError
 from django.db import migrations, models
 
 from records import crypto
@@ -60,11 +61,11 @@ def seal_companions_with_hosts(app_label: str) -> migrations.RunPython:
 
     def forwards(apps, schema_editor):
         for model, host, members in _groups(apps, app_label):
-            _in_batches(model, host, members, schema_editor, _joined_row)
+            _in_batches(model, host, members, schema_editor, _joined_row, "group")
 
     def backwards(apps, schema_editor):
         for model, host, members in _groups(apps, app_label):
-            _in_batches(model, host, members, schema_editor, _parted_row)
+            _in_batches(model, host, members, schema_editor, _parted_row, "ungroup")
 
     return migrations.RunPython(forwards, backwards)
 
@@ -82,11 +83,14 @@ def _groups(apps, app_label: str):
                 yield model, host, members
 
 
-def _in_batches(model, host, members, schema_editor, change, size: int = 500) -> None:
+def _in_batches(
+    model, host, members, schema_editor, change, verb: str, size: int = 500
+) -> None:
     database = schema_editor.connection.alias
     rows = model._base_manager.using(database).order_by("pk")
     names = [host.attname, *(member.attname for member in members)]
-    changed = failed = 0
+    changed = 0
+    failed = []
     last_pk = None
     while True:
         batch = rows if last_pk is None else rows.filter(pk__gt=last_pk)
@@ -97,26 +101,32 @@ def _in_batches(model, host, members, schema_editor, change, size: int = 500) ->
             try:
                 columns = change(model, host, members, pk, tokens)
             except crypto.IntegrityError:
-                failed += 1
+                failed.append(pk)
                 continue
             if columns:
                 rows.filter(pk=pk).update(**columns)
                 changed += 1
         last_pk = batch[-1][0]
 
+    # Row ids name no one; they say which rows to look at.
+    named = ", ".join(str(pk) for pk in failed[:5]) + (", ..." if failed[5:] else "")
     if failed and not changed:
         # Not one row opens: other keys than the ones these rows were sealed
-        # with, far more likely than every row damaged. The migration stops
-        # and its transaction keeps every row as it was.
-        raise crypto.IntegrityError(
-            f"none of the {failed} row(s) of {model._meta.label} to regroup opens "
-            "with these keys: are they this installation's? Nothing was changed"
+        # with, more likely than every row damaged. The migration stops, and
+        # its transaction keeps every row as it was. A command error, so that
+        # migrate prints the message alone.
+        raise CommandError(
+            f"None of the {len(failed)} row(s) of {model._meta.label} to {verb} "
+            "opens with these keys: nothing was changed. Are they this "
+            "installation's keys (PORTAL_KEYRING_FILE, the master key)? If they "
+            f"are, these rows are damaged: {named}"
         )
     if failed:
         logger.warning(
-            "%d row(s) of %s do not open and keep their form",
-            failed,
+            "%d row(s) of %s do not open and keep their form: %s",
+            len(failed),
             model._meta.label,
+            named,
         )
 
 

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 from django.apps import apps
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import connection
 
 from records import crypto
@@ -213,8 +214,31 @@ def test_texts_put_back_in_their_columns_do_not_make_a_group_a_code(
     _store_ungrouped(record, {"description": "Markold", "reason": "Markold"})
 
     stored = _loaded(record, loaded)
+    for name in ("code", "description", "reason"):
+        with pytest.raises(crypto.IntegrityError, match="integrity check"):
+            getattr(stored, name)
+
+
+@pytest.mark.parametrize("loaded", ["alone", "with others", "copied"])
+def test_a_lone_text_put_back_beside_its_group_is_refused(marker_patient, loaded):
+    # A condition's description is its code's only companion: put back from a
+    # backup, it leaves no empty column to show the row's texts are grouped.
+    condition = Condition.objects.create(
+        patient=marker_patient, source_key="c1", code="44054006",
+        description="Markdiabetes",
+    )  # fmt: skip
+    Condition.objects.create(patient=marker_patient, source_key="c2", code="1")
+    _store_ungrouped(condition, {"description": "Markold diagnosis"})
+
+    if loaded == "with others":
+        rows = list(Condition.objects.filter(patient=marker_patient))
+        stored = next(row for row in rows if row.pk == condition.pk)
+    else:
+        stored = Condition.objects.get(pk=condition.pk)
+        stored = copy.copy(stored) if loaded == "copied" else stored
+
     with pytest.raises(crypto.IntegrityError, match="integrity check"):
-        _ = stored.code
+        _ = stored.description
 
 
 def test_the_migration_groups_stored_rows_and_reverses(marker_patient):
@@ -352,6 +376,18 @@ def test_a_deferred_code_read_first_still_opens_its_texts(marker_patient):
         TEXTS["reason"],
     )
 
+    # Saved whole, without reading anything first, it keeps every text.
+    Encounter.objects.defer("code").get(pk=record.pk).save()
+    resaved = Encounter.objects.defer("code", "description").get(pk=record.pk)
+    resaved.reason = "Markreason revised"
+    resaved.save()
+    final = Encounter.objects.get(pk=record.pk)
+    assert (final.code, final.description, final.reason) == (
+        "390906007",
+        TEXTS["description"],
+        "Markreason revised",
+    )
+
 
 def test_the_migration_stops_when_no_row_opens_with_the_keys(marker_patient):
     records = [_encounter(marker_patient, f"e{number}") for number in range(2)]
@@ -364,9 +400,34 @@ def test_the_migration_stops_when_no_row_opens_with_the_keys(marker_patient):
             _write_column(record, column, crypto.seal(text, associated_data))
     before = [_column(record, "code") for record in records]
 
-    with pytest.raises(crypto.IntegrityError, match="none of the 2 row"):
+    with pytest.raises(CommandError, match="None of the 2 row") as stopped:
         seal_companions_with_hosts("records").code(
             apps, SimpleNamespace(connection=connection)
         )
 
     assert [_column(record, "code") for record in records] == before
+    assert all(str(record.pk) in str(stopped.value) for record in records)
+
+
+@pytest.mark.django_db(databases="__all__")
+def test_rotation_reports_a_text_put_back_beside_its_group(
+    isolated_keys, marker_patient
+):
+    from audit.models import AuditAction, AuditEvent
+
+    condition = Condition.objects.create(
+        patient=marker_patient, source_key="c1", code="44054006",
+        description="Markdiabetes",
+    )  # fmt: skip
+    _store_ungrouped(condition, {"description": "Markold diagnosis"})
+    stale = _column(condition, "description")
+
+    with pytest.raises(CommandError, match="2 sealed values do not open"):
+        call_command("rotate_keys")
+
+    # Neither is carried over to the new key: the stale text dies with the old.
+    assert _column(condition, "description") == stale
+    assert sorted(
+        event.fields[0]
+        for event in AuditEvent.objects.filter(action=AuditAction.INTEGRITY_FAILURE)
+    ) == ["code", "description"]
