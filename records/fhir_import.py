@@ -780,7 +780,7 @@ def _check_unique(path: Path, entry: Entry, first_of: dict[str, int]) -> None:
 def _record_values(path: Path, entry: Entry) -> dict:
     try:
         values = EXTRACTORS[entry.resource_type](entry.resource)
-        _check_not_in_future(values)
+        _check_not_in_future(values, entry.resource)
     except EntryInvalid as error:
         raise BundleRejected(path, str(error), entry) from None
     except (KeyError, TypeError, ValueError) as error:
@@ -1031,12 +1031,45 @@ def _reclassify(model, patient, keys, existing, sensitivities, *, actor) -> int:
 FUTURE_GRACE = datetime.timedelta(days=1)
 
 
-def _check_not_in_future(values: dict) -> None:
+# The FHIR elements each record date is read from, in the order the
+# extractors below try them (a Period gives its start, or for an encounter's
+# end its end): a refused date is named as the bundle's author wrote it.
+_DATE_ELEMENTS = {
+    "Encounter": {"occurred_at": ("period",), "ended_at": ("period",)},
+    "Condition": {
+        "occurred_at": ("onsetDateTime", "onsetPeriod", "recordedDate"),
+        "abated_at": ("abatementDateTime", "abatementPeriod"),
+    },
+    "MedicationRequest": {"occurred_at": ("authoredOn",)},
+    "AllergyIntolerance": {"occurred_at": ("recordedDate", "onsetDateTime")},
+    "Observation": {"occurred_at": ("effectiveDateTime", "effectivePeriod", "issued")},
+    "Immunization": {"occurred_at": ("occurrenceDateTime",)},
+    "Procedure": {"occurred_at": ("performedDateTime", "performedPeriod")},
+}
+
+
+def _check_not_in_future(values: dict, resource: dict) -> None:
     latest = datetime.datetime.now(tz=datetime.UTC) + FUTURE_GRACE
+    elements = _DATE_ELEMENTS.get(resource.get("resourceType"), {})
     for name in ("occurred_at", "ended_at", "abated_at"):
         moment = values.get(name)
         if moment is not None and moment > latest:
-            raise EntryInvalid(f"date {name.replace('_', ' ')} is in the future")
+            part = "end" if name == "ended_at" else "start"
+            read_from = elements.get(name, (name,))
+            raise EntryInvalid(
+                f"field {_element_read(resource, read_from, part)}: in the future"
+            )
+
+
+def _element_read(resource: dict, names: tuple[str, ...], part: str) -> str:
+    """Which of ``names`` a date was read from, as FHIR names it."""
+    for name in names:
+        value = resource.get(name)
+        if isinstance(value, dict) and value.get(part):
+            return f"{name}.{part}"
+        if value and not isinstance(value, dict):
+            return name
+    return " or ".join(names)
 
 
 def _source_key(resource_type: str, resource_id: str) -> str:

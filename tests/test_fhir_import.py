@@ -543,7 +543,14 @@ def test_error_messages_never_repeat_a_patient_identifier(
     "change, message",
     [
         (("Encounter", "period", {"start": "3020-01-01T00:00:00+00:00"}),
-         "date occurred at is in the future"),
+         "field period.start: in the future"),
+        (("Encounter", "period", {"start": "2020-01-01T00:00:00+00:00",
+                                  "end": "3020-01-01T00:00:00+00:00"}),
+         "field period.end: in the future"),
+        (("Condition", "abatementDateTime", "3020-01-01T00:00:00+00:00"),
+         "field abatementDateTime: in the future"),
+        (("Immunization", "occurrenceDateTime", "3020-01-01T00:00:00+00:00"),
+         "field occurrenceDateTime: in the future"),
         (("Patient", "deceasedDateTime", "1900-01-01T00:00:00+00:00"),
          "field deceasedDateTime: before birth or in the future"),
     ],
@@ -593,7 +600,7 @@ def _spoil_a_condition_date(bundle):
     [
         (_spoil_a_quantity, "field value: not a plausible measurement"),
         (_spoil_an_encounter_period, "field period: end is before start"),
-        (_spoil_a_condition_date, "date occurred at is in the future"),
+        (_spoil_a_condition_date, "field onsetDateTime: in the future"),
     ],
 )
 def test_a_spoiled_copy_of_an_imported_bundle_is_refused_and_changes_nothing(
