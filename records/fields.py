@@ -60,12 +60,12 @@ class SealedText(str):
 IN_HOST = SealedBytes(b"")
 
 
+_BINARY = (bytes, memoryview)
+
+
 def is_in_host(token) -> bool:
     """Whether a loaded value says "sealed inside my host" rather than a value."""
     return isinstance(token, _BINARY) and not token
-
-
-_BINARY = (bytes, memoryview)
 
 
 # A host's plaintext, sealed with its companions: this mark, then the texts of
@@ -186,7 +186,7 @@ class SealedModel(models.Model):
         deferred = self.get_deferred_fields()
         if not deferred:
             return
-        for members in _sealed_groups_of(type(self)):
+        for members in sealed_groups(type(self)):
             names = [member.attname for member in members]
             if not deferred.issuperset(names):
                 for name in names:
@@ -233,21 +233,16 @@ class SealedModel(models.Model):
 
 def _with_sealed_groups(model, names) -> set[str]:
     names = set(names)
-    for name in list(names):
-        try:
-            field = model._meta.get_field(name)
-        except FieldDoesNotExist:
-            continue  # Django's save() names the mistake
-        if isinstance(field, EncryptedField):
-            host, companions = field.group()
-            names.update(member.name for member in (host, *companions))
+    for members in sealed_groups(model):
+        if any(member.name in names for member in members):
+            names.update(member.name for member in members)
     return names
 
 
 _SEALED_GROUPS: dict[type, list[tuple]] = {}
 
 
-def _sealed_groups_of(model) -> list[tuple]:
+def sealed_groups(model) -> list[tuple]:
     """Each group of ``model``: its host, then its companions."""
     groups = _SEALED_GROUPS.get(model)
     if groups is None:
@@ -525,19 +520,16 @@ def _open_group(instance, host, companions, pk, tokens) -> None:
             f"{host.model.__name__}.{host.name} holds no value, though values "
             "are sealed with it"
         )
-    host._check_row(pk)
-
     attributes = instance.__dict__
     if holds_group(tokens.get(companion.attname) for companion in companions):
-        text = crypto.open_stored(token, host.group_binding(), pk)
-        parts = parted_group(text, len(companions) + 1)
+        parts = host.open_group(pk, token)
         for companion, part in zip(companions, parts[1:], strict=True):
             name = companion.attname
             if name not in attributes and is_in_host(tokens.get(name)):
                 attributes[name] = part
         value = parts[0]
     else:
-        value = crypto.open_stored(token, host.binding()[1], pk)
+        value = host.open_token(pk, token)
     if host.attname not in attributes:
         attributes[host.attname] = value
 
@@ -668,6 +660,19 @@ class EncryptedField(models.TextField):
         text = self.to_plaintext(value)
         return SealedBytes(crypto.seal(text, self.associated_data_for(pk)))
 
+    def seal_group(self, pk, texts: list[str]) -> SealedBytes:
+        """A host's text and its companions' (in ``group()`` order), sealed as
+        one value for row ``pk``."""
+        self._check_row(pk)
+        associated_data = crypto.associated_data_of(self.group_binding(), pk)
+        return SealedBytes(crypto.seal(joined_group(texts), associated_data))
+
+    def open_group(self, pk, token) -> list[str]:
+        """The texts of a host's group as stored for row ``pk``, host first."""
+        self._check_row(pk)
+        text = crypto.open_stored(token, self.group_binding(), pk)
+        return parted_group(text, len(self.group()[1]) + 1)
+
     def reseal(self, pk, token, *, group: bool = False) -> SealedBytes | None:
         """``token`` sealed again under the current key in the binary format;
         None if it is so already, or if its value is sealed in its host's.
@@ -688,11 +693,7 @@ class EncryptedField(models.TextField):
                 member.to_plaintext(getattr(model_instance, member.attname))
                 for member in (host, *companions)
             ]
-            self._check_row(model_instance.pk)
-            associated_data = crypto.associated_data_of(
-                self.group_binding(), model_instance.pk
-            )
-            return SealedBytes(crypto.seal(joined_group(texts), associated_data))
+            return self.seal_group(model_instance.pk, texts)
 
         value = getattr(model_instance, self.attname)
         if value is None:
@@ -766,10 +767,10 @@ def _sealed_group(field) -> tuple[EncryptedField, tuple[EncryptedField, ...]]:
                 f"{field.sealed_with!r}, which must be an encrypted text field of "
                 "the same model sealed alone; neither may be null"
             )
-    return host, companions_of(host, options.concrete_fields)
+    return host, _companions_of(host, options.concrete_fields)
 
 
-def companions_of(host, fields) -> tuple[EncryptedField, ...]:
+def _companions_of(host, fields) -> tuple[EncryptedField, ...]:
     """The fields sealed with ``host``, in the order its plaintext holds them."""
     return tuple(
         sorted(

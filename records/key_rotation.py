@@ -227,7 +227,7 @@ def _row_update(model, fields, row: _StoredRow, reindex, progress) -> tuple | No
         if token is None:
             continue
         host, companions = field.group()
-        grouped = holds_group(tokens.get(c) for c in companions)
+        grouped = bool(companions) and holds_group(tokens.get(c) for c in companions)
         try:
             if (
                 field is not host

@@ -15,16 +15,7 @@ from django.core.management.base import CommandError
 from django.db import migrations, models
 
 from records import crypto
-from records.fields import (
-    IN_HOST,
-    EncryptedField,
-    SealedBytes,
-    companions_of,
-    group_prefix,
-    is_in_host,
-    joined_group,
-    parted_group,
-)
+from records.fields import IN_HOST, EncryptedField, is_in_host, sealed_groups
 
 logger = logging.getLogger(__name__)
 
@@ -72,15 +63,8 @@ def seal_companions_with_hosts(app_label: str) -> migrations.RunPython:
 
 def _groups(apps, app_label: str):
     for model in apps.get_app_config(app_label).get_models():
-        sealed = [
-            field
-            for field in model._meta.local_concrete_fields
-            if isinstance(field, EncryptedField)
-        ]
-        for host in sealed:
-            members = companions_of(host, sealed)
-            if members:
-                yield model, host, members
+        for host, *members in sealed_groups(model):
+            yield model, host, members
 
 
 def _in_batches(
@@ -99,7 +83,7 @@ def _in_batches(
             break
         for pk, *tokens in batch:
             try:
-                columns = change(model, host, members, pk, tokens)
+                columns = change(host, members, pk, tokens)
             except crypto.IntegrityError:
                 failed.append(pk)
                 continue
@@ -130,41 +114,30 @@ def _in_batches(
         )
 
 
-def _prefix(model, field) -> bytes:
-    return f"{model._meta.db_table}.{field.column}:".encode()
-
-
-def _group_prefix(model, host, members) -> bytes:
-    columns = [member.column for member in members]
-    return group_prefix(model._meta.db_table, host.column, columns)
-
-
-def _joined_row(model, host, members, pk, tokens) -> dict | None:
-    host_token, *member_tokens = tokens
+def _joined_row(host, members, pk, tokens) -> dict | None:
+    member_tokens = tokens[1:]
     grouped = [is_in_host(token) for token in member_tokens]
     if all(grouped):
         return None
     if any(grouped):
         # Some texts grouped and some not: only a row changed by hand.
         raise crypto.IntegrityError("a row's texts are partly grouped")
-    texts = [crypto.open_stored(host_token, _prefix(model, host), pk)]
-    for member, token in zip(members, member_tokens, strict=True):
-        texts.append(crypto.open_stored(token, _prefix(model, member), pk))
-    associated_data = crypto.associated_data_of(_group_prefix(model, host, members), pk)
+    texts = [
+        field.open_token(pk, token)
+        for field, token in zip((host, *members), tokens, strict=True)
+    ]
     return {
-        host.attname: SealedBytes(crypto.seal(joined_group(texts), associated_data)),
+        host.attname: host.seal_group(pk, texts),
         **{member.attname: IN_HOST for member in members},
     }
 
 
-def _parted_row(model, host, members, pk, tokens) -> dict | None:
+def _parted_row(host, members, pk, tokens) -> dict | None:
     host_token, *member_tokens = tokens
     if not all(is_in_host(token) for token in member_tokens):
         return None
-    prefix = _group_prefix(model, host, members)
-    texts = parted_group(crypto.open_stored(host_token, prefix, pk), len(members) + 1)
-    columns = {}
-    for field, text in zip((host, *members), texts, strict=True):
-        associated_data = crypto.associated_data_of(_prefix(model, field), pk)
-        columns[field.attname] = SealedBytes(crypto.seal(text, associated_data))
-    return columns
+    texts = host.open_group(pk, host_token)
+    return {
+        field.attname: field.seal_for(pk, text)
+        for field, text in zip((host, *members), texts, strict=True)
+    }
