@@ -1031,9 +1031,10 @@ def _reclassify(model, patient, keys, existing, sensitivities, *, actor) -> int:
 FUTURE_GRACE = datetime.timedelta(days=1)
 
 
-# The FHIR elements each record date is read from, in the order the
-# extractors below try them (a Period gives its start, or for an encounter's
-# end its end): a refused date is named as the bundle's author wrote it.
+# The FHIR elements each record date is read from, in the order they are
+# tried (a Period gives its start, or for an encounter's end its end): the
+# extractors that try several read them from here, and a refused date is
+# named as the bundle's author wrote it.
 _DATE_ELEMENTS = {
     "Encounter": {"occurred_at": ("period",), "ended_at": ("period",)},
     "Condition": {
@@ -1189,6 +1190,13 @@ def _clip(text: str) -> str:
     return text
 
 
+def _record_date(
+    resource: dict, resource_type: str, name: str
+) -> datetime.datetime | None:
+    """A record date, from the elements ``_DATE_ELEMENTS`` lists for it."""
+    return _start_of(resource, *_DATE_ELEMENTS[resource_type][name])
+
+
 def _start_of(resource: dict, *names: str) -> datetime.datetime | None:
     for name in names:
         value = resource.get(name)
@@ -1222,10 +1230,8 @@ def _encounter(resource: dict) -> dict:
 
 def _condition(resource: dict) -> dict:
     return {
-        "occurred_at": _start_of(
-            resource, "onsetDateTime", "onsetPeriod", "recordedDate"
-        ),
-        "abated_at": _start_of(resource, "abatementDateTime", "abatementPeriod"),
+        "occurred_at": _record_date(resource, "Condition", "occurred_at"),
+        "abated_at": _record_date(resource, "Condition", "abated_at"),
         "status": _concept_code(resource.get("clinicalStatus")),
         "code": _concept_code(resource.get("code")),
         "description": _concept_text(resource.get("code")),
@@ -1263,7 +1269,7 @@ def _allergy(resource: dict) -> dict:
         )
     categories = resource.get("category") or [""]
     return {
-        "occurred_at": _start_of(resource, "recordedDate", "onsetDateTime"),
+        "occurred_at": _record_date(resource, "AllergyIntolerance", "occurred_at"),
         "status": _concept_code(resource.get("clinicalStatus")),
         "category": str(categories[0])[:32],
         "criticality": (resource.get("criticality") or "")[:32],
@@ -1353,9 +1359,7 @@ def _observation_category(resource: dict) -> str:
 
 def _observation(resource: dict) -> dict:
     return {
-        "occurred_at": _start_of(
-            resource, "effectiveDateTime", "effectivePeriod", "issued"
-        ),
+        "occurred_at": _record_date(resource, "Observation", "occurred_at"),
         "status": resource.get("status", ""),
         "category": _observation_category(resource),
         "code": _concept_code(resource.get("code")),
@@ -1375,7 +1379,7 @@ def _immunization(resource: dict) -> dict:
 
 def _procedure(resource: dict) -> dict:
     return {
-        "occurred_at": _start_of(resource, "performedDateTime", "performedPeriod"),
+        "occurred_at": _record_date(resource, "Procedure", "occurred_at"),
         "status": resource.get("status", ""),
         "code": _concept_code(resource.get("code")),
         "description": _concept_text(resource.get("code")),
