@@ -495,15 +495,25 @@ def _newest_visible(model, limit: int, *, leave_out=None, **matching):
     return CompiledChartQuery(model, build)
 
 
+# How many records of each kind the summary shows, newest first.
+SUMMARY_LIMITS = {"conditions": 10, "allergies": 10, "medications": 10, "encounters": 5}
+
 # The summary's queries have the same shape on every open: compiled once
 # (records.chart_queries), they cost the portal a fraction of building them.
+# Each reads one record past its limit, to say when there are more: a
+# clinician must not take the newest ten allergies for all of them.
 _SUMMARY_QUERIES = {
     "conditions": _newest_visible(
-        Condition, 10, abated_at__isnull=True, leave_out={"status": "resolved"}
+        Condition,
+        SUMMARY_LIMITS["conditions"] + 1,
+        abated_at__isnull=True,
+        leave_out={"status": "resolved"},
     ),
-    "allergies": _newest_visible(AllergyIntolerance, 10),
-    "medications": _newest_visible(MedicationRequest, 10, status="active"),
-    "encounters": _newest_visible(Encounter, 5),
+    "allergies": _newest_visible(AllergyIntolerance, SUMMARY_LIMITS["allergies"] + 1),
+    "medications": _newest_visible(
+        MedicationRequest, SUMMARY_LIMITS["medications"] + 1, status="active"
+    ),
+    "encounters": _newest_visible(Encounter, SUMMARY_LIMITS["encounters"] + 1),
 }
 
 _RECENT_VITAL_SIGNS = _newest_visible(
@@ -514,10 +524,13 @@ _RECENT_VITAL_SIGNS = _newest_visible(
 def chart_summary(chart: Chart) -> dict:
     """A lean first page: what a clinician checks first, never whole histories."""
     patient, visible = chart.patient, chart.visible_categories
-    summary = {
-        section: query.run(patient.pk, visible)
-        for section, query in _SUMMARY_QUERIES.items()
-    }
+    summary = {"more": set()}
+    for section, query in _SUMMARY_QUERIES.items():
+        records = query.run(patient.pk, visible)
+        limit = SUMMARY_LIMITS[section]
+        summary[section] = records[:limit]
+        if len(records) > limit:
+            summary["more"].add(section)
     summary["vitals"] = latest_vitals(patient, visible)
     summary["withheld_count"] = withheld_in_chart(chart)
     return summary

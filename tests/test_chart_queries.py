@@ -176,7 +176,7 @@ def test_a_query_over_another_model_is_refused():
 
 
 def test_records_of_one_moment_come_in_the_same_order_on_every_open():
-    from records.services import _SUMMARY_QUERIES
+    from records.services import _SUMMARY_QUERIES, SUMMARY_LIMITS
 
     patient = _patient("Samemoment")
     moment = timezone.now() - datetime.timedelta(days=2)
@@ -189,7 +189,9 @@ def test_records_of_one_moment_come_in_the_same_order_on_every_open():
     shown = _SUMMARY_QUERIES["conditions"].run(patient.pk, [Sensitivity.ROUTINE])
 
     by_key = sorted(Condition.objects.filter(patient=patient), key=lambda c: c.pk)
-    assert [record.pk for record in shown] == [record.pk for record in by_key[:10]]
+    # The query reads one past what the summary shows, to tell it there is more.
+    read = SUMMARY_LIMITS["conditions"] + 1
+    assert [record.pk for record in shown] == [record.pk for record in by_key[:read]]
 
 
 def _panel(page) -> str:
@@ -240,3 +242,26 @@ def test_an_unknown_patient_id_is_still_a_404_after_known_ones():
     assert "Knownpatient" not in missing.content.decode()
     denied = AuditEvent.objects.get(action=AuditAction.ACCESS_DENIED)
     assert (denied.patient_ref, denied.reason) == (str(unknown), "unknown patient")
+
+
+@pytest.mark.parametrize("count", [10, 11])
+def test_the_summary_says_when_it_shows_only_the_newest_allergies(count):
+    from records.models import AllergyIntolerance
+
+    patient = _patient("Manyallergies")
+    physician = make_user("dr.summary", Role.PHYSICIAN)
+    add_to_care_team(physician, patient)
+    for day in range(1, count + 1):
+        AllergyIntolerance.objects.create(
+            patient=patient, source_key=f"a{day}", code=f"{day}",
+            occurred_at=timezone.now() - datetime.timedelta(days=day),
+            description=f"Allergen of day {day}", criticality="high",
+        )  # fmt: skip
+
+    page = verified_client(physician).get(f"/patients/{patient.pk}/")
+
+    shown = page.content.decode()
+    assert shown.count("Allergen of day") == 10
+    # The oldest is the one left out, and the page says there are more.
+    assert "Allergen of day 11" not in shown
+    assert ("all allergies →" in shown) is (count == 11)
